@@ -1,0 +1,6 @@
+//! Sundial: fires HTTP endpoints on schedules.
+//!
+//! This crate holds every piece of logic; the Lambda functions and the CLI
+//! are thin shells that build dependencies once and call into it.
+
+pub mod schedule;

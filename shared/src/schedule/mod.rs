@@ -1,0 +1,1 @@
+//! Schedule expressions (cron, rate, at, macros) and their evaluation in a time zone.
