@@ -3,4 +3,8 @@
 //! This crate holds every piece of logic; the Lambda functions and the CLI
 //! are thin shells that build dependencies once and call into it.
 
+pub mod config;
+pub mod message;
 pub mod schedule;
+pub mod store;
+pub mod task;

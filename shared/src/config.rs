@@ -1,0 +1,292 @@
+//! Settings read from the environment, with every default in one place.
+//!
+//! The same names are used by the Lambda functions, the CLI and `sundial dev`
+//! (see the configuration table in the README). Binaries call
+//! [`Settings::from_env`] once at start and fail fast with a message that
+//! names the missing or invalid variable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Documented defaults. The README's configuration table mirrors these.
+pub mod defaults {
+    /// Requests in flight per processor (`SUNDIAL_CONCURRENCY`).
+    pub const CONCURRENCY: usize = 200;
+    /// Requests in flight per target host (`SUNDIAL_PER_HOST_CONCURRENCY`).
+    pub const PER_HOST_CONCURRENCY: usize = 50;
+    /// How far ahead the scanner claims (`SUNDIAL_LOOKAHEAD_SECS`): one
+    /// EventBridge tick plus a margin, so nothing due before the next tick
+    /// waits for it.
+    pub const LOOKAHEAD_SECS: u64 = 75;
+    /// Rows claimed per page (`SUNDIAL_PAGE_SIZE`).
+    pub const PAGE_SIZE: i64 = 500;
+    /// `SendMessageBatch` calls in flight per scanner (`SUNDIAL_SEND_CONCURRENCY`).
+    pub const SEND_CONCURRENCY: usize = 8;
+    /// How long one scan may keep claiming pages (`SUNDIAL_SCAN_BUDGET_SECS`).
+    pub const SCAN_BUDGET_SECS: u64 = 50;
+    /// Lease kept on a dispatched occurrence beyond its due time and its
+    /// timeout (`SUNDIAL_LEASE_SECS`); after it lapses the scanner
+    /// dispatches the occurrence again, so this is the crash-recovery time.
+    pub const LEASE_SECS: u64 = 300;
+    /// Postgres connections per process (`SUNDIAL_DB_POOL_SIZE`).
+    pub const DB_POOL_SIZE: u32 = 5;
+    /// Time kept free before the Lambda deadline (`SUNDIAL_DEADLINE_MARGIN_MS`).
+    pub const DEADLINE_MARGIN_MS: u64 = 2_000;
+    /// Run history kept (`SUNDIAL_RUN_RETENTION_DAYS`).
+    pub const RUN_RETENTION_DAYS: u32 = 30;
+}
+
+/// A setting that is missing or cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// A required variable is not set (or empty).
+    #[error("missing setting {name}: {hint}")]
+    Missing {
+        /// The environment variable.
+        name: &'static str,
+        /// What it should hold.
+        hint: &'static str,
+    },
+    /// A variable is set to something that cannot be used.
+    #[error("invalid setting {name}={value:?}: {reason}")]
+    Invalid {
+        /// The environment variable.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+/// Everything a Sundial process can be configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `SUNDIAL_QUEUE_URL`; `None` means the in-process queue (dev only).
+    pub queue_url: Option<String>,
+    /// `SUNDIAL_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// `SUNDIAL_SIGNING_SECRETS`, first signs, all verify.
+    pub signing_secrets: Vec<String>,
+    /// `SUNDIAL_ALLOW_TARGETS`: CIDRs or hosts exempt from the private-address guard.
+    pub allow_targets: Vec<String>,
+    /// `SUNDIAL_CONCURRENCY`.
+    pub concurrency: usize,
+    /// `SUNDIAL_PER_HOST_CONCURRENCY`.
+    pub per_host_concurrency: usize,
+    /// `SUNDIAL_LOOKAHEAD_SECS`.
+    pub lookahead: Duration,
+    /// `SUNDIAL_PAGE_SIZE`.
+    pub page_size: i64,
+    /// `SUNDIAL_SEND_CONCURRENCY`.
+    pub send_concurrency: usize,
+    /// `SUNDIAL_SCAN_BUDGET_SECS`.
+    pub scan_budget: Duration,
+    /// `SUNDIAL_LEASE_SECS`.
+    pub lease: Duration,
+    /// `SUNDIAL_DB_POOL_SIZE`.
+    pub db_pool_size: u32,
+    /// `SUNDIAL_DEADLINE_MARGIN_MS`.
+    pub deadline_margin: Duration,
+    /// `SUNDIAL_RUN_RETENTION_DAYS`.
+    pub run_retention_days: u32,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map (the environment, or a test's).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let text = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let list = |name: &str| {
+            text(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(Settings {
+            database_url: text("DATABASE_URL"),
+            queue_url: text("SUNDIAL_QUEUE_URL"),
+            admin_token: text("SUNDIAL_ADMIN_TOKEN"),
+            signing_secrets: list("SUNDIAL_SIGNING_SECRETS"),
+            allow_targets: list("SUNDIAL_ALLOW_TARGETS"),
+            concurrency: number(env, "SUNDIAL_CONCURRENCY", defaults::CONCURRENCY, 1, 10_000)?,
+            per_host_concurrency: number(
+                env,
+                "SUNDIAL_PER_HOST_CONCURRENCY",
+                defaults::PER_HOST_CONCURRENCY,
+                1,
+                10_000,
+            )?,
+            lookahead: Duration::from_secs(number(
+                env,
+                "SUNDIAL_LOOKAHEAD_SECS",
+                defaults::LOOKAHEAD_SECS,
+                0,
+                900,
+            )?),
+            page_size: number(env, "SUNDIAL_PAGE_SIZE", defaults::PAGE_SIZE, 1, 10_000)?,
+            send_concurrency: number(
+                env,
+                "SUNDIAL_SEND_CONCURRENCY",
+                defaults::SEND_CONCURRENCY,
+                1,
+                64,
+            )?,
+            scan_budget: Duration::from_secs(number(
+                env,
+                "SUNDIAL_SCAN_BUDGET_SECS",
+                defaults::SCAN_BUDGET_SECS,
+                1,
+                890,
+            )?),
+            lease: Duration::from_secs(number(
+                env,
+                "SUNDIAL_LEASE_SECS",
+                defaults::LEASE_SECS,
+                5,
+                86_400,
+            )?),
+            db_pool_size: number(env, "SUNDIAL_DB_POOL_SIZE", defaults::DB_POOL_SIZE, 1, 500)?,
+            deadline_margin: Duration::from_millis(number(
+                env,
+                "SUNDIAL_DEADLINE_MARGIN_MS",
+                defaults::DEADLINE_MARGIN_MS,
+                0,
+                60_000,
+            )?),
+            run_retention_days: number(
+                env,
+                "SUNDIAL_RUN_RETENTION_DAYS",
+                defaults::RUN_RETENTION_DAYS,
+                1,
+                3650,
+            )?,
+        })
+    }
+
+    /// The database URL, or an error naming `DATABASE_URL`.
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or(ConfigError::Missing {
+            name: "DATABASE_URL",
+            hint: "a Postgres URL such as postgres://user:pass@host:5432/sundial",
+        })
+    }
+
+    /// The dispatch queue URL, or an error naming `SUNDIAL_QUEUE_URL`.
+    pub fn require_queue_url(&self) -> Result<&str, ConfigError> {
+        self.queue_url.as_deref().ok_or(ConfigError::Missing {
+            name: "SUNDIAL_QUEUE_URL",
+            hint: "the URL of the SQS dispatch queue",
+        })
+    }
+
+    /// The admin bearer token, or an error naming `SUNDIAL_ADMIN_TOKEN`.
+    pub fn require_admin_token(&self) -> Result<&str, ConfigError> {
+        match self.admin_token.as_deref() {
+            Some(t) if t.len() >= 16 => Ok(t),
+            Some(t) => Err(ConfigError::Invalid {
+                name: "SUNDIAL_ADMIN_TOKEN",
+                value: "*".repeat(t.len()),
+                reason: "use at least 16 characters".into(),
+            }),
+            None => Err(ConfigError::Missing {
+                name: "SUNDIAL_ADMIN_TOKEN",
+                hint: "the bearer token required by the admin API (16+ characters)",
+            }),
+        }
+    }
+}
+
+fn number<T>(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(default);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name,
+        value: raw.to_string(),
+        reason,
+    };
+    let value: T = raw
+        .parse()
+        .map_err(|_| invalid("not a whole number".into()))?;
+    if value < min || value > max {
+        return Err(invalid(format!("must be between {min} and {max}")));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let s = Settings::from_map(&env(&[])).unwrap();
+        assert_eq!(s.concurrency, defaults::CONCURRENCY);
+        assert_eq!(s.lookahead, Duration::from_secs(defaults::LOOKAHEAD_SECS));
+        assert!(s.queue_url.is_none());
+    }
+
+    #[test]
+    fn invalid_numbers_name_the_variable() {
+        let err = Settings::from_map(&env(&[("SUNDIAL_CONCURRENCY", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("SUNDIAL_CONCURRENCY"), "{err}");
+        let err = Settings::from_map(&env(&[("SUNDIAL_PAGE_SIZE", "0")])).unwrap_err();
+        assert!(err.to_string().contains("between 1 and 10000"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        let s = Settings::from_map(&env(&[])).unwrap();
+        assert!(s
+            .require_database_url()
+            .unwrap_err()
+            .to_string()
+            .contains("DATABASE_URL"));
+        assert!(s
+            .require_queue_url()
+            .unwrap_err()
+            .to_string()
+            .contains("SUNDIAL_QUEUE_URL"));
+    }
+
+    #[test]
+    fn lists_are_split_and_trimmed() {
+        let s = Settings::from_map(&env(&[(
+            "SUNDIAL_ALLOW_TARGETS",
+            " 127.0.0.1/32 , ::1/128,",
+        )]))
+        .unwrap();
+        assert_eq!(s.allow_targets, vec!["127.0.0.1/32", "::1/128"]);
+    }
+}

@@ -1,0 +1,141 @@
+//! The dispatch message: what the scanner puts on the queue for one
+//! occurrence. It is small and versioned; the processor reloads the task
+//! itself from the database, so a message never carries stale definitions.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The message format this build writes and reads.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// One occurrence of one task, to be fired.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DispatchMessage {
+    /// Format version, [`MESSAGE_VERSION`].
+    pub v: u32,
+    /// `tasks.id`.
+    pub task_id: i64,
+    /// The occurrence (`scheduled_for`); with `task_id` the idempotency key.
+    pub occurrence: DateTime<Utc>,
+    /// `tasks.version` when dispatched; a different version means the task
+    /// was edited since, and the message is dropped.
+    pub task_version: i64,
+    /// 1 for the first attempt, incremented by each retry.
+    pub attempt: u32,
+    /// Fired by hand (`POST /v1/tasks/{id}/trigger`), outside the schedule:
+    /// recorded as a run but never advances the schedule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+}
+
+/// A message body that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Not JSON, or JSON of another shape.
+    #[error("dispatch message is not valid: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Written by a newer (or unknown) format.
+    #[error("dispatch message version {0} is not supported (this build reads version {MESSAGE_VERSION})")]
+    UnsupportedVersion(u32),
+    /// Fields out of range.
+    #[error("dispatch message field `{0}` is out of range")]
+    OutOfRange(&'static str),
+}
+
+impl DispatchMessage {
+    /// The first attempt at an occurrence.
+    pub fn new(task_id: i64, occurrence: DateTime<Utc>, task_version: i64) -> Self {
+        DispatchMessage {
+            v: MESSAGE_VERSION,
+            task_id,
+            occurrence,
+            task_version,
+            attempt: 1,
+            manual: false,
+        }
+    }
+
+    /// The next attempt at the same occurrence.
+    pub fn retry(&self) -> Self {
+        DispatchMessage {
+            attempt: self.attempt.saturating_add(1),
+            ..self.clone()
+        }
+    }
+
+    /// `Idempotency-Key` header value: `<task id>:<occurrence>`, the same
+    /// for every attempt and every duplicate delivery of an occurrence.
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(self.task_id, self.occurrence)
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising this struct cannot fail: no maps with non-string keys,
+        // no floats.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a message body.
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            v: u32,
+        }
+        let probe: Probe = serde_json::from_str(body)?;
+        if probe.v != MESSAGE_VERSION {
+            return Err(MessageError::UnsupportedVersion(probe.v));
+        }
+        let msg: DispatchMessage = serde_json::from_str(body)?;
+        if msg.task_id <= 0 {
+            return Err(MessageError::OutOfRange("task_id"));
+        }
+        if msg.attempt == 0 {
+            return Err(MessageError::OutOfRange("attempt"));
+        }
+        Ok(msg)
+    }
+}
+
+/// `Idempotency-Key` of an occurrence.
+pub fn idempotency_key(task_id: i64, occurrence: DateTime<Utc>) -> String {
+    format!(
+        "{task_id}:{}",
+        occurrence.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let occ = DateTime::parse_from_rfc3339("2026-03-08T07:00:00Z")
+            .unwrap()
+            .to_utc();
+        let m = DispatchMessage::new(42, occ, 3);
+        let back = DispatchMessage::parse(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(m.idempotency_key(), "42:2026-03-08T07:00:00.000Z");
+        assert_eq!(m.retry().attempt, 2);
+        assert!(!m.to_json().contains("manual"));
+    }
+
+    #[test]
+    fn rejects_unknown_versions_and_garbage() {
+        assert!(matches!(
+            DispatchMessage::parse(r#"{"v":2,"task_id":1}"#),
+            Err(MessageError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            DispatchMessage::parse("hello"),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            DispatchMessage::parse(
+                r#"{"v":1,"task_id":0,"occurrence":"2026-01-01T00:00:00Z","task_version":1,"attempt":1}"#
+            ),
+            Err(MessageError::OutOfRange("task_id"))
+        ));
+    }
+}

@@ -1,0 +1,538 @@
+//! What a task is: its stored row, the input that creates or edits one, the
+//! validation of that input, and the rule that picks its next occurrence.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::{parse_zone, Schedule, ScheduleError, Tz};
+
+/// HTTP methods a task may use (mirrors the `tasks_method_known` CHECK).
+pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// Bounds of `timeout_ms` (mirrors the `tasks_timeout_range` CHECK).
+pub const TIMEOUT_MS_RANGE: (i32, i32) = (100, 900_000);
+/// Bounds of `max_attempts`.
+pub const ATTEMPTS_RANGE: (i32, i32) = (1, 20);
+/// Bounds of `retry_backoff_ms`.
+pub const BACKOFF_MS_RANGE: (i32, i32) = (100, 3_600_000);
+/// Bounds of `jitter_secs`.
+pub const JITTER_SECS_RANGE: (i32, i32) = (0, 900);
+/// Bounds of `catch_up_max_age_secs`.
+pub const CATCH_UP_AGE_RANGE: (i32, i32) = (0, 604_800);
+/// Largest request body a task may carry.
+pub const MAX_BODY_BYTES: usize = 65_536;
+/// Headers Sundial sets itself; a task cannot override them.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "idempotency-key",
+    "sundial-signature",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+/// What to do with occurrences missed while nothing was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, Default)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Fire the most overdue occurrence once, then continue from now.
+    #[default]
+    Skip,
+    /// Fire every missed occurrence no older than `catch_up_max_age_secs`.
+    All,
+    /// Fire none of them: an occurrence later than the misfire grace is
+    /// recorded as skipped.
+    None,
+}
+
+/// Whether an occurrence may start while the previous one still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, Default)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Overlap {
+    /// Dispatch every occurrence on time; runs may overlap.
+    Allow,
+    /// Hold the next occurrence until the previous run is recorded.
+    #[default]
+    Forbid,
+}
+
+/// A stored task (one row of `tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Task {
+    pub id: i64,
+    pub name: String,
+    pub schedule: String,
+    pub timezone: String,
+    pub method: String,
+    pub url: String,
+    #[schema(value_type = Object)]
+    pub headers: sqlx::types::Json<serde_json::Value>,
+    pub body: Option<String>,
+    pub timeout_ms: i32,
+    pub max_attempts: i32,
+    pub retry_backoff_ms: i32,
+    #[schema(value_type = String)]
+    pub catch_up: CatchUp,
+    pub catch_up_max_age_secs: i32,
+    #[schema(value_type = String)]
+    pub overlap: Overlap,
+    pub jitter_secs: i32,
+    pub enabled: bool,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub schedule_error: Option<String>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An input field that does not hold a usable value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidField {
+    /// The request field, as named in the API (`schedule`, `url`, ...).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl InvalidField {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        InvalidField {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ScheduleError> for InvalidField {
+    fn from(err: ScheduleError) -> Self {
+        InvalidField::new(err.field(), err.to_string())
+    }
+}
+
+/// The definition of a task as a user writes it (API body, CLI flags).
+/// Every field but `name`, `schedule` and `url` has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    pub schedule: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: i32,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: i32,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub catch_up: CatchUp,
+    #[serde(default = "default_catch_up_max_age_secs")]
+    pub catch_up_max_age_secs: i32,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub jitter_secs: i32,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_timeout_ms() -> i32 {
+    30_000
+}
+fn default_max_attempts() -> i32 {
+    3
+}
+fn default_retry_backoff_ms() -> i32 {
+    2_000
+}
+fn default_catch_up_max_age_secs() -> i32 {
+    3_600
+}
+fn default_enabled() -> bool {
+    true
+}
+
+impl TaskSpec {
+    /// A spec with defaults for everything optional.
+    pub fn new(
+        name: impl Into<String>,
+        schedule: impl Into<String>,
+        url: impl Into<String>,
+    ) -> Self {
+        TaskSpec {
+            name: name.into(),
+            schedule: schedule.into(),
+            timezone: default_timezone(),
+            method: default_method(),
+            url: url.into(),
+            headers: BTreeMap::new(),
+            body: None,
+            timeout_ms: default_timeout_ms(),
+            max_attempts: default_max_attempts(),
+            retry_backoff_ms: default_retry_backoff_ms(),
+            catch_up: CatchUp::default(),
+            catch_up_max_age_secs: default_catch_up_max_age_secs(),
+            overlap: Overlap::default(),
+            jitter_secs: 0,
+            enabled: true,
+        }
+    }
+
+    /// The spec of a stored task (to apply a patch to it).
+    pub fn of(task: &Task) -> Result<Self, InvalidField> {
+        Ok(TaskSpec {
+            name: task.name.clone(),
+            schedule: task.schedule.clone(),
+            timezone: task.timezone.clone(),
+            method: task.method.clone(),
+            url: task.url.clone(),
+            headers: header_map(&task.headers)?,
+            body: task.body.clone(),
+            timeout_ms: task.timeout_ms,
+            max_attempts: task.max_attempts,
+            retry_backoff_ms: task.retry_backoff_ms,
+            catch_up: task.catch_up,
+            catch_up_max_age_secs: task.catch_up_max_age_secs,
+            overlap: task.overlap,
+            jitter_secs: task.jitter_secs,
+            enabled: task.enabled,
+        })
+    }
+
+    /// Checks every field and normalises the method; returns the parsed
+    /// schedule and zone. The target address guard (which resolves DNS) is
+    /// separate: see [`crate::fire::guard`].
+    pub fn validate(&mut self) -> Result<(Schedule, Tz), InvalidField> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(InvalidField::new("name", "must be 1 to 200 characters"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(InvalidField::new(
+                "name",
+                "must not contain control characters",
+            ));
+        }
+        self.name = name.to_string();
+        if self.schedule.len() > 200 {
+            return Err(InvalidField::new("schedule", "longer than 200 characters"));
+        }
+        let schedule = Schedule::parse(&self.schedule)?;
+        let zone = parse_zone(&self.timezone)?;
+        self.method = self.method.trim().to_ascii_uppercase();
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err(InvalidField::new(
+                "method",
+                format!("`{}` is not one of {}", self.method, METHODS.join(", ")),
+            ));
+        }
+        validate_url(&self.url)?;
+        for (name, value) in &self.headers {
+            validate_header(name, value)?;
+        }
+        if let Some(body) = &self.body {
+            if body.len() > MAX_BODY_BYTES {
+                return Err(InvalidField::new(
+                    "body",
+                    format!("larger than {MAX_BODY_BYTES} bytes"),
+                ));
+            }
+        }
+        in_range("timeout_ms", self.timeout_ms, TIMEOUT_MS_RANGE)?;
+        in_range("max_attempts", self.max_attempts, ATTEMPTS_RANGE)?;
+        in_range("retry_backoff_ms", self.retry_backoff_ms, BACKOFF_MS_RANGE)?;
+        in_range("jitter_secs", self.jitter_secs, JITTER_SECS_RANGE)?;
+        in_range(
+            "catch_up_max_age_secs",
+            self.catch_up_max_age_secs,
+            CATCH_UP_AGE_RANGE,
+        )?;
+        Ok((schedule, zone))
+    }
+}
+
+fn in_range(field: &'static str, value: i32, (min, max): (i32, i32)) -> Result<(), InvalidField> {
+    if value < min || value > max {
+        return Err(InvalidField::new(
+            field,
+            format!("{value} is out of range {min}..={max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A target URL must be absolute http(s) with a host.
+pub fn validate_url(raw: &str) -> Result<url::Url, InvalidField> {
+    if raw.len() > 2048 {
+        return Err(InvalidField::new("url", "longer than 2048 characters"));
+    }
+    let url = url::Url::parse(raw.trim())
+        .map_err(|e| InvalidField::new("url", format!("not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(InvalidField::new(
+            "url",
+            format!("scheme `{}` is not http or https", url.scheme()),
+        ));
+    }
+    if url.host().is_none() {
+        return Err(InvalidField::new("url", "has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(InvalidField::new(
+            "url",
+            "must not carry credentials; use an Authorization header",
+        ));
+    }
+    Ok(url)
+}
+
+fn validate_header(name: &str, value: &str) -> Result<(), InvalidField> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid_name {
+        return Err(InvalidField::new(
+            "headers",
+            format!("`{name}` is not a valid header name"),
+        ));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(InvalidField::new(
+            "headers",
+            format!("`{name}` is set by Sundial and cannot be overridden"),
+        ));
+    }
+    if value.len() > 8192 || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(InvalidField::new(
+            "headers",
+            format!("value of `{name}` is too long or holds control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a stored `headers` column (which plain SQL may have filled with
+/// anything JSON) as name → value strings.
+pub fn header_map(
+    headers: &sqlx::types::Json<serde_json::Value>,
+) -> Result<BTreeMap<String, String>, InvalidField> {
+    let serde_json::Value::Object(map) = &headers.0 else {
+        return Err(InvalidField::new("headers", "must be a JSON object"));
+    };
+    let mut out = BTreeMap::new();
+    for (name, value) in map {
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => {
+                return Err(InvalidField::new(
+                    "headers",
+                    format!("value of `{name}` must be a string, found {other}"),
+                ))
+            }
+        };
+        validate_header(name, &value)?;
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// How an occurrence is timed: the parsed schedule and zone of a task.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub schedule: Schedule,
+    pub zone: Tz,
+    pub catch_up: CatchUp,
+    pub catch_up_max_age: Duration,
+}
+
+impl Timing {
+    /// Parses the timing fields of a stored task.
+    pub fn of(task: &Task) -> Result<Self, InvalidField> {
+        Self::parse(
+            &task.schedule,
+            &task.timezone,
+            task.catch_up,
+            task.catch_up_max_age_secs,
+        )
+    }
+
+    pub fn parse(
+        schedule: &str,
+        zone: &str,
+        catch_up: CatchUp,
+        catch_up_max_age_secs: i32,
+    ) -> Result<Self, InvalidField> {
+        Ok(Timing {
+            schedule: Schedule::parse(schedule)?,
+            zone: parse_zone(zone)?,
+            catch_up,
+            catch_up_max_age: Duration::seconds(i64::from(catch_up_max_age_secs.max(0))),
+        })
+    }
+
+    /// The first occurrence of a new (or resumed, or re-timed) task.
+    pub fn first_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.next_after(now, self.zone)
+    }
+
+    /// The occurrence that follows `occurrence` once it is done, at `now`.
+    ///
+    /// `all` continues right after the occurrence (so each missed one
+    /// fires), but never further back than `catch_up_max_age`; `skip` and
+    /// `none` continue from now, so a 3-hour outage of a per-minute task
+    /// costs one late firing, not 180.
+    pub fn next_after_run(
+        &self,
+        occurrence: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match self.catch_up {
+            CatchUp::All => {
+                let oldest = now - self.catch_up_max_age;
+                let from = occurrence.max(oldest - Duration::seconds(1));
+                self.schedule.next_after(from, self.zone)
+            }
+            CatchUp::Skip | CatchUp::None => {
+                self.schedule.next_after(occurrence.max(now), self.zone)
+            }
+        }
+    }
+
+    /// Should an occurrence this late be skipped rather than fired?
+    pub fn should_skip(&self, occurrence: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        self.catch_up == CatchUp::None && now - occurrence > MISFIRE_GRACE
+    }
+}
+
+/// How late an occurrence may still fire under catch-up `none`.
+pub const MISFIRE_GRACE: Duration = Duration::seconds(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TaskSpec {
+        TaskSpec::new("t", "rate(1 minute)", "https://example.com/hook")
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let mut s = spec();
+        s.method = "post".into();
+        s.validate().unwrap();
+        assert_eq!(s.method, "POST");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut TaskSpec)>)> = vec![
+            ("name", Box::new(|s| s.name = " ".into())),
+            ("schedule", Box::new(|s| s.schedule = "every day".into())),
+            ("timezone", Box::new(|s| s.timezone = "Mars/Base".into())),
+            ("method", Box::new(|s| s.method = "FETCH".into())),
+            ("url", Box::new(|s| s.url = "ftp://example.com".into())),
+            ("url", Box::new(|s| s.url = "not a url".into())),
+            ("url", Box::new(|s| s.url = "http://u:p@example.com".into())),
+            ("timeout_ms", Box::new(|s| s.timeout_ms = 10)),
+            ("timeout_ms", Box::new(|s| s.timeout_ms = 1_000_000)),
+            ("max_attempts", Box::new(|s| s.max_attempts = 0)),
+            ("jitter_secs", Box::new(|s| s.jitter_secs = -1)),
+            (
+                "headers",
+                Box::new(|s| {
+                    s.headers.insert("Bad Name".into(), "x".into());
+                }),
+            ),
+            (
+                "headers",
+                Box::new(|s| {
+                    s.headers.insert("Idempotency-Key".into(), "x".into());
+                }),
+            ),
+            ("body", Box::new(|s| s.body = Some("x".repeat(70_000)))),
+        ];
+        for (field, mutate) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<TaskSpec>(
+            r#"{"name":"a","schedule":"rate(1 minute)","url":"https://x.io","colour":"red"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn stored_headers_must_be_strings() {
+        let bad = sqlx::types::Json(serde_json::json!({"X-Count": 3}));
+        assert_eq!(header_map(&bad).unwrap_err().field, "headers");
+        let good = sqlx::types::Json(serde_json::json!({"X-Env": "prod"}));
+        assert_eq!(header_map(&good).unwrap()["X-Env"], "prod");
+    }
+
+    #[test]
+    fn skip_catch_up_continues_from_now() {
+        let t = Timing::parse("rate(1 minute)", "UTC", CatchUp::Skip, 3600).unwrap();
+        let occ = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = occ + Duration::hours(3) + Duration::seconds(5);
+        let next = t.next_after_run(occ, now).unwrap();
+        assert!(next > now && next - now <= Duration::minutes(1));
+    }
+
+    #[test]
+    fn all_catch_up_walks_missed_occurrences_within_max_age() {
+        let t = Timing::parse("rate(1 minute)", "UTC", CatchUp::All, 600).unwrap();
+        let occ = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        // Shortly after: the very next minute.
+        let next = t.next_after_run(occ, occ + Duration::seconds(90)).unwrap();
+        assert_eq!(next, occ + Duration::minutes(1));
+        // After 3 hours: no older than 10 minutes.
+        let now = occ + Duration::hours(3);
+        let next = t.next_after_run(occ, now).unwrap();
+        assert_eq!(next, now - Duration::minutes(10));
+    }
+
+    #[test]
+    fn none_catch_up_skips_late_occurrences() {
+        let t = Timing::parse("rate(1 minute)", "UTC", CatchUp::None, 0).unwrap();
+        let occ = Utc::now();
+        assert!(!t.should_skip(occ, occ + Duration::seconds(5)));
+        assert!(t.should_skip(occ, occ + Duration::minutes(5)));
+    }
+}

@@ -1,0 +1,621 @@
+//! Task store against a real Postgres: each test gets a fresh migrated
+//! database from `#[sqlx::test]` (DATABASE_URL points at the server).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use sqlx::PgPool;
+use sundial::store::{
+    self, Advance, ClaimOptions, Outcome, OutcomeKind, RunRecord, RunStatus, StoreError,
+};
+use sundial::task::{CatchUp, Overlap, TaskSpec, Timing};
+
+fn minute(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.duration_trunc(Duration::minutes(1)).unwrap()
+}
+
+fn claim_opts(limit: i64) -> ClaimOptions {
+    ClaimOptions {
+        lookahead: Duration::seconds(60),
+        limit,
+        lease: Duration::seconds(300),
+        owner: "test".into(),
+    }
+}
+
+fn finished(
+    task_id: i64,
+    version: i64,
+    occurrence: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+) -> Outcome {
+    Outcome {
+        task_id,
+        version,
+        occurrence,
+        kind: OutcomeKind::Finished {
+            run: RunRecord {
+                status: RunStatus::Succeeded,
+                attempts: 1,
+                fired_at: Some(occurrence),
+                finished_at: occurrence + Duration::milliseconds(20),
+                http_status: Some(200),
+                latency_ms: Some(20),
+                error: None,
+            },
+            next_run_at: next,
+            manual: false,
+        },
+    }
+}
+
+async fn insert_sql_tasks(pool: &PgPool, n: i64, schedule: &str, next: Option<DateTime<Utc>>) {
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url, next_run_at) \
+         SELECT 'task-' || g, $2, 'https://example.com/' || g, $3 FROM generate_series(1, $1) g",
+    )
+    .bind(n)
+    .bind(schedule)
+    .bind(next)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn create_get_list_update_delete(pool: PgPool) {
+    let now = Utc::now();
+    let spec = TaskSpec::new("report", "rate(5 minutes)", "https://example.com/report");
+    let task = store::create_task(&pool, &spec, now).await.unwrap();
+    assert_eq!(task.version, 1);
+    let next = task.next_run_at.unwrap();
+    assert!(next > now && next <= now + Duration::minutes(5));
+
+    // Duplicate names are refused by the schema.
+    let dup = store::create_task(&pool, &spec, now).await.unwrap_err();
+    assert!(
+        matches!(dup, StoreError::DuplicateName(ref n) if n == "report"),
+        "{dup}"
+    );
+
+    // Editing bumps the version; a new schedule recomputes the next run.
+    let mut edited = spec.clone();
+    edited.schedule = "rate(1 minute)".into();
+    edited.url = "https://example.com/v2".into();
+    let mut tx = pool.begin().await.unwrap();
+    let updated = store::update_task(&mut tx, task.id, &edited, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.url, "https://example.com/v2");
+    assert!(updated.next_run_at.unwrap() <= now + Duration::minutes(1));
+
+    // Pause and resume.
+    let mut tx = pool.begin().await.unwrap();
+    let paused = store::set_enabled(&mut tx, task.id, false, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!paused.enabled);
+    assert_eq!(paused.version, 3);
+
+    for i in 0..5 {
+        let s = TaskSpec::new(format!("t{i}"), "rate(1 minute)", "https://example.com");
+        store::create_task(&pool, &s, now).await.unwrap();
+    }
+    let page1 = store::list_tasks(
+        &pool,
+        &store::TaskFilter {
+            limit: 4,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page1.len(), 4);
+    let page2 = store::list_tasks(
+        &pool,
+        &store::TaskFilter {
+            limit: 4,
+            after_id: Some(page1[3].id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page2.len(), 2);
+    let disabled = store::list_tasks(
+        &pool,
+        &store::TaskFilter {
+            limit: 100,
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(disabled.len(), 1);
+
+    assert!(store::delete_task(&pool, task.id).await.unwrap());
+    assert!(!store::delete_task(&pool, task.id).await.unwrap());
+    assert!(matches!(
+        store::get_task(&pool, task.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn sql_inserted_rows_get_scheduled_and_invalid_ones_disabled(pool: PgPool) {
+    let now = Utc::now();
+    // The minimal SQL registration from the README.
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url) VALUES ('ok', 'rate(1 minute)', 'https://example.com/a')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url) VALUES ('bad', 'every tuesday', 'https://example.com/b')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, timezone, url) VALUES ('badzone', 'rate(1 minute)', 'Mars/Olympus', 'https://example.com/c')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let report = store::schedule_new(&pool, now, 100).await.unwrap();
+    assert_eq!(report.scheduled, 1);
+    assert_eq!(report.invalid, 2);
+
+    let ok = store::get_task_by_name(&pool, "ok").await.unwrap().unwrap();
+    assert!(ok.enabled);
+    assert!(ok.next_run_at.unwrap() > now);
+    let bad = store::get_task_by_name(&pool, "bad")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!bad.enabled);
+    assert!(bad.next_run_at.is_none());
+    assert!(bad.schedule_error.unwrap().contains("schedule"));
+    let badzone = store::get_task_by_name(&pool, "badzone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(badzone.schedule_error.unwrap().contains("Mars/Olympus"));
+
+    // Nothing left to schedule; fixing the row with SQL re-enables it.
+    assert_eq!(
+        store::schedule_new(&pool, now, 100).await.unwrap(),
+        Default::default()
+    );
+    sqlx::query("UPDATE tasks SET schedule = 'rate(2 minutes)', enabled = true WHERE name = 'bad'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = store::schedule_new(&pool, now, 100).await.unwrap();
+    assert_eq!(report.scheduled, 1);
+    let fixed = store::get_task_by_name(&pool, "bad")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fixed.enabled && fixed.schedule_error.is_none() && fixed.next_run_at.is_some());
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn eight_concurrent_claimers_never_claim_a_row_twice(pool: PgPool) {
+    let now = Utc::now();
+    insert_sql_tasks(
+        &pool,
+        10_000,
+        "rate(1 minute)",
+        Some(now - Duration::seconds(30)),
+    )
+    .await;
+
+    let mut claimers = Vec::new();
+    for _ in 0..8 {
+        let pool = pool.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let page = store::claim_due(&pool, now, &claim_opts(97)).await.unwrap();
+                if page.is_empty() {
+                    return mine;
+                }
+                mine.extend(page.into_iter().map(|c| c.task_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_claimer = Vec::new();
+    for c in claimers {
+        let mine = c.await.unwrap();
+        per_claimer.push(mine.len());
+        all.extend(mine);
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 10_000, "claims per claimer: {per_claimer:?}");
+    assert_eq!(unique.len(), 10_000);
+    assert!(
+        per_claimer.iter().filter(|&&n| n > 0).count() > 1,
+        "claims were not spread: {per_claimer:?}"
+    );
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn leases_block_reclaiming_until_they_expire_or_are_released(pool: PgPool) {
+    let now = Utc::now();
+    insert_sql_tasks(&pool, 3, "rate(1 minute)", Some(now)).await;
+    let first = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(store::claim_due(&pool, now, &claim_opts(10))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Released ones come back at once.
+    let released = store::release(&pool, &[(first[0].task_id, first[0].occurrence)])
+        .await
+        .unwrap();
+    assert_eq!(released, 1);
+    let again = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+
+    // Expired ones come back after the lease: timeout (30 s) + lease (300 s).
+    let later = now + Duration::seconds(331);
+    let expired = store::claim_due(&pool, later, &claim_opts(10))
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 3);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn lookahead_claims_near_occurrences_only(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(
+        &pool,
+        1,
+        "rate(1 minute)",
+        Some(now + Duration::seconds(45)),
+    )
+    .await;
+    sqlx::query("INSERT INTO tasks (name, schedule, url, next_run_at) VALUES ('far', 'rate(1 hour)', 'https://e.com', $1)")
+        .bind(now + Duration::minutes(20))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let claimed = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].occurrence, now + Duration::seconds(45));
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn duplicate_outcomes_record_one_run_and_advance_once(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 1, "rate(1 minute)", Some(now)).await;
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    let next = now + Duration::minutes(1);
+
+    let first = store::record_outcomes(
+        &pool,
+        &[finished(c.task_id, c.version, c.occurrence, Some(next))],
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.runs_inserted, first.advanced), (1, 1));
+    // A second delivery of the same occurrence computes a later "next" (it
+    // runs later): it must neither record nor advance.
+    let dup = store::record_outcomes(
+        &pool,
+        &[finished(
+            c.task_id,
+            c.version,
+            c.occurrence,
+            Some(next + Duration::minutes(1)),
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!((dup.runs_inserted, dup.advanced), (0, 0));
+
+    let task = store::get_task(&pool, c.task_id).await.unwrap();
+    assert_eq!(task.next_run_at, Some(next));
+    assert!(task.lease_until.is_none());
+    assert_eq!(task.last_status.as_deref(), Some("succeeded"));
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn concurrent_duplicate_outcomes_advance_once(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 50, "rate(1 minute)", Some(now)).await;
+    let claimed = store::claim_due(&pool, now, &claim_opts(100))
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for offset in 1..=4 {
+        let pool = pool.clone();
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .map(|c| {
+                finished(
+                    c.task_id,
+                    c.version,
+                    c.occurrence,
+                    Some(now + Duration::minutes(offset)),
+                )
+            })
+            .collect();
+        writers.push(tokio::spawn(async move {
+            store::record_outcomes(&pool, &outcomes).await.unwrap()
+        }));
+    }
+    let mut inserted = 0;
+    let mut advanced = 0;
+    for w in writers {
+        let r = w.await.unwrap();
+        inserted += r.runs_inserted;
+        advanced += r.advanced;
+    }
+    assert_eq!(inserted, 50);
+    assert_eq!(advanced, 50);
+    let distinct_next: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE next_run_at > $1 AND lease_until IS NULL",
+    )
+    .bind(now)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(distinct_next, 50);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn version_guard_drops_stale_outcomes(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 1, "rate(1 minute)", Some(now)).await;
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    // The task is edited while its occurrence is in flight.
+    sqlx::query("UPDATE tasks SET url = 'https://example.com/edited' WHERE id = $1")
+        .bind(c.task_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let stale = store::record_outcomes(
+        &pool,
+        &[finished(
+            c.task_id,
+            c.version,
+            c.occurrence,
+            Some(now + Duration::minutes(1)),
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale.advanced, 0);
+    let task = store::get_task(&pool, c.task_id).await.unwrap();
+    assert_eq!(task.version, c.version + 1);
+    assert_eq!(
+        task.next_run_at,
+        Some(now),
+        "a stale outcome must not move the schedule"
+    );
+
+    // The retry path is guarded the same way.
+    let retry = store::record_outcomes(
+        &pool,
+        &[Outcome {
+            task_id: c.task_id,
+            version: c.version,
+            occurrence: c.occurrence,
+            kind: OutcomeKind::Retrying {
+                lease_until: now + Duration::hours(1),
+            },
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(retry.leases_changed, 0);
+
+    // Releasing lets the scanner dispatch the current version at once, and
+    // the already-recorded occurrence then moves on.
+    store::record_outcomes(
+        &pool,
+        &[Outcome {
+            task_id: c.task_id,
+            version: c.version,
+            occurrence: c.occurrence,
+            kind: OutcomeKind::Released,
+        }],
+    )
+    .await
+    .unwrap();
+    let again = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].version, c.version + 1);
+    let healed = store::record_outcomes(
+        &pool,
+        &[Outcome {
+            task_id: c.task_id,
+            version: again[0].version,
+            occurrence: c.occurrence,
+            kind: OutcomeKind::AlreadyRecorded {
+                next_run_at: Some(now + Duration::minutes(1)),
+            },
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(healed.advanced, 1);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn retries_keep_the_lease(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 1, "rate(1 minute)", Some(now)).await;
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    let until = now + Duration::minutes(30);
+    let r = store::record_outcomes(
+        &pool,
+        &[Outcome {
+            task_id: c.task_id,
+            version: c.version,
+            occurrence: c.occurrence,
+            kind: OutcomeKind::Retrying { lease_until: until },
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.leases_changed, 1);
+    // Long after the original lease would have lapsed, nobody reclaims it.
+    let later = now + Duration::minutes(20);
+    assert!(store::claim_due(&pool, later, &claim_opts(10))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Drives one task through `minutes` of simulated scanner ticks after an
+/// outage and returns how many occurrences were dispatched.
+async fn firings_after_outage(pool: &PgPool, catch_up: CatchUp, max_age_secs: i32) -> usize {
+    let start = minute(Utc::now()) - Duration::hours(3);
+    let mut spec = TaskSpec::new(
+        format!("every-minute-{catch_up:?}"),
+        "rate(1 minute)",
+        "https://example.com",
+    );
+    spec.catch_up = catch_up;
+    spec.catch_up_max_age_secs = max_age_secs;
+    let task = store::create_task(pool, &spec, start - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(task.next_run_at, Some(start));
+    let timing = Timing::of(&task).unwrap();
+    // The system comes back 3 hours later and scans once a minute.
+    let back = start + Duration::hours(3);
+    let mut fired = 0;
+    for tick in 0..3 {
+        let now = back + Duration::minutes(tick);
+        loop {
+            let claimed = store::claim_due(pool, now, &claim_opts(10)).await.unwrap();
+            if claimed.is_empty() {
+                break;
+            }
+            for c in claimed {
+                if c.occurrence <= now {
+                    fired += 1;
+                }
+                let next = timing.next_after_run(c.occurrence, now);
+                store::record_outcomes(pool, &[finished(c.task_id, c.version, c.occurrence, next)])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    fired
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn catch_up_skip_fires_once_after_a_three_hour_outage(pool: PgPool) {
+    let fired = firings_after_outage(&pool, CatchUp::Skip, 3600).await;
+    // Once for the outage, then once per tick for the regular occurrences.
+    assert!(fired <= 3, "fired {fired} times");
+    let runs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_runs WHERE scheduled_for < now() - interval '2 hours'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(runs, 1, "exactly one run for the whole outage");
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn catch_up_all_is_bounded_by_max_age(pool: PgPool) {
+    let fired = firings_after_outage(&pool, CatchUp::All, 600).await;
+    // One for the oldest, then every minute of the last 10, then the ticks.
+    assert!((11..=14).contains(&fired), "fired {fired} times");
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn allow_overlap_advances_at_dispatch(pool: PgPool) {
+    let now = minute(Utc::now());
+    let mut spec = TaskSpec::new("overlapping", "rate(1 minute)", "https://example.com");
+    spec.overlap = Overlap::Allow;
+    let task = store::create_task(&pool, &spec, now - Duration::seconds(1))
+        .await
+        .unwrap();
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    assert_eq!(c.overlap, Overlap::Allow);
+    let n = store::advance_dispatched(
+        &pool,
+        &[Advance {
+            task_id: c.task_id,
+            occurrence: c.occurrence,
+            version: c.version,
+            next_run_at: Some(now + Duration::minutes(1)),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    // The next occurrence is claimable while the first still runs...
+    let next = store::claim_due(&pool, now + Duration::seconds(30), &claim_opts(10))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    // ...and the first one's outcome records a run without moving anything.
+    let r = store::record_outcomes(
+        &pool,
+        &[finished(
+            task.id,
+            c.version,
+            c.occurrence,
+            Some(now + Duration::minutes(1)),
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.runs_inserted, r.advanced), (1, 0));
+    let t = store::get_task(&pool, task.id).await.unwrap();
+    assert_eq!(t.last_status.as_deref(), Some("succeeded"));
+    assert_eq!(t.next_run_at, Some(now + Duration::minutes(1)));
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn backlog_counts_due_unclaimed_work(pool: PgPool) {
+    let now = Utc::now();
+    insert_sql_tasks(
+        &pool,
+        5,
+        "rate(1 minute)",
+        Some(now - Duration::seconds(90)),
+    )
+    .await;
+    let b = store::backlog(&pool, now).await.unwrap();
+    assert_eq!(b.due, 5);
+    assert!((b.oldest_due_age_secs - 90.0).abs() < 1.0, "{b:?}");
+    store::claim_due(&pool, now, &claim_opts(2)).await.unwrap();
+    assert_eq!(store::backlog(&pool, now).await.unwrap().due, 3);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn schema_checks_invariants(pool: PgPool) {
+    for bad in [
+        "INSERT INTO tasks (name, schedule, url, timeout_ms) VALUES ('a', 'rate(1 minute)', 'https://e.com', 5)",
+        "INSERT INTO tasks (name, schedule, url, max_attempts) VALUES ('a', 'rate(1 minute)', 'https://e.com', 0)",
+        "INSERT INTO tasks (name, schedule, url, method) VALUES ('a', 'rate(1 minute)', 'https://e.com', 'FETCH')",
+        "INSERT INTO tasks (name, schedule, url) VALUES ('a', 'rate(1 minute)', 'file:///etc/passwd')",
+        "INSERT INTO tasks (name, schedule, url, catch_up) VALUES ('a', 'rate(1 minute)', 'https://e.com', 'maybe')",
+    ] {
+        let err = sqlx::query(bad).execute(&pool).await.unwrap_err();
+        assert!(err.to_string().contains("check constraint"), "{bad}: {err}");
+    }
+}
