@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod message;
+pub mod queue;
 pub mod schedule;
 pub mod store;
 pub mod task;

@@ -1,0 +1,1 @@
+//! In-process queue (stub; filled in next).

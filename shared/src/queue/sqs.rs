@@ -1,0 +1,1 @@
+//! SQS adapter (stub; filled in next).
