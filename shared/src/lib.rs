@@ -6,6 +6,7 @@
 pub mod config;
 pub mod message;
 pub mod queue;
+pub mod scan;
 pub mod schedule;
 pub mod store;
 pub mod task;
