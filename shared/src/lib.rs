@@ -3,4 +3,6 @@
 //! This crate holds every piece of logic; the Lambda functions and the CLI
 //! are thin shells that build dependencies once and call into it.
 
+pub mod fire;
 pub mod schedule;
+pub mod target_server;
