@@ -7,7 +7,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/` or `/ok` | 200 `ok` |
-//! | `/status/{code}` | that status (100..=999 → 400 if invalid) |
+//! | `/status/{code}` | that status (400 if `code` is not a valid status) |
 //! | `/delay/{ms}` | waits `ms` (at most an hour), then 200 |
 //! | `/hang` | never answers (sleeps an hour; ends on shutdown) |
 //! | `/retry-after/{secs}` | 429 with `Retry-After: {secs}` |

@@ -88,7 +88,7 @@ pub enum GuardError {
     #[error("URL has no host")]
     MissingHost,
     /// The host is, or resolves to, an address the guard forbids.
-    #[error("target {host} resolves to forbidden address {addr} (see SUNDIAL_ALLOW_TARGETS)")]
+    #[error("target {host}: forbidden address {addr} (not opened by SUNDIAL_ALLOW_TARGETS)")]
     ForbiddenAddress {
         /// Host as written in the URL.
         host: String,
@@ -318,8 +318,10 @@ impl TargetGuard {
             }
             self.networks.push(net);
         } else if let Ok(ip) = strip_brackets(entry).parse::<IpAddr>() {
+            // Canonical, so `::ffff:127.0.0.1` opens what it reaches: 127.0.0.1.
+            let ip = canonical(ip);
             let full = if ip.is_ipv4() { 32 } else { 128 };
-            self.exact.insert(canonical(ip));
+            self.exact.insert(ip);
             self.networks.push(Cidr {
                 network: ip,
                 prefix: full,
@@ -585,6 +587,7 @@ mod tests {
     #[test]
     fn allow_list_opens_ranges() {
         let g = guard(&["127.0.0.1/32", "::1/128", "10.0.0.0/8", "192.168.1.7"]);
+        assert!(guard(&["::ffff:10.9.9.9"]).is_ip_allowed(ip("10.9.9.9")));
         assert!(g.is_ip_allowed(ip("127.0.0.1")));
         assert!(g.is_ip_allowed(ip("::ffff:127.0.0.1")));
         assert!(!g.is_ip_allowed(ip("127.0.0.2")));

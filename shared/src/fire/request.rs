@@ -15,7 +15,7 @@ use url::Url;
 
 use super::client::{build_http_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
-use super::signing::{Signer, SIGNATURE_HEADER};
+use super::signing::Signer;
 use super::FireError;
 
 /// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
@@ -69,8 +69,9 @@ pub enum Verdict {
     /// Retrying cannot help: other 4xx, a 3xx that was not followed (no
     /// `Location`, 304, too many hops), an invalid method/header/URL.
     Failed,
-    /// The target guard refused the URL or an address it resolves or
-    /// redirects to. Never retried: the answer will not change by itself.
+    /// The target guard refused the URL, a non-http(s) scheme, or an address
+    /// the host resolves or redirects to. Never retried: the answer will not
+    /// change by itself. (A DNS lookup that *fails* is `Retryable`.)
     Refused,
 }
 
@@ -347,7 +348,8 @@ enum SendError {
     Http(reqwest::Error),
 }
 
-/// Headers Sundial sets itself or that would corrupt message framing.
+/// Headers Sundial sets itself or that would corrupt message framing
+/// (`HeaderName` is always lower-case).
 fn is_reserved(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -357,7 +359,7 @@ fn is_reserved(name: &HeaderName) -> bool {
             | "content-length"
             | "transfer-encoding"
             | "connection"
-    ) || name.as_str().eq_ignore_ascii_case(SIGNATURE_HEADER)
+    )
 }
 
 /// Find the guard's verdict inside reqwest's error chain (the resolver's
