@@ -4,9 +4,11 @@
 //! are thin shells that build dependencies once and call into it.
 
 pub mod config;
+pub mod fire;
 pub mod message;
 pub mod queue;
 pub mod scan;
 pub mod schedule;
 pub mod store;
+pub mod target_server;
 pub mod task;
