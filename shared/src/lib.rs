@@ -6,6 +6,7 @@
 pub mod config;
 pub mod fire;
 pub mod message;
+pub mod process;
 pub mod queue;
 pub mod scan;
 pub mod schedule;
