@@ -225,7 +225,9 @@ impl FieldSpec {
             // `a/n` means "from a to the end of the range, every n" (Vixie).
             (value, if step.is_some() { self.max } else { value })
         };
-        if low != high || step.is_some() || range == "*" {
+        // `5-5` is as repetitive as `0-59` for DST purposes: only a bare
+        // value is a fixed time.
+        if step.is_some() || range == "*" || range.contains('-') {
             field.fixed = false;
         }
         self.insert_range(field, low, high, step.unwrap_or(1));
@@ -233,7 +235,7 @@ impl FieldSpec {
     }
 
     fn insert_range(&self, field: &mut Field, low: u32, high: u32, step: u32) {
-        // Steps are at most the field's width, so this loop is short.
+        // At most `max - min + 1` rounds: fields are small.
         let mut value = low;
         while value <= high {
             field.values.insert((self.normalize)(value));

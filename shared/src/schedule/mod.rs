@@ -22,11 +22,49 @@
 //! other one counts. EventBridge's "one of them must be `?`" is not
 //! enforced; the same Vixie rule applies.
 //!
+//! # Time zones and DST
+//!
 //! Cron expressions and `at` are evaluated in wall-clock time of the task's
-//! zone; `rate` follows real time. How DST gaps and overlaps are resolved is
-//! documented in `zone.rs` (Debian cron semantics); in short: a fixed-time
-//! schedule is never lost and never doubled, anything with a `*`, range or
-//! step in its second/minute/hour field follows real time.
+//! zone. `rate` is not: its occurrences are the multiples of its period
+//! since the Unix epoch (`rate(1 day)` fires at 00:00Z whatever the zone),
+//! so it follows real time and DST never stretches or shrinks it.
+//!
+//! Cron fields describe local wall-clock times of the task's zone. Around a
+//! DST transition a wall-clock time may not exist (spring forward: the *gap*)
+//! or exist twice (fall back: the *overlap*). Sundial follows Debian cron:
+//!
+//! * **Fixed-time schedules** — the second, minute and hour fields are each a
+//!   single value or a comma list of single values (no `*`, range or step;
+//!   e.g. `30 2 * * *`, `0 9,17 * * MON-FRI`, `@daily`, `at(...)`):
+//!   every matching wall-clock time yields exactly one occurrence.
+//!   * exists once → that instant;
+//!   * exists twice (overlap) → the first, earlier instant only;
+//!   * does not exist (gap) → the first instant after the jump, i.e. the
+//!     transition instant itself (New York 02:30 on spring-forward day →
+//!     03:00 EDT = 07:00Z). Several matches in one gap collapse into that one
+//!     instant: an occurrence is an instant, and each instant fires once.
+//!
+//!   So a daily job is never lost and never doubled.
+//! * **Every other schedule** (a `*`, range or step in the second, minute or
+//!   hour field, e.g. `*/15 * * * *`, `@hourly`) follows real time: it fires
+//!   at every instant whose local wall-clock reading matches. In the overlap
+//!   it fires in both passes (`*/15` fires 8 times in the two real hours
+//!   labelled 01:xx); in the gap nothing is invented, the missing wall times
+//!   are simply skipped.
+//!
+//! Debian decides by whether the minute or hour field *starts with* `*`;
+//! Sundial also counts ranges and steps (`0-30/10 2 * * *`) as repeating,
+//! and, having a seconds field, applies the same test to it.
+//!
+//! Both behaviours are checked against a minute-by-minute reference
+//! evaluator around real transitions (New York, Berlin, Lord Howe with its
+//! 30-minute shift, São Paulo's midnight switch): see `tests/reference.rs`.
+//!
+//! # Horizon
+//!
+//! A search gives up after nine allowed years without a match (enough for
+//! `0 0 29 2 *` across 2100, which is not a leap year), so impossible
+//! schedules such as `0 0 30 2 *` answer `None` quickly.
 
 mod at;
 mod cron;
@@ -90,6 +128,7 @@ impl Schedule {
     /// The first occurrence strictly after `after`, evaluated in `tz`; None
     /// when the schedule has no further occurrence (a past `at(...)`, or
     /// nothing within the search horizon of nine years, e.g. `0 0 30 2 *`).
+    /// DST gaps and overlaps are resolved as the module doc describes.
     pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         // Occurrences are whole seconds, so "after 10.5s" is "after 10s".
         let after = after.timestamp();

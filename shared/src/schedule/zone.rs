@@ -1,27 +1,7 @@
 //! From wall-clock matches to instants: the DST rule.
 //!
-//! Cron fields describe local wall-clock times of the task's zone. Around a
-//! DST transition a wall-clock time may not exist (spring forward: the *gap*)
-//! or exist twice (fall back: the *overlap*). Sundial follows Debian cron:
-//!
-//! * **Fixed-time schedules** — the second, minute and hour fields are each a
-//!   single value or a comma list of single values (no `*`, range or step;
-//!   e.g. `30 2 * * *`, `0 9,17 * * MON-FRI`, `@daily`, `at(...)`):
-//!   every matching wall-clock time yields exactly one occurrence.
-//!   * exists once → that instant;
-//!   * exists twice (overlap) → the first, earlier instant only;
-//!   * does not exist (gap) → the first instant after the jump, i.e. the
-//!     transition instant itself (New York 02:30 on spring-forward day →
-//!     03:00 EDT = 07:00Z). Several matches in one gap collapse into that one
-//!     instant: an occurrence is an instant, and each instant fires once.
-//!
-//!   So a daily job is never lost and never doubled.
-//! * **Every other schedule** (a `*`, range or step in the second, minute or
-//!   hour field, e.g. `*/15 * * * *`, `@hourly`) follows real time: it fires
-//!   at every instant whose local wall-clock reading matches. In the overlap
-//!   it fires in both passes (`*/15` fires 8 times in the two real hours
-//!   labelled 01:xx); in the gap nothing is invented, the missing wall times
-//!   are simply skipped.
+//! The rule itself is documented on the module (`schedule`, "DST"); this
+//! file implements it with two searches, one per kind of schedule.
 //!
 //! Instants are whole seconds (Unix time); zone offsets are too.
 

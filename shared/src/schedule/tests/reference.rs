@@ -177,3 +177,65 @@ fn fast_evaluator_agrees_with_minute_by_minute_reference_around_transitions() {
         }
     }
 }
+
+mod random {
+    //! The same comparison for random expressions, zones and transitions.
+
+    use chrono::TimeDelta;
+    use proptest::prelude::*;
+
+    use super::{fast_occurrences, transitions, ReferenceCron};
+    use crate::schedule::tests::zone;
+
+    /// Zones with unusual shifts: 30 min (Lord Howe), 45-min offsets
+    /// (Chatham), midnight switches (Santiago, historic São Paulo), a skipped
+    /// day (Apia, 2011), Southern-hemisphere DST.
+    const ZONES: &[&str] = &[
+        "America/New_York",
+        "Europe/Berlin",
+        "Australia/Lord_Howe",
+        "Pacific/Chatham",
+        "America/Santiago",
+        "America/Sao_Paulo",
+        "Pacific/Apia",
+        "Europe/London",
+    ];
+
+    fn field(max: u32, min: u32) -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => Just("*".to_owned()),
+            3 => (min..=max).prop_map(|v| v.to_string()),
+            1 => (min..=max, min..=max).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            1 => (1..=max.max(2)).prop_map(|s| format!("*/{s}")),
+            1 => (min..=max, min..=max).prop_map(|(a, b)| format!("{a},{b}")),
+        ]
+    }
+
+    fn expression() -> impl Strategy<Value = String> {
+        let day = prop_oneof![4 => Just("*".to_owned()), 1 => field(31, 1)];
+        let weekday = prop_oneof![4 => Just("*".to_owned()), 1 => field(7, 0)];
+        (field(59, 0), field(23, 0), day, weekday)
+            .prop_map(|(m, h, d, w)| format!("{m} {h} {d} * {w}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 40, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fast_evaluator_agrees_with_reference(
+            expr in expression(),
+            zone_index in 0..ZONES.len(),
+            year in 2005i32..2030,
+            pick in 0usize..8,
+        ) {
+            let tz = zone(ZONES[zone_index]);
+            let changes = transitions(tz, &format!("{year}-01-01T00:00:00Z"), &format!("{}-01-01T00:00:00Z", year + 1));
+            prop_assume!(!changes.is_empty());
+            let change = changes[pick % changes.len()];
+            let (start, end) = (change - TimeDelta::hours(14), change + TimeDelta::hours(14));
+            let expected = ReferenceCron::new(&expr).occurrences(tz, start, end);
+            let got = fast_occurrences(&expr, tz, start, end);
+            prop_assert_eq!(got, expected, "`{}` in {} around {}", expr, ZONES[zone_index], change);
+        }
+    }
+}

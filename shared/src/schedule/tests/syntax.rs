@@ -336,6 +336,18 @@ fn eventbridge_cron() {
     for (expr, expected) in table {
         assert_upcoming(expr, "UTC", NEW_YEAR, expected);
     }
+    // Both day fields restricted (AWS would insist on a `?`): Vixie OR, the
+    // 13th or any Friday (6 in EventBridge).
+    assert_upcoming(
+        "cron(0 0 13 * 6 *)",
+        "UTC",
+        NEW_YEAR,
+        &[
+            "2026-01-02T00:00:00Z",
+            "2026-01-09T00:00:00Z",
+            "2026-01-13T00:00:00Z",
+        ],
+    );
     // The same digit means Tuesday in Unix cron.
     assert_upcoming("0 9 * * 2", "UTC", NEW_YEAR, &["2026-01-06T09:00:00Z"]);
 }
@@ -552,6 +564,32 @@ fn extreme_instants_do_not_panic() {
         let parsed = schedule(expr);
         for after in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
             let _ = parsed.next_after(after, tz);
+        }
+    }
+}
+
+#[test]
+fn far_and_impossible_schedules_end_the_search() {
+    // Real-time search that crosses many transitions before its match.
+    assert_upcoming(
+        "*/5 * 29 2 *",
+        "America/New_York",
+        "2097-03-01T00:00:00Z",
+        &["2104-02-29T05:00:00Z"],
+    );
+    for zone_name in [
+        "UTC",
+        "America/New_York",
+        "Australia/Lord_Howe",
+        "Pacific/Apia",
+    ] {
+        for expr in [
+            "* * 30 2 *",
+            "0 0 31 2 *",
+            "* * * * * *",
+            "cron(* * 31 4 ? 2030)",
+        ] {
+            let _ = schedule(expr).upcoming(utc(NEW_YEAR), zone(zone_name), 3);
         }
     }
 }
