@@ -190,8 +190,8 @@ impl Cron {
             if date.year() > last_year {
                 return None;
             }
-            if self.next_allowed_year(date.year())? != date.year() {
-                let year = self.next_allowed_year(date.year().checked_add(1)?)?;
+            let year = self.next_allowed_year(date.year())?;
+            if year != date.year() {
                 date = NaiveDate::from_ymd_opt(year, 1, 1)?;
                 earliest = None;
                 continue;
@@ -250,25 +250,21 @@ impl Cron {
         let (h, m, s) = (from.hour(), from.minute(), from.second());
         let hour = self.hours.next_at_or_after(h)?;
         if hour > h {
-            return self.at(hour, self.minutes.first()?, self.seconds.first()?);
+            return NaiveTime::from_hms_opt(hour, self.minutes.first()?, self.seconds.first()?);
         }
         if let Some(minute) = self.minutes.next_at_or_after(m) {
             if minute > m {
-                return self.at(h, minute, self.seconds.first()?);
+                return NaiveTime::from_hms_opt(h, minute, self.seconds.first()?);
             }
             if let Some(second) = self.seconds.next_at_or_after(s) {
-                return self.at(h, m, second);
+                return NaiveTime::from_hms_opt(h, m, second);
             }
             if let Some(minute) = self.minutes.next_at_or_after(m + 1) {
-                return self.at(h, minute, self.seconds.first()?);
+                return NaiveTime::from_hms_opt(h, minute, self.seconds.first()?);
             }
         }
         let hour = self.hours.next_at_or_after(h + 1)?;
-        self.at(hour, self.minutes.first()?, self.seconds.first()?)
-    }
-
-    fn at(&self, hour: u32, minute: u32, second: u32) -> Option<NaiveTime> {
-        NaiveTime::from_hms_opt(hour, minute, second)
+        NaiveTime::from_hms_opt(hour, self.minutes.first()?, self.seconds.first()?)
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Instants are whole seconds (Unix time); zone offsets are too.
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone};
+use chrono::{DateTime, Datelike, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone};
 use chrono_tz::{GapInfo, Tz};
 
 use super::cron::Cron;
@@ -47,7 +47,7 @@ pub(crate) fn resolve_fixed(local: NaiveDateTime, tz: Tz) -> Option<i64> {
 /// `after` is the answer.
 fn next_fixed_time(cron: &Cron, after: i64, tz: Tz) -> Option<i64> {
     let (mut from, _) = local_at(after, tz)?;
-    let last_year = cron.horizon_year(chrono::Datelike::year(&from))?;
+    let last_year = cron.horizon_year(from.year())?;
     for _ in 0..MAX_FIXED_ROUNDS {
         let candidate = cron.next_match(from, last_year)?;
         if let Some(instant) = resolve_fixed(candidate, tz) {
@@ -69,7 +69,7 @@ fn next_fixed_time(cron: &Cron, after: i64, tz: Tz) -> Option<i64> {
 fn next_real_time(cron: &Cron, after: i64, tz: Tz) -> Option<i64> {
     let mut start = after.checked_add(1)?;
     let (first_local, _) = local_at(start, tz)?;
-    let last_year = cron.horizon_year(chrono::Datelike::year(&first_local))?;
+    let last_year = cron.horizon_year(first_local.year())?;
     for _ in 0..MAX_TRANSITIONS {
         let (local, offset) = local_at(start, tz)?;
         let candidate = cron.next_match(local, last_year)?;
