@@ -27,7 +27,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::fire::{fire_stream, retry_delay, FireRequest, FireResult, Fired, Firer, Limits, Verdict};
+use crate::fire::{
+    fire_stream, retry_delay, FireRequest, FireResult, Fired, Firer, Limits, Verdict,
+};
 use crate::message::DispatchMessage;
 use crate::queue::{DispatchQueue, Outgoing, MAX_DELAY};
 use crate::store::{self, Outcome, OutcomeKind, RunRecord, RunStatus};
@@ -212,10 +214,11 @@ impl Processor {
                 reason: e.to_string(),
             })?,
         );
-        let signer = crate::fire::Signer::new(settings.signing_secrets.clone()).map_err(|e| SetupError {
-            setting: "SUNDIAL_SIGNING_SECRETS",
-            reason: e.to_string(),
-        })?;
+        let signer =
+            crate::fire::Signer::new(settings.signing_secrets.clone()).map_err(|e| SetupError {
+                setting: "SUNDIAL_SIGNING_SECRETS",
+                reason: e.to_string(),
+            })?;
         let client_opts = crate::fire::ClientOptions {
             concurrency: settings.concurrency,
             ..Default::default()
@@ -250,7 +253,12 @@ impl Processor {
 
     /// Processes a stream of `(id, body)` messages until it ends, calling
     /// `done` for each message once its outcome is durable.
-    pub async fn process<Id, S, F>(&self, inbound: S, deadline: Option<Instant>, mut done: F) -> ProcessReport
+    pub async fn process<Id, S, F>(
+        &self,
+        inbound: S,
+        deadline: Option<Instant>,
+        mut done: F,
+    ) -> ProcessReport
     where
         Id: Send + 'static,
         S: Stream<Item = (Id, String)> + Send + 'static,
@@ -330,8 +338,10 @@ impl Processor {
             return (settled, Vec::new());
         }
         let ids: Vec<i64> = parsed.iter().map(|(_, m)| m.task_id).collect();
-        let occurrences: Vec<(i64, DateTime<Utc>)> =
-            parsed.iter().map(|(_, m)| (m.task_id, m.occurrence)).collect();
+        let occurrences: Vec<(i64, DateTime<Utc>)> = parsed
+            .iter()
+            .map(|(_, m)| (m.task_id, m.occurrence))
+            .collect();
         let loaded = futures::try_join!(
             store::load_tasks(&self.pool, &ids),
             store::recorded_occurrences(&self.pool, &occurrences)
@@ -423,16 +433,22 @@ impl Processor {
         if recorded.contains(&(message.task_id, message.occurrence)) {
             // Already recorded. If the task still waits on it (its write-back
             // lost a race with an edit), move it on now.
-            let heal = (!message.manual && task.next_run_at == Some(message.occurrence)).then(|| {
-                base(OutcomeKind::AlreadyRecorded {
-                    next_run_at: timing.next_after_run(message.occurrence, now),
-                })
-            });
+            let heal =
+                (!message.manual && task.next_run_at == Some(message.occurrence)).then(|| {
+                    base(OutcomeKind::AlreadyRecorded {
+                        next_run_at: timing.next_after_run(message.occurrence, now),
+                    })
+                });
             span.in_scope(|| tracing::info!("occurrence already recorded; dropping duplicate"));
             return Triage::Settled(Settled::drop_stale(id, heal));
         }
         if task.version != message.task_version {
-            span.in_scope(|| tracing::info!(current = task.version, "task edited since dispatch; dropping message"));
+            span.in_scope(|| {
+                tracing::info!(
+                    current = task.version,
+                    "task edited since dispatch; dropping message"
+                )
+            });
             let release = (!message.manual).then(|| Outcome {
                 version: message.task_version,
                 ..base(OutcomeKind::Released)
@@ -469,7 +485,14 @@ impl Processor {
             Ok(h) => h.into_iter().collect(),
             Err(err) => {
                 span.in_scope(|| tracing::warn!(error = %err, "task headers unusable; recording a failed run"));
-                return Triage::Settled(self.finish_without_call(id, &message, &task, &timing, err.to_string(), now));
+                return Triage::Settled(self.finish_without_call(
+                    id,
+                    &message,
+                    &task,
+                    &timing,
+                    err.to_string(),
+                    now,
+                ));
             }
         };
         let request = FireRequest {
@@ -561,9 +584,13 @@ impl Processor {
             }
         };
         report.fired = 1;
-        report.latency_ms.push(result.latency.as_secs_f64() * 1000.0);
+        report
+            .latency_ms
+            .push(result.latency.as_secs_f64() * 1000.0);
         if message.attempt == 1 && !message.manual {
-            let lag = (result.started_at - message.occurrence).num_microseconds().unwrap_or(0);
+            let lag = (result.started_at - message.occurrence)
+                .num_microseconds()
+                .unwrap_or(0);
             report.fire_lag_ms.push(lag as f64 / 1000.0);
         }
         let now = Utc::now();
@@ -574,7 +601,11 @@ impl Processor {
             occurrence: message.occurrence,
             kind,
         };
-        if let Verdict::Retryable { retry_after, timed_out } = &result.verdict {
+        if let Verdict::Retryable {
+            retry_after,
+            timed_out,
+        } = &result.verdict
+        {
             if *timed_out {
                 report.attempt_timeouts = 1;
             }
@@ -594,13 +625,18 @@ impl Processor {
                     "attempt failed; retrying"
                 );
                 let lease_until = now
-                    + chrono::Duration::from_std(delay + Duration::from_millis(task.timeout_ms.max(0) as u64) + self.opts.lease)
-                        .unwrap_or_default();
+                    + chrono::Duration::from_std(
+                        delay
+                            + Duration::from_millis(task.timeout_ms.max(0) as u64)
+                            + self.opts.lease,
+                    )
+                    .unwrap_or_default();
                 return Settled {
                     id,
                     disposition: Disposition::Done,
                     // Manual firings hold no lease.
-                    outcome: (!message.manual).then(|| outcome_of(OutcomeKind::Retrying { lease_until })),
+                    outcome: (!message.manual)
+                        .then(|| outcome_of(OutcomeKind::Retrying { lease_until })),
                     retry: Some(Outgoing {
                         message: message.retry(),
                         delay,
@@ -611,7 +647,9 @@ impl Processor {
         }
         let status = match &result.verdict {
             Verdict::Succeeded => RunStatus::Succeeded,
-            Verdict::Retryable { timed_out: true, .. } => RunStatus::TimedOut,
+            Verdict::Retryable {
+                timed_out: true, ..
+            } => RunStatus::TimedOut,
             _ => RunStatus::Failed,
         };
         match status {
@@ -680,13 +718,19 @@ impl Processor {
         report
     }
 
-    async fn flush<Id, F>(&self, mut batch: Vec<Settled<Id>>, report: &mut ProcessReport, done: &mut F)
-    where
+    async fn flush<Id, F>(
+        &self,
+        mut batch: Vec<Settled<Id>>,
+        report: &mut ProcessReport,
+        done: &mut F,
+    ) where
         F: FnMut(Id, Disposition),
     {
         // Retries first: an occurrence whose next attempt could not be
         // queued is handed back whole instead (its lease is not extended).
-        let retry_idx: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].retry.is_some()).collect();
+        let retry_idx: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].retry.is_some())
+            .collect();
         if !retry_idx.is_empty() {
             let outgoing: Vec<Outgoing> = retry_idx
                 .iter()

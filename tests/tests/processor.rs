@@ -74,6 +74,21 @@ async fn due_task(
     DispatchMessage::new(id, due, version)
 }
 
+/// Was the task moved past `due` to its next minute boundary (once)?
+fn assert_advanced(next: Option<DateTime<Utc>>, due: DateTime<Utc>, what: &str) {
+    let next = next.unwrap_or_else(|| panic!("{what}: no next run"));
+    assert!(next > due, "{what}: not advanced ({next})");
+    assert_eq!(
+        next.timestamp() % 60,
+        0,
+        "{what}: not on a minute boundary ({next})"
+    );
+    assert!(
+        next <= Utc::now() + chrono::Duration::seconds(60),
+        "{what}: advanced too far ({next})"
+    );
+}
+
 async fn task_by_name(pool: &PgPool, name: &str) -> sundial::task::Task {
     store::get_task_by_name(pool, name).await.unwrap().unwrap()
 }
@@ -125,14 +140,23 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
     assert_eq!(report.fired, 6);
     assert_eq!(report.succeeded, 1);
     assert_eq!(report.failed, 1, "the 404");
-    assert_eq!(report.retried, 4, "500, 429, timeout and connection refused");
+    assert_eq!(
+        report.retried, 4,
+        "500, 429, timeout and connection refused"
+    );
 
     // Final outcomes are recorded and move the schedule on.
-    assert_eq!(run_of(&pool, "ok").await, Some(("succeeded".into(), Some(200), 1)));
-    assert_eq!(run_of(&pool, "missing").await, Some(("failed".into(), Some(404), 1)));
+    assert_eq!(
+        run_of(&pool, "ok").await,
+        Some(("succeeded".into(), Some(200), 1))
+    );
+    assert_eq!(
+        run_of(&pool, "missing").await,
+        Some(("failed".into(), Some(404), 1))
+    );
     for name in ["ok", "missing"] {
         let t = task_by_name(&pool, name).await;
-        assert_eq!(t.next_run_at, Some(due + chrono::Duration::minutes(1)), "{name}");
+        assert_advanced(t.next_run_at, due, name);
         assert!(t.lease_until.is_none());
     }
     // Retryable ones: no run yet, the schedule waits, the lease is extended.
@@ -140,11 +164,20 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
         assert_eq!(run_of(&pool, name).await, None, "{name}");
         let t = task_by_name(&pool, name).await;
         assert_eq!(t.next_run_at, Some(due), "{name}");
-        assert!(t.lease_until.unwrap() > Utc::now() + chrono::Duration::minutes(4), "{name}");
+        assert!(
+            t.lease_until.unwrap() > Utc::now() + chrono::Duration::minutes(4),
+            "{name}"
+        );
     }
 
     // The retries are on the SQS queue as attempt 2; Retry-After is honoured.
-    let sent_at = std::time::Instant::now();
+    let throttled_at = server
+        .stats
+        .records()
+        .into_iter()
+        .find(|r| r.path == "/retry-after/2")
+        .unwrap()
+        .received_at;
     let retries = drain_queue(&retry_queue, 4, Duration::from_secs(30)).await;
     assert_eq!(retries.len(), 4);
     let mut redelivery = Vec::new();
@@ -153,7 +186,11 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
         assert_eq!(m.attempt, 2);
         let t = store::get_task(&pool, m.task_id).await.unwrap();
         if t.name == "throttled" {
-            assert!(at.duration_since(sent_at) >= Duration::from_millis(1500), "Retry-After: 2 not honoured");
+            let visible_at = Utc::now() - at.elapsed();
+            assert!(
+                visible_at - throttled_at >= chrono::Duration::milliseconds(1900),
+                "Retry-After: 2 not honoured ({throttled_at} → {visible_at})"
+            );
         }
         redelivery.push((t.name.clone(), d.body.clone()));
     }
@@ -164,13 +201,25 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
     assert_eq!(report.retried, 0);
     assert_eq!(report.timed_out, 1);
     assert_eq!(report.failed, 3);
-    assert_eq!(run_of(&pool, "err500").await, Some(("failed".into(), Some(500), 2)));
-    assert_eq!(run_of(&pool, "throttled").await, Some(("failed".into(), Some(429), 2)));
-    assert_eq!(run_of(&pool, "hangs").await, Some(("timed_out".into(), None, 2)));
-    assert_eq!(run_of(&pool, "refused").await.map(|r| r.0), Some("failed".into()));
+    assert_eq!(
+        run_of(&pool, "err500").await,
+        Some(("failed".into(), Some(500), 2))
+    );
+    assert_eq!(
+        run_of(&pool, "throttled").await,
+        Some(("failed".into(), Some(429), 2))
+    );
+    assert_eq!(
+        run_of(&pool, "hangs").await,
+        Some(("timed_out".into(), None, 2))
+    );
+    assert_eq!(
+        run_of(&pool, "refused").await.map(|r| r.0),
+        Some("failed".into())
+    );
     for name in ["err500", "throttled", "hangs", "refused"] {
         let t = task_by_name(&pool, name).await;
-        assert_eq!(t.next_run_at, Some(due + chrono::Duration::minutes(1)), "{name}");
+        assert_advanced(t.next_run_at, due, name);
         assert!(t.lease_until.is_none(), "{name}");
         assert_eq!(t.consecutive_failures, 1);
     }
@@ -184,12 +233,19 @@ async fn hanging_targets_do_not_hold_back_fast_ones(pool: PgPool) {
     let due = second(Utc::now());
     let mut batch = Vec::new();
     for i in 0..200 {
-        let path = if i % 20 == 0 { "/hang".to_string() } else { "/delay/20".to_string() };
+        let path = if i % 20 == 0 {
+            "/hang".to_string()
+        } else {
+            "/delay/20".to_string()
+        };
         let m = due_task(&pool, &format!("t{i}"), &server.url(&path), due, "").await;
         batch.push((i, m.to_json()));
     }
     // One attempt only, so hanging ones end as timed out at once.
-    sqlx::query("UPDATE tasks SET max_attempts = 1").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE tasks SET max_attempts = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
     let batch: Vec<(i32, String)> = batch
         .into_iter()
         .map(|(i, body)| {
@@ -204,7 +260,10 @@ async fn hanging_targets_do_not_hold_back_fast_ones(pool: PgPool) {
     let elapsed = started.elapsed();
     assert_eq!(report.succeeded, 190, "{report:?}");
     assert_eq!(report.timed_out, 10);
-    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}, timeout is 2 s");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "took {elapsed:?}, timeout is 2 s"
+    );
 
     // Every fast call finished before the first timeout did.
     let (last_fast, first_timeout): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
@@ -220,7 +279,11 @@ async fn hanging_targets_do_not_hold_back_fast_ones(pool: PgPool) {
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn a_duplicate_delivery_records_one_run_and_advances_once(pool: PgPool) {
     let server = target().await;
-    let processor = Arc::new(processor(&pool, "127.0.0.1/32", Arc::new(MemoryQueue::default())));
+    let processor = Arc::new(processor(
+        &pool,
+        "127.0.0.1/32",
+        Arc::new(MemoryQueue::default()),
+    ));
     let due = second(Utc::now());
     let m = due_task(&pool, "dup", &server.url("/delay/100"), due, "").await;
     let m2 = due_task(&pool, "dup-seq", &server.url("/ok"), due, "").await;
@@ -235,12 +298,19 @@ async fn a_duplicate_delivery_records_one_run_and_advances_once(pool: PgPool) {
         tokio::spawn(async move { p.process_batch(vec![(2, body)], None).await })
     };
     let (ra, rb) = (a.await.unwrap().1, b.await.unwrap().1);
-    assert_eq!(ra.fired + rb.fired, 2, "both deliveries fired (at-least-once)");
+    assert_eq!(
+        ra.fired + rb.fired,
+        2,
+        "both deliveries fired (at-least-once)"
+    );
     // Sequentially: the second sees the recorded run and drops.
     let (_, first) = processor.process_batch(vec![(3, m2.to_json())], None).await;
     let (_, second_delivery) = processor.process_batch(vec![(4, m2.to_json())], None).await;
     assert_eq!(first.succeeded, 1);
-    assert_eq!((second_delivery.fired, second_delivery.stale_dropped), (0, 1));
+    assert_eq!(
+        (second_delivery.fired, second_delivery.stale_dropped),
+        (0, 1)
+    );
 
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs")
         .fetch_one(&pool)
@@ -249,7 +319,7 @@ async fn a_duplicate_delivery_records_one_run_and_advances_once(pool: PgPool) {
     assert_eq!(runs, 2, "one run per occurrence");
     for name in ["dup", "dup-seq"] {
         let t = task_by_name(&pool, name).await;
-        assert_eq!(t.next_run_at, Some(due + chrono::Duration::minutes(1)));
+        assert_advanced(t.next_run_at, due, name);
     }
     let keys: Vec<Option<String>> = server
         .stats
@@ -301,7 +371,14 @@ async fn private_targets_are_refused_unless_allowed(pool: PgPool) {
     let server = target().await;
     let due = second(Utc::now());
     let local = due_task(&pool, "local", &server.url("/ok"), due, "").await;
-    let metadata = due_task(&pool, "metadata", "http://169.254.169.254/latest/meta-data/", due, "").await;
+    let metadata = due_task(
+        &pool,
+        "metadata",
+        "http://169.254.169.254/latest/meta-data/",
+        due,
+        "",
+    )
+    .await;
 
     // No allow-list: loopback is refused, nothing reaches the server.
     let strict = processor(&pool, "", Arc::new(MemoryQueue::default()));
@@ -313,7 +390,9 @@ async fn private_targets_are_refused_unless_allowed(pool: PgPool) {
 
     // Loopback allowed: the metadata address is still refused.
     let open = processor(&pool, "127.0.0.1/32", Arc::new(MemoryQueue::default()));
-    let (_, report) = open.process_batch(vec![(2, metadata.to_json())], None).await;
+    let (_, report) = open
+        .process_batch(vec![(2, metadata.to_json())], None)
+        .await;
     assert_eq!(report.failed, 1);
     let error: Option<String> = sqlx::query_scalar(
         "SELECT r.error FROM task_runs r JOIN tasks t ON t.id = r.task_id WHERE t.name = 'metadata'",
@@ -329,11 +408,19 @@ async fn the_deadline_guard_hands_back_unstarted_messages(pool: PgPool) {
     let server = target().await;
     let mut s = settings("127.0.0.1/32", 2);
     s.per_host_concurrency = 2;
-    let processor = Processor::from_settings(pool.clone(), &s, Arc::new(MemoryQueue::default())).unwrap();
+    let processor =
+        Processor::from_settings(pool.clone(), &s, Arc::new(MemoryQueue::default())).unwrap();
     let due = second(Utc::now());
     let mut batch = Vec::new();
     for i in 0..10 {
-        let m = due_task(&pool, &format!("slow{i}"), &server.url("/delay/500"), due, "").await;
+        let m = due_task(
+            &pool,
+            &format!("slow{i}"),
+            &server.url("/delay/500"),
+            due,
+            "",
+        )
+        .await;
         batch.push((i, m.to_json()));
     }
     // Two at a time, 0.5 s each: 10 need 2.5 s; the invocation has ~2.2 s
@@ -372,7 +459,10 @@ async fn catch_up_none_skips_a_late_occurrence(pool: PgPool) {
     let m = due_task(&pool, "late", &server.url("/ok"), late, "none").await;
     let (_, report) = processor.process_batch(vec![(1, m.to_json())], None).await;
     assert_eq!((report.skipped, report.fired), (1, 0));
-    assert_eq!(run_of(&pool, "late").await.map(|r| r.0), Some("skipped".into()));
+    assert_eq!(
+        run_of(&pool, "late").await.map(|r| r.0),
+        Some("skipped".into())
+    );
     let t = task_by_name(&pool, "late").await;
     assert!(t.next_run_at.unwrap() > Utc::now());
 }
