@@ -4,8 +4,11 @@
 //! are thin shells that build dependencies once and call into it.
 
 pub mod config;
+pub mod consume;
 pub mod fire;
+pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod process;
 pub mod queue;
 pub mod scan;
