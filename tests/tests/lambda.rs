@@ -1,0 +1,185 @@
+//! The scanner and processor binaries driven through a local Lambda
+//! Runtime API with real event payloads, against Postgres, the SQS
+//! emulator and a local HTTP target; their EMF output is parsed and
+//! checked against what happened.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use sundial::target_server::{self, TargetConfig};
+use sundial_e2e::runtime_api::{Answer, RuntimeApi};
+use sundial_e2e::{database_url_for, drain_queue, fresh_queue, workspace_bin, Child};
+
+/// The one EMF record a function printed for an invocation.
+fn emf_record(lines: &[String]) -> Value {
+    let records: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(records.len(), 1, "expected one EMF record in {lines:#?}");
+    records.into_iter().next().unwrap()
+}
+
+/// Checks the record's declarations: namespace, dimension, units, and that
+/// every declared metric has a value.
+fn metric(record: &Value, name: &str, unit: &str) -> Value {
+    let def = &record["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(def["Namespace"], "Sundial");
+    assert_eq!(def["Dimensions"], json!([["FunctionName"]]));
+    let declared = def["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Name"] == name)
+        .unwrap_or_else(|| panic!("{name} not declared in {record}"));
+    assert_eq!(declared["Unit"], unit, "{name}");
+    record
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} has no value"))
+}
+
+fn common_env(pool: &PgPool, queue_url: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "PATH",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
+    env.push(("DATABASE_URL".into(), database_url_for(pool)));
+    env.push(("SUNDIAL_QUEUE_URL".into(), queue_url.into()));
+    env.push(("SUNDIAL_ALLOW_TARGETS".into(), "127.0.0.1/32".into()));
+    env.push(("SUNDIAL_SIGNING_SECRETS".into(), "lambda-secret".into()));
+    env
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn scanner_and_processor_binaries_run_under_the_runtime_api(pool: PgPool) {
+    let server = target_server::spawn(TargetConfig {
+        secrets: vec!["lambda-secret".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let queue = fresh_queue("lambda").await;
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url, next_run_at) \
+         SELECT 'ok-' || g, 'rate(1 hour)', $1, date_trunc('second', now()) FROM generate_series(1, 4) g \
+         UNION ALL SELECT 'missing', 'rate(1 hour)', $2, date_trunc('second', now())",
+    )
+    .bind(server.url("/ok"))
+    .bind(server.url("/status/404"))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Scanner: a real EventBridge scheduled event.
+    let api = RuntimeApi::start().await.unwrap();
+    let mut env = common_env(&pool, queue.queue_url());
+    env.extend(api.env("sundial-scanner"));
+    let scanner = Child::spawn(&workspace_bin("scanner"), &[], &env);
+    let event = json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-22T10:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/sundial-scanner"],
+        "detail": {}
+    });
+    let answer = api.invoke(event, Duration::from_secs(60)).await;
+    let Some(Answer::Response(summary)) = answer else {
+        panic!(
+            "scanner answered {answer:?}; init errors {:?}; stderr {:?}; stdout {:?}",
+            api.init_errors(),
+            scanner.stderr_lines(),
+            scanner.stdout_lines()
+        );
+    };
+    assert_eq!(summary["enqueued"], 5, "{summary}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let record = emf_record(&scanner.stdout_lines());
+    assert_eq!(record["FunctionName"], "sundial-scanner");
+    assert_eq!(metric(&record, "Claimed", "Count"), 5.0);
+    assert_eq!(metric(&record, "Enqueued", "Count"), 5.0);
+    assert_eq!(metric(&record, "EnqueueFailed", "Count"), 0.0);
+    assert_eq!(metric(&record, "DueBacklog", "Count"), 0.0);
+    assert_eq!(metric(&record, "OldestDueAgeSeconds", "Seconds"), 0.0);
+    drop(scanner);
+
+    // Processor: the SQS event Lambda would build from those messages.
+    let received = drain_queue(&queue, 5, Duration::from_secs(20)).await;
+    assert_eq!(received.len(), 5);
+    let records: Vec<Value> = received
+        .iter()
+        .map(|(d, _)| {
+            json!({
+                "messageId": d.message_id,
+                "receiptHandle": d.receipt_handle,
+                "body": d.body,
+                "attributes": {
+                    "ApproximateReceiveCount": d.receive_count.to_string(),
+                    "SentTimestamp": "1763805600000",
+                    "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+                    "ApproximateFirstReceiveTimestamp": "1763805600005"
+                },
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sundial-dispatch",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    let mut env = common_env(&pool, queue.queue_url());
+    env.extend(api.env("sundial-processor"));
+    let processor = Child::spawn(&workspace_bin("processor"), &[], &env);
+    let answer = api
+        .invoke(json!({ "Records": records }), Duration::from_secs(60))
+        .await;
+    let Some(Answer::Response(response)) = answer else {
+        panic!(
+            "processor answered {answer:?}; stderr {:?}",
+            processor.stderr_lines()
+        );
+    };
+    assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let record = emf_record(&processor.stdout_lines());
+    assert_eq!(record["FunctionName"], "sundial-processor");
+    assert_eq!(metric(&record, "Fired", "Count"), 5.0);
+    assert_eq!(metric(&record, "Succeeded", "Count"), 4.0);
+    assert_eq!(metric(&record, "Failed", "Count"), 1.0);
+    assert_eq!(metric(&record, "TimedOut", "Count"), 0.0);
+    assert_eq!(metric(&record, "Retried", "Count"), 0.0);
+    assert_eq!(metric(&record, "StaleDropped", "Count"), 0.0);
+    let lags = metric(&record, "FireLagMs", "Milliseconds");
+    assert_eq!(lags.as_array().unwrap().len(), 5);
+    let latencies = metric(&record, "TargetLatencyMs", "Milliseconds");
+    assert!(latencies
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v.as_f64().unwrap() >= 0.0));
+
+    // And the logs are JSON lines, without ANSI colours.
+    let logs = processor.stdout_lines();
+    assert!(logs.iter().all(|l| !l.contains('\u{1b}')));
+    assert!(logs
+        .iter()
+        .any(|l| l.contains("\"batch processed\"") || l.contains("batch processed")));
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 5);
+    assert_eq!(server.stats.bad_signatures(), 0);
+}
