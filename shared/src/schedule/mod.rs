@@ -36,6 +36,7 @@ impl Schedule {
         let n: i64 = it
             .next()
             .and_then(|n| n.parse().ok())
+            .filter(|n: &i64| *n > 0)
             .ok_or_else(|| ScheduleError::Invalid(e.to_string()))?;
         let unit = match it.next() {
             Some("second" | "seconds") => 1,
@@ -70,4 +71,16 @@ impl Schedule {
 pub fn parse_zone(name: &str) -> Result<Tz, ScheduleError> {
     name.parse::<Tz>()
         .map_err(|_| ScheduleError::UnknownZone(name.to_string()))
+}
+
+/// The next `count` occurrences of `expr` read in `zone`, after `after`.
+pub fn preview(
+    expr: &str,
+    zone: &str,
+    after: DateTime<Utc>,
+    count: usize,
+) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
+    let schedule = Schedule::parse(expr)?;
+    let tz = parse_zone(zone)?;
+    Ok(schedule.upcoming(after, tz, count))
 }
