@@ -173,9 +173,7 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (field, message) = match &self {
-            AdminError::InvalidField { field, reason } => {
-                (Some(field.to_string()), reason.clone())
-            }
+            AdminError::InvalidField { field, reason } => (Some(field.to_string()), reason.clone()),
             AdminError::Database(_) | AdminError::Store(_) => {
                 tracing::error!(error = %self, cause = ?self, "admin request failed");
                 (None, "internal error; the cause is in the logs".to_string())

@@ -36,12 +36,12 @@ where
                 return Err(AdminError::UnsupportedMediaType);
             }
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| match rejection.status() {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            match rejection.status() {
                 StatusCode::PAYLOAD_TOO_LARGE => AdminError::PayloadTooLarge(MAX_REQUEST_BYTES),
                 _ => AdminError::BodyUnreadable,
-            })?;
+            }
+        })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -53,24 +53,26 @@ fn is_json(content_type: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses a JSON document, naming the field of a type error.
+///
+/// Two passes: syntax first (any failure is `malformed_json`), then the
+/// shape, where every failure belongs to a field. serde_json alone reports
+/// some type errors (a boolean where an enum goes) as syntax errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(AdminError::MalformedJson)?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let field = top_field(err.path()).or_else(|| field_in_message(&err.inner().to_string()));
         let inner = err.into_inner();
-        match (inner.classify(), field) {
-            (serde_json::error::Category::Data, Some(field)) => {
-                AdminError::invalid(field, without_position(&inner.to_string()))
-            }
-            _ => AdminError::MalformedJson(inner),
+        match field {
+            Some(field) => AdminError::invalid(field, without_position(&inner.to_string())),
+            None => AdminError::MalformedJson(inner),
         }
-    })?;
-    de.end().map_err(AdminError::MalformedJson)?;
-    Ok(value)
+    })
 }
 
 /// The first segment of an error path: `headers` for `headers.X-Env`.
@@ -120,7 +122,10 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
             .map(TaskId)
             .ok_or_else(|| {
                 let shown: String = raw.chars().take(40).collect();
-                AdminError::invalid("id", format!("`{shown}` is not a task id (a positive integer)"))
+                AdminError::invalid(
+                    "id",
+                    format!("`{shown}` is not a task id (a positive integer)"),
+                )
             })
     }
 }
@@ -166,8 +171,14 @@ mod tests {
     #[test]
     fn names_the_field_of_each_serde_error() {
         let base = r#""name":"a","schedule":"rate(1 minute)","url":"https://x.io""#;
-        assert_eq!(field_of(&format!("{{{base},\"colour\":1}}")).as_deref(), Some("colour"));
-        assert_eq!(field_of(r#"{"name":"a","url":"https://x.io"}"#).as_deref(), Some("schedule"));
+        assert_eq!(
+            field_of(&format!("{{{base},\"colour\":1}}")).as_deref(),
+            Some("colour")
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","url":"https://x.io"}"#).as_deref(),
+            Some("schedule")
+        );
         assert_eq!(
             field_of(&format!("{{{base},\"timeout_ms\":\"soon\"}}")).as_deref(),
             Some("timeout_ms")

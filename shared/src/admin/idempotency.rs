@@ -81,16 +81,17 @@ pub async fn claim(
     if inserted.rows_affected() == 1 {
         return Ok(Claim::New);
     }
-    let (hash, task_id): (Vec<u8>, Option<i64>) = sqlx::query_as(
-        "SELECT request_hash, task_id FROM admin_idempotency_keys WHERE key = $1",
-    )
-    .bind(key)
-    .fetch_one(&mut **tx)
-    .await?;
+    let (hash, task_id): (Vec<u8>, Option<i64>) =
+        sqlx::query_as("SELECT request_hash, task_id FROM admin_idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
     if hash != fingerprint {
         return Err(AdminError::IdempotencyKeyReused);
     }
-    task_id.map(Claim::Replay).ok_or(AdminError::IdempotentTaskGone)
+    task_id
+        .map(Claim::Replay)
+        .ok_or(AdminError::IdempotentTaskGone)
 }
 
 /// Records the task created under a [`Claim::New`] key.

@@ -109,7 +109,10 @@ pub async fn preview(JsonBody(req): JsonBody<PreviewRequest>) -> Result<Json<Pre
         ));
     }
     if req.schedule.len() > 200 {
-        return Err(AdminError::invalid("schedule", "longer than 200 characters"));
+        return Err(AdminError::invalid(
+            "schedule",
+            "longer than 200 characters",
+        ));
     }
     let timezone = req.timezone.unwrap_or_else(|| "UTC".to_string());
     let from = req.from.unwrap_or_else(Utc::now);
