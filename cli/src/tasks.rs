@@ -50,7 +50,7 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum TasksCommand {
     /// Register a task.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List tasks, ordered by id.
     List(ListArgs),
     /// Show a task and its next occurrences.
