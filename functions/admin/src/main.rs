@@ -171,3 +171,28 @@ mod placeholder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sundial::admin::TargetCheck;
+
+    use super::placeholder::LiteralTargets;
+
+    #[tokio::test]
+    async fn literal_private_targets_are_refused_unless_allowed() {
+        let guard = LiteralTargets::new(&["127.0.0.1/32".to_string()]);
+        for refused in [
+            "http://10.0.0.1/x",
+            "http://169.254.169.254/latest",
+            "http://[::1]:8080/",
+            "http://localhost/",
+            "http://0.0.0.0/",
+            "http://192.168.1.1/",
+        ] {
+            assert!(guard.check(refused).await.is_err(), "{refused}");
+        }
+        for allowed in ["http://127.0.0.1:9000/hook", "https://example.com/"] {
+            assert!(guard.check(allowed).await.is_ok(), "{allowed}");
+        }
+    }
+}
