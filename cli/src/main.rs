@@ -17,7 +17,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage tasks through the admin API.
-    Tasks(tasks::TasksArgs),
+    #[command(subcommand)]
+    Tasks(tasks::TasksCmd),
     /// Backlog, lag and failures, from the admin API.
     Status(tasks::StatusArgs),
 }
@@ -25,7 +26,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Tasks(args) => tasks::run(args).await,
+        Command::Tasks(cmd) => tasks::run(cmd).await,
         Command::Status(args) => tasks::status(args).await,
     };
     match result {

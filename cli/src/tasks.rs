@@ -18,25 +18,11 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiOptions {
     /// Base URL of the admin API.
-    #[arg(
-        long,
-        env = "SUNDIAL_API",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "SUNDIAL_API", default_value = "http://127.0.0.1:8080")]
     pub api: String,
     /// Print the API's JSON instead of a table (for scripts).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
-}
-
-/// `sundial tasks ...`. The bearer token is read from `SUNDIAL_ADMIN_TOKEN`.
-#[derive(Debug, clap::Args)]
-pub struct TasksArgs {
-    #[command(flatten)]
-    pub api: ApiOptions,
-    #[command(subcommand)]
-    pub command: TasksCommand,
 }
 
 /// `sundial status`. The bearer token is read from `SUNDIAL_ADMIN_TOKEN`.
@@ -46,49 +32,49 @@ pub struct StatusArgs {
     pub api: ApiOptions,
 }
 
-/// What to do with tasks.
+/// `sundial tasks ...`. The bearer token is read from `SUNDIAL_ADMIN_TOKEN`.
 #[derive(Debug, clap::Subcommand)]
-pub enum TasksCommand {
+pub enum TasksCmd {
     /// Register a task.
     Add(Box<AddArgs>),
     /// List tasks, ordered by id.
     List(ListArgs),
     /// Show a task and its next occurrences.
-    Show {
-        /// Task id.
-        id: i64,
-    },
+    Show(TaskRef),
     /// Pause a task: nothing fires until it is resumed.
-    Pause {
-        /// Task id.
-        id: i64,
-    },
+    Pause(TaskRef),
     /// Resume a paused task from its next occurrence after now.
-    Resume {
-        /// Task id.
-        id: i64,
-    },
+    Resume(TaskRef),
     /// Fire a task once now, outside its schedule.
-    Trigger {
-        /// Task id.
-        id: i64,
-    },
+    Trigger(TaskRef),
     /// Delete a task and its run history.
-    Delete {
-        /// Task id.
-        id: i64,
-    },
+    Delete(TaskRef),
     /// Run history of a task, newest first.
-    Runs {
-        /// Task id.
-        id: i64,
-        /// How many runs (1 to 200).
-        #[arg(long, default_value_t = 20)]
-        limit: i64,
-        /// Only runs of occurrences before this instant (RFC 3339).
-        #[arg(long)]
-        before: Option<DateTime<Utc>>,
-    },
+    Runs(RunsArgs),
+}
+
+/// One task, by id.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskRef {
+    /// Task id.
+    pub id: i64,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// `sundial tasks runs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunsArgs {
+    /// Task id.
+    pub id: i64,
+    /// How many runs (1 to 200).
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    /// Only runs of occurrences before this instant (RFC 3339).
+    #[arg(long)]
+    pub before: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub api: ApiOptions,
 }
 
 /// `sundial tasks add`: only the flags given are sent; the API fills in
@@ -146,6 +132,8 @@ pub struct AddArgs {
     /// Makes a retried add safe: the same key never creates a second task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub api: ApiOptions,
 }
 
 /// `sundial tasks list` filters and paging.
@@ -169,12 +157,14 @@ pub struct ListArgs {
     /// Follow the cursor to the last page.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub api: ApiOptions,
 }
 
 /// Runs a `sundial tasks` command, printing to stdout.
-pub async fn run(args: TasksArgs) -> anyhow::Result<()> {
+pub async fn run(cmd: TasksCmd) -> anyhow::Result<()> {
     let mut out = Vec::new();
-    let result = run_to(args, &mut out).await;
+    let result = run_to(cmd, &mut out).await;
     std::io::stdout().write_all(&out)?;
     result
 }
@@ -188,11 +178,21 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// [`run`], writing to `out`.
-pub async fn run_to(args: TasksArgs, out: &mut Vec<u8>) -> anyhow::Result<()> {
-    let api = Client::new(&args.api)?;
-    let json_out = args.api.json;
-    let text = match args.command {
-        TasksCommand::Add(add) => {
+pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let opts = match &cmd {
+        TasksCmd::Add(a) => &a.api,
+        TasksCmd::List(a) => &a.api,
+        TasksCmd::Runs(a) => &a.api,
+        TasksCmd::Show(a)
+        | TasksCmd::Pause(a)
+        | TasksCmd::Resume(a)
+        | TasksCmd::Trigger(a)
+        | TasksCmd::Delete(a) => &a.api,
+    };
+    let api = Client::new(opts)?;
+    let json_out = opts.json;
+    let text = match cmd {
+        TasksCmd::Add(add) => {
             let body = add_body(&add)?;
             let mut headers = Vec::new();
             if let Some(key) = &add.idempotency_key {
@@ -210,21 +210,21 @@ pub async fn run_to(args: TasksArgs, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 )
             })
         }
-        TasksCommand::List(list) => {
+        TasksCmd::List(list) => {
             let page = list_tasks(&api, &list).await?;
             render(json_out, &page, || task_table(&page))
         }
-        TasksCommand::Show { id } => {
+        TasksCmd::Show(TaskRef { id, .. }) => {
             let task = api.get(&format!("/v1/tasks/{id}"), &[]).await?;
             render(json_out, &task, || task_detail(&task))
         }
-        TasksCommand::Pause { id } => {
+        TasksCmd::Pause(TaskRef { id, .. }) => {
             let task = api.post(&format!("/v1/tasks/{id}/pause")).await?;
             render(json_out, &task, || {
                 format!("paused task {id} ({})\n", str_of(&task["name"]))
             })
         }
-        TasksCommand::Resume { id } => {
+        TasksCmd::Resume(TaskRef { id, .. }) => {
             let task = api.post(&format!("/v1/tasks/{id}/resume")).await?;
             render(json_out, &task, || {
                 format!(
@@ -234,7 +234,7 @@ pub async fn run_to(args: TasksArgs, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 )
             })
         }
-        TasksCommand::Trigger { id } => {
+        TasksCmd::Trigger(TaskRef { id, .. }) => {
             let fired = api.post(&format!("/v1/tasks/{id}/trigger")).await?;
             render(json_out, &fired, || {
                 format!(
@@ -243,13 +243,15 @@ pub async fn run_to(args: TasksArgs, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 )
             })
         }
-        TasksCommand::Delete { id } => {
+        TasksCmd::Delete(TaskRef { id, .. }) => {
             api.call(Method::DELETE, &format!("/v1/tasks/{id}"), &[], None, &[])
                 .await?;
             let done = json!({"deleted": id});
             render(json_out, &done, || format!("deleted task {id}\n"))
         }
-        TasksCommand::Runs { id, limit, before } => {
+        TasksCmd::Runs(RunsArgs {
+            id, limit, before, ..
+        }) => {
             let mut query = vec![("limit", limit.to_string())];
             if let Some(before) = before {
                 query.push(("before", before.to_rfc3339()));
