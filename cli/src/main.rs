@@ -1,14 +1,20 @@
-//! `sundial`: the command line. (Minimal wiring in the `admin` branch; the
-//! full command set lives on main.)
+//! `sundial`: the command line. Runs the whole system locally (`dev`),
+//! applies migrations, previews schedules, runs the scanner or an SQS
+//! consumer outside Lambda, manages tasks over the admin API, and
+//! benchmarks.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod dev;
+mod runtime;
+mod schedule_cmd;
 mod tasks;
 
 #[derive(Debug, Parser)]
-#[command(name = "sundial", version, about = "Scheduled HTTP task dispatcher")]
+#[command(name = "sundial", version, about = "Fires HTTP endpoints on schedules")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,18 +22,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything in one process: admin API, scanner loop, processor.
+    Dev(dev::DevArgs),
+    /// Apply database migrations (DATABASE_URL).
+    Migrate,
+    /// Work with schedule expressions.
+    #[command(subcommand)]
+    Schedule(schedule_cmd::ScheduleCmd),
+    /// Run the scanner against SUNDIAL_QUEUE_URL (once, or in a loop).
+    Scan(runtime::ScanArgs),
+    /// Consume the SQS dispatch queue and fire endpoints (like the Lambda).
+    Process(runtime::ProcessArgs),
     /// Manage tasks through the admin API.
     #[command(subcommand)]
     Tasks(tasks::TasksCmd),
-    /// Backlog, lag and failures, from the admin API.
+    /// Show backlog, recent runs and fire lag from the admin API.
     Status(tasks::StatusArgs),
+    /// Measure throughput, lag, memory and scan speed.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Migrate => runtime::migrate().await,
+        Command::Schedule(cmd) => schedule_cmd::run(cmd),
+        Command::Scan(args) => runtime::scan(args).await,
+        Command::Process(args) => runtime::process(args).await,
         Command::Tasks(cmd) => tasks::run(cmd).await,
         Command::Status(args) => tasks::status(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

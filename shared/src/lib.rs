@@ -5,8 +5,15 @@
 
 pub mod admin;
 pub mod config;
+pub mod consume;
+pub mod fire;
+pub mod logging;
 pub mod message;
+pub mod metrics;
+pub mod process;
 pub mod queue;
+pub mod scan;
 pub mod schedule;
 pub mod store;
+pub mod target_server;
 pub mod task;

@@ -222,3 +222,13 @@ impl utoipa::Modify for BearerAuth {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+#[async_trait]
+impl TargetCheck for crate::fire::guard::TargetGuard {
+    async fn check(&self, url: &str) -> Result<(), String> {
+        self.check_url(url)
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    }
+}

@@ -1,0 +1,59 @@
+//! The HTTP firing engine: everything between "this occurrence is due" and
+//! "this is what the endpoint answered".
+//!
+//! * [`guard`] keeps targets off loopback, private and metadata addresses,
+//!   at registration and again at connect time;
+//! * [`signing`] adds the `Sundial-Signature` HMAC header receivers verify;
+//! * [`client`] builds the one `reqwest::Client` a process uses;
+//! * [`request`] fires one request and classifies the outcome ([`Verdict`]);
+//! * [`pool`] fires a stream of requests with bounded global and per-host
+//!   concurrency and a deadline guard, yielding results as they finish.
+//!
+//! The processor owns queue messages and write-back; it builds a [`Firer`]
+//! once per cold start and feeds [`pool::fire_stream`].
+
+pub mod client;
+pub mod guard;
+pub mod pool;
+pub mod request;
+pub mod signing;
+
+pub use client::{build_http_client, ClientOptions};
+pub use guard::{GuardError, GuardedResolver, TargetGuard};
+pub use pool::{fire_stream, Fired, Limits};
+pub use request::{parse_retry_after, retry_delay, FireRequest, FireResult, Firer, Verdict};
+pub use signing::{verify, Signer, SigningError, SIGNATURE_HEADER};
+
+/// Errors of building the HTTP client and of preparing a request.
+///
+/// [`Firer::fire`] never returns these: it folds them into a
+/// [`FireResult`] (`Verdict::Failed`, or `Verdict::Refused` for
+/// [`FireError::Guard`]) so one bad task cannot fail a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum FireError {
+    /// reqwest could not build the client (TLS backend initialisation).
+    #[error("cannot build HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The task's method is not a valid HTTP method token.
+    #[error("invalid HTTP method {method:?}")]
+    InvalidMethod {
+        /// The method as stored on the task.
+        method: String,
+    },
+    /// A header name is not a valid HTTP token.
+    #[error("invalid header name {name:?}")]
+    InvalidHeaderName {
+        /// The header name as stored on the task.
+        name: String,
+    },
+    /// A header value contains bytes HTTP forbids. The value itself is never
+    /// echoed: headers often carry credentials.
+    #[error("invalid value for header {name:?}")]
+    InvalidHeaderValue {
+        /// Name of the offending header.
+        name: String,
+    },
+    /// The guard refused the target (bad scheme, forbidden address).
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+}

@@ -1,0 +1,547 @@
+//! Firing one request and classifying what happened.
+//!
+//! [`Firer::fire`] never fails: every outcome, including a malformed task or
+//! a guard refusal, becomes a [`FireResult`] whose [`Verdict`] tells the
+//! processor whether to record success, retry later, or give up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+use url::Url;
+
+use super::client::{build_http_client, ClientOptions};
+use super::guard::{GuardError, TargetGuard};
+use super::signing::Signer;
+use super::FireError;
+
+/// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// Default number of response-body bytes read before the connection is dropped.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Length cap of [`FireResult::error`] and [`FireResult::response_excerpt`].
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// Longest `Retry-After` honoured; a target asking for more is retried after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(900);
+
+/// One HTTP call to make.
+#[derive(Debug, Clone)]
+pub struct FireRequest {
+    /// HTTP method (case-insensitive).
+    pub method: String,
+    /// Target URL (http or https).
+    pub url: String,
+    /// Extra headers. `Idempotency-Key`, `Sundial-Signature` and framing
+    /// headers (`Host`, `Content-Length`, `Transfer-Encoding`, `Connection`)
+    /// are Sundial's and are dropped if given here.
+    pub headers: Vec<(String, String)>,
+    /// Request body; `Content-Type: application/json` is added unless a
+    /// content type is given.
+    pub body: Option<String>,
+    /// Covers connect, send and reading the response body.
+    pub timeout: Duration,
+    /// Sent as `Idempotency-Key` (`<task id>:<occurrence>`).
+    pub idempotency_key: String,
+}
+
+/// What to do about an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The target answered 2xx.
+    Succeeded,
+    /// Worth trying again: 429, 408, 5xx, timeouts, connection errors (the
+    /// target may never have seen the request). `retry_after` is the
+    /// target's `Retry-After` (delta-seconds or HTTP-date) capped at
+    /// [`MAX_RETRY_AFTER`]; `timed_out` marks a timeout (recorded as
+    /// `timed_out` rather than `failed`).
+    Retryable {
+        /// Minimum wait the target asked for.
+        retry_after: Option<Duration>,
+        /// The request ran out of time (connect or overall timeout).
+        timed_out: bool,
+    },
+    /// Retrying cannot help: other 4xx, a 3xx that was not followed (no
+    /// `Location`, 304, too many hops), an invalid method/header/URL.
+    Failed,
+    /// The target guard refused the URL, a non-http(s) scheme, or an address
+    /// the host resolves or redirects to. Never retried: the answer will not
+    /// change by itself. (A DNS lookup that *fails* is `Retryable`.)
+    Refused,
+}
+
+impl Verdict {
+    /// Classify an HTTP status that the target answered with.
+    pub fn from_status(status: StatusCode, retry_after: Option<Duration>) -> Self {
+        if status.is_success() {
+            Verdict::Succeeded
+        } else if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            Verdict::Retryable {
+                retry_after,
+                timed_out: false,
+            }
+        } else {
+            Verdict::Failed
+        }
+    }
+
+    /// Should the processor schedule another attempt?
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Verdict::Retryable { .. })
+    }
+}
+
+/// The outcome of one [`Firer::fire`].
+#[derive(Debug, Clone)]
+pub struct FireResult {
+    /// When the attempt began (wall clock, for `fired_at`).
+    pub started_at: DateTime<Utc>,
+    /// Time until the outcome was known (including reading the body excerpt).
+    pub latency: Duration,
+    /// What to do about it.
+    pub verdict: Verdict,
+    /// HTTP status, when the target answered.
+    pub http_status: Option<u16>,
+    /// Error description, at most [`EXCERPT_BYTES`]; never contains header
+    /// values or the URL (either may carry credentials).
+    pub error: Option<String>,
+    /// First [`EXCERPT_BYTES`] of the response body (lossy UTF-8), if any.
+    pub response_excerpt: Option<String>,
+}
+
+/// Fires requests: the client, the signer and the guard, built once.
+#[derive(Debug, Clone)]
+pub struct Firer {
+    client: reqwest::Client,
+    signer: Arc<Signer>,
+    guard: Arc<TargetGuard>,
+    max_body_bytes: usize,
+}
+
+/// A request that passed local validation, ready to send.
+struct Prepared {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<String>,
+}
+
+/// What came back from the target before the body was consumed.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    excerpt: Option<String>,
+    body_error: Option<String>,
+}
+
+impl Firer {
+    /// A firer over an existing client. `client` must have been built by
+    /// [`build_http_client`] with the same `guard`, or connect-time checks
+    /// are lost.
+    pub fn new(client: reqwest::Client, signer: Signer, guard: Arc<TargetGuard>) -> Self {
+        Self {
+            client,
+            signer: Arc::new(signer),
+            guard,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// Build the client and the firer together (the usual way).
+    pub fn build(
+        guard: Arc<TargetGuard>,
+        signer: Signer,
+        opts: &ClientOptions,
+    ) -> Result<Self, FireError> {
+        let client = build_http_client(Arc::clone(&guard), opts)?;
+        Ok(Self::new(client, signer, guard))
+    }
+
+    /// Read at most this many response-body bytes (default 64 KiB). Bodies
+    /// within the cap are drained so the connection returns to the pool;
+    /// longer ones are cut off by dropping the connection.
+    pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// The guard this firer enforces.
+    pub fn guard(&self) -> &TargetGuard {
+        &self.guard
+    }
+
+    /// Fire one request; see [`Verdict`] for the classification.
+    pub async fn fire(&self, req: &FireRequest) -> FireResult {
+        let started_at = Utc::now();
+        let start = Instant::now();
+        let deadline = start + req.timeout;
+        let finish = |verdict, http_status, error: Option<String>, excerpt| FireResult {
+            started_at,
+            latency: start.elapsed(),
+            verdict,
+            http_status,
+            error: error.map(|e| truncate_utf8(e, EXCERPT_BYTES)),
+            response_excerpt: excerpt,
+        };
+
+        let prepared = match self.prepare(req, started_at.timestamp()) {
+            Ok(p) => p,
+            Err(FireError::Guard(e)) => {
+                return finish(Verdict::Refused, None, Some(e.to_string()), None)
+            }
+            Err(e) => return finish(Verdict::Failed, None, Some(e.to_string()), None),
+        };
+
+        match self.exchange(prepared, deadline).await {
+            Ok(answer) => {
+                let verdict = Verdict::from_status(answer.status, answer.retry_after);
+                finish(
+                    verdict,
+                    Some(answer.status.as_u16()),
+                    answer.body_error,
+                    answer.excerpt,
+                )
+            }
+            Err(SendError::TimedOut) => finish(
+                Verdict::Retryable {
+                    retry_after: None,
+                    timed_out: true,
+                },
+                None,
+                Some(format!("timed out after {} ms", req.timeout.as_millis())),
+                None,
+            ),
+            Err(SendError::Http(e)) => {
+                let verdict = classify_error(&e);
+                finish(verdict, None, Some(describe_error(e)), None)
+            }
+        }
+    }
+
+    fn prepare(&self, req: &FireRequest, now_unix: i64) -> Result<Prepared, FireError> {
+        let method = Method::from_bytes(req.method.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| FireError::InvalidMethod {
+                method: req.method.clone(),
+            })?;
+        let url = Url::parse(&req.url).map_err(GuardError::from)?;
+        // reqwest connects to IP literals without asking the resolver.
+        self.guard.check_literal(&url)?;
+
+        let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
+        for (name, value) in &req.headers {
+            let header = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| FireError::InvalidHeaderName { name: name.clone() })?;
+            if is_reserved(&header) {
+                continue;
+            }
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| FireError::InvalidHeaderValue { name: name.clone() })?;
+            headers.append(header, value);
+        }
+        let key = HeaderValue::from_str(&req.idempotency_key).map_err(|_| {
+            FireError::InvalidHeaderValue {
+                name: IDEMPOTENCY_HEADER.to_owned(),
+            }
+        })?;
+        headers.insert(HeaderName::from_static("idempotency-key"), key);
+        let body = req.body.as_deref().unwrap_or("");
+        if let Some(signature) = self.signer.sign(body.as_bytes(), now_unix) {
+            // Hex and digits only, so always a valid header value.
+            if let Ok(value) = HeaderValue::from_str(&signature) {
+                headers.insert(HeaderName::from_static("sundial-signature"), value);
+            }
+        }
+        if req.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        Ok(Prepared {
+            method,
+            url,
+            headers,
+            body: req.body.clone(),
+        })
+    }
+
+    async fn exchange(&self, prepared: Prepared, deadline: Instant) -> Result<Answer, SendError> {
+        let mut builder = self
+            .client
+            .request(prepared.method, prepared.url)
+            .headers(prepared.headers);
+        if let Some(body) = prepared.body {
+            builder = builder.body(body);
+        }
+        let mut response = tokio::time::timeout_at(deadline, builder.send())
+            .await
+            .map_err(|_| SendError::TimedOut)?
+            .map_err(SendError::Http)?;
+
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+
+        // The target has answered: its status decides the verdict even if
+        // the body is slow or broken, so reading the body gets what is left
+        // of the timeout and its failure is only noted.
+        let (excerpt, body_error) =
+            match tokio::time::timeout_at(deadline, self.read_excerpt(&mut response)).await {
+                Ok((excerpt, None)) => (excerpt, None),
+                Ok((excerpt, Some(e))) => (
+                    excerpt,
+                    Some(format!("reading body: {}", describe_error(e))),
+                ),
+                Err(_) => (None, Some("timed out reading response body".to_owned())),
+            };
+        Ok(Answer {
+            status,
+            retry_after,
+            excerpt,
+            body_error,
+        })
+    }
+
+    /// Read up to `max_body_bytes`, keeping only the first [`EXCERPT_BYTES`]:
+    /// memory per request stays at one chunk plus the excerpt.
+    async fn read_excerpt(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> (Option<String>, Option<reqwest::Error>) {
+        let mut excerpt = Vec::new();
+        let mut read = 0usize;
+        let mut error = None;
+        while read < self.max_body_bytes {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    let room = EXCERPT_BYTES.saturating_sub(excerpt.len());
+                    excerpt.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let excerpt = (!excerpt.is_empty()).then(|| {
+            truncate_utf8(
+                String::from_utf8_lossy(&excerpt).into_owned(),
+                EXCERPT_BYTES,
+            )
+        });
+        (excerpt, error)
+    }
+}
+
+enum SendError {
+    TimedOut,
+    Http(reqwest::Error),
+}
+
+/// Headers Sundial sets itself or that would corrupt message framing
+/// (`HeaderName` is always lower-case).
+fn is_reserved(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "idempotency-key"
+            | "sundial-signature"
+            | "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+    )
+}
+
+/// Find the guard's verdict inside reqwest's error chain (the resolver's
+/// and redirect policy's errors arrive wrapped).
+fn guard_error(err: &reqwest::Error) -> Option<&GuardError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(g) = e.downcast_ref::<GuardError>() {
+            return Some(g);
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn classify_error(err: &reqwest::Error) -> Verdict {
+    match guard_error(err) {
+        Some(GuardError::TooManyRedirects { .. }) => return Verdict::Failed,
+        // DNS failures are transient as often as not: retry them.
+        Some(GuardError::Resolve { .. } | GuardError::NoAddresses { .. }) => {
+            return Verdict::Retryable {
+                retry_after: None,
+                timed_out: false,
+            }
+        }
+        Some(_) => return Verdict::Refused,
+        None => {}
+    }
+    if err.is_timeout() {
+        Verdict::Retryable {
+            retry_after: None,
+            timed_out: true,
+        }
+    } else if err.is_builder() || err.is_redirect() {
+        Verdict::Failed
+    } else {
+        // Connect, send and protocol errors: the target may never have seen
+        // the request, and delivery is at-least-once.
+        Verdict::Retryable {
+            retry_after: None,
+            timed_out: false,
+        }
+    }
+}
+
+/// The error and its causes, without the URL (its query may hold tokens).
+fn describe_error(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Parse a `Retry-After` value: delta-seconds or an HTTP-date (IMF-fixdate,
+/// RFC 2822 style). Dates in the past give zero; anything above
+/// [`MAX_RETRY_AFTER`] is capped. `None` when unparseable.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .with_timezone(&Utc);
+        (at - now).to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Delay before retry number `attempt` (0 for the first retry): exponential
+/// backoff `base * 2^attempt` capped at `max`, with full jitter (uniform in
+/// `0..=ceiling`, which spreads a burst of failures best), but never less
+/// than the target's `Retry-After`.
+pub fn retry_delay(
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let ceiling = 2u32
+        .checked_pow(attempt)
+        .and_then(|factor| base.checked_mul(factor))
+        .map_or(max, |d| d.min(max));
+    let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    let jittered = Duration::from_nanos(rand::random_range(0..=ceiling_nanos));
+    jittered.max(retry_after.unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn retry_after_delta_and_date() {
+        let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("100000", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn retry_delay_is_bounded_jittered_and_honours_retry_after() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(10);
+        for attempt in 0..40 {
+            let ceiling = if attempt < 7 {
+                base * 2u32.pow(attempt)
+            } else {
+                max
+            };
+            for _ in 0..50 {
+                let d = retry_delay(attempt, base, max, None);
+                assert!(d <= ceiling, "attempt {attempt}: {d:?} > {ceiling:?}");
+            }
+        }
+        // Full jitter: samples spread out, not all at the ceiling.
+        let samples: Vec<_> = (0..100).map(|_| retry_delay(5, base, max, None)).collect();
+        assert!(samples.iter().any(|d| *d < Duration::from_millis(1600)));
+        // Retry-After is a floor, even above `max`.
+        let ra = Some(Duration::from_secs(30));
+        for attempt in 0..10 {
+            assert!(retry_delay(attempt, base, max, ra) >= Duration::from_secs(30));
+        }
+        assert_eq!(retry_delay(0, Duration::ZERO, max, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn status_classification() {
+        let s = |c| Verdict::from_status(StatusCode::from_u16(c).unwrap(), None);
+        assert_eq!(s(200), Verdict::Succeeded);
+        assert_eq!(s(204), Verdict::Succeeded);
+        assert!(s(500).is_retryable());
+        assert!(s(503).is_retryable());
+        assert!(s(429).is_retryable());
+        assert!(s(408).is_retryable());
+        assert_eq!(s(404), Verdict::Failed);
+        assert_eq!(s(400), Verdict::Failed);
+        assert_eq!(s(302), Verdict::Failed);
+        assert_eq!(s(304), Verdict::Failed);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_utf8("héllo".into(), 2), "h");
+        assert_eq!(truncate_utf8("abc".into(), 10), "abc");
+    }
+}

@@ -1,0 +1,190 @@
+//! CloudWatch metrics as Embedded Metric Format (EMF) records on stdout:
+//! one record per invocation, aggregated, never one per request.
+//!
+//! Lambda ships stdout to CloudWatch Logs, which turns EMF records into
+//! metrics in namespace `Sundial` with dimension `FunctionName`. Latency
+//! figures are sent as value arrays (EMF takes at most 100 values per
+//! metric, so larger samples are reduced to 100 evenly spaced quantiles,
+//! which keeps percentiles and drops only the count, sent separately).
+
+use serde_json::{json, Map, Value};
+
+use crate::process::ProcessReport;
+use crate::scan::ScanSummary;
+
+/// CloudWatch namespace of every Sundial metric.
+pub const NAMESPACE: &str = "Sundial";
+/// Most values EMF accepts in one metric array.
+pub const MAX_VALUES: usize = 100;
+
+/// CloudWatch units used by Sundial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Seconds,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Seconds => "Seconds",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One invocation's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricSet {
+    entries: Vec<(&'static str, Unit, Value)>,
+}
+
+impl MetricSet {
+    /// Adds a single value.
+    pub fn value(&mut self, name: &'static str, unit: Unit, value: f64) -> &mut Self {
+        self.entries.push((name, unit, json!(value)));
+        self
+    }
+
+    /// Adds a sample of values (skipped when empty).
+    pub fn sample(&mut self, name: &'static str, unit: Unit, values: &[f64]) -> &mut Self {
+        if !values.is_empty() {
+            self.entries
+                .push((name, unit, Value::from(reduce(values, MAX_VALUES))));
+        }
+        self
+    }
+
+    /// Names of the metrics in this set.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|(n, _, _)| *n).collect()
+    }
+
+    /// The EMF record for `function_name` at `timestamp_ms`.
+    pub fn to_emf(&self, function_name: &str, timestamp_ms: i64) -> Value {
+        let definitions: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|(name, unit, _)| json!({"Name": name, "Unit": unit.as_str()}))
+            .collect();
+        let mut record = Map::new();
+        record.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+        record.insert("FunctionName".into(), json!(function_name));
+        for (name, _, value) in &self.entries {
+            record.insert((*name).into(), value.clone());
+        }
+        Value::Object(record)
+    }
+
+    /// Prints the EMF record as one line on stdout.
+    pub fn emit(&self, function_name: &str) {
+        let record = self.to_emf(function_name, chrono::Utc::now().timestamp_millis());
+        println!("{record}");
+    }
+}
+
+/// Evenly spaced quantiles of `values` (all of them when few enough).
+fn reduce(values: &[f64], max: usize) -> Vec<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.len() <= max {
+        return sorted;
+    }
+    (0..max)
+        .map(|i| {
+            let idx = i * (sorted.len() - 1) / (max - 1);
+            sorted[idx]
+        })
+        .collect()
+}
+
+/// The scanner's metrics.
+pub fn for_scan(summary: &ScanSummary) -> MetricSet {
+    let mut m = MetricSet::default();
+    m.value("DueBacklog", Unit::Count, summary.backlog as f64)
+        .value(
+            "OldestDueAgeSeconds",
+            Unit::Seconds,
+            summary.oldest_due_age_secs,
+        )
+        .value("Claimed", Unit::Count, summary.claimed as f64)
+        .value("Enqueued", Unit::Count, summary.enqueued as f64)
+        .value("EnqueueFailed", Unit::Count, summary.failed as f64)
+        .value("InvalidSchedules", Unit::Count, summary.invalid as f64)
+        .value(
+            "ScanDurationMs",
+            Unit::Milliseconds,
+            summary.elapsed_ms as f64,
+        );
+    m
+}
+
+/// The processor's metrics.
+pub fn for_process(report: &ProcessReport) -> MetricSet {
+    let mut m = MetricSet::default();
+    m.value("Fired", Unit::Count, report.fired as f64)
+        .value("Succeeded", Unit::Count, report.succeeded as f64)
+        .value("Failed", Unit::Count, report.failed as f64)
+        .value("TimedOut", Unit::Count, report.attempt_timeouts as f64)
+        .value("Retried", Unit::Count, report.retried as f64)
+        .value("Skipped", Unit::Count, report.skipped as f64)
+        .value("StaleDropped", Unit::Count, report.stale_dropped as f64)
+        .value("InvalidMessages", Unit::Count, report.invalid as f64)
+        .value("HandedBack", Unit::Count, report.not_started as f64)
+        .value("WriteFailures", Unit::Count, report.write_failures as f64)
+        .sample("FireLagMs", Unit::Milliseconds, &report.fire_lag_ms)
+        .sample("TargetLatencyMs", Unit::Milliseconds, &report.latency_ms);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_record_declares_every_value() {
+        let summary = ScanSummary {
+            claimed: 7,
+            enqueued: 6,
+            failed: 1,
+            backlog: 3,
+            oldest_due_age_secs: 12.5,
+            ..Default::default()
+        };
+        let record = for_scan(&summary).to_emf("sundial-scanner", 1_700_000_000_000);
+        let declared = &record["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], "Sundial");
+        assert_eq!(declared["Dimensions"], json!([["FunctionName"]]));
+        for def in declared["Metrics"].as_array().unwrap() {
+            let name = def["Name"].as_str().unwrap();
+            assert!(record.get(name).is_some(), "{name} declared but missing");
+        }
+        assert_eq!(record["Claimed"], 7.0);
+        assert_eq!(record["EnqueueFailed"], 1.0);
+        assert_eq!(record["OldestDueAgeSeconds"], 12.5);
+        assert_eq!(record["FunctionName"], "sundial-scanner");
+    }
+
+    #[test]
+    fn large_samples_are_reduced_to_quantiles() {
+        let values: Vec<f64> = (0..1000).map(f64::from).collect();
+        let reduced = reduce(&values, MAX_VALUES);
+        assert_eq!(reduced.len(), 100);
+        assert_eq!(reduced[0], 0.0);
+        assert_eq!(reduced[99], 999.0);
+        // The median survives.
+        assert!((reduced[50] - 500.0).abs() < 15.0);
+    }
+}

@@ -1,0 +1,363 @@
+//! A local HTTP target whose behaviour is chosen by the request path: used
+//! by the tests, by `sundial dev --demo` as an echo endpoint and by
+//! `sundial bench` as a fast counting sink.
+//!
+//! Routes (any method; unknown paths answer 404):
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/` or `/ok` | 200 `ok` |
+//! | `/status/{code}` | that status (400 if `code` is not a valid status) |
+//! | `/delay/{ms}` | waits `ms` (at most an hour), then 200 |
+//! | `/hang` | never answers (sleeps an hour; ends on shutdown) |
+//! | `/retry-after/{secs}` | 429 with `Retry-After: {secs}` |
+//! | `/redirect?to={url}` | 302 to `url` |
+//! | `/redirect-chain/{n}` | 302 to `/redirect-chain/{n-1}`; `n = 0` → 200 |
+//! | `/bytes/{n}` | 200 with an `n`-byte body, streamed in 16 KiB chunks |
+//! | `/echo` | 200 JSON: method, path, query, idempotency key, signature check, body |
+//!
+//! Every request is counted and its concurrency tracked ([`TargetStats`]);
+//! with [`TargetConfig::record`] each one is also stored as a
+//! [`RequestRecord`] (bench turns that off to stay O(1) in memory). When
+//! [`TargetConfig::secrets`] is set, the `Sundial-Signature` of each request
+//! is verified and the result recorded.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::fire::signing::{self, DEFAULT_TOLERANCE_SECS};
+
+/// How long [`TargetServer::shutdown`] waits for open requests before
+/// aborting the server task.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest wait any route performs.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Behaviour of a [`TargetServer`].
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Secrets to verify `Sundial-Signature` with; empty = don't verify.
+    pub secrets: Vec<String>,
+    /// Store a [`RequestRecord`] per request (off for benchmarks).
+    pub record: bool,
+    /// Accepted clock difference for signatures, in seconds.
+    pub tolerance_secs: i64,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            record: true,
+            tolerance_secs: DEFAULT_TOLERANCE_SECS,
+        }
+    }
+}
+
+/// One received request.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// `Idempotency-Key` header, if sent.
+    pub idempotency_key: Option<String>,
+    /// Did the signature verify? `None` when no secrets are configured.
+    pub signature_valid: Option<bool>,
+    /// When the request arrived.
+    pub received_at: DateTime<Utc>,
+    /// Request body length in bytes.
+    pub body_len: usize,
+}
+
+/// Counters shared between the server and whoever inspects it.
+#[derive(Debug, Default)]
+pub struct TargetStats {
+    requests: AtomicU64,
+    bad_signatures: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    records: Mutex<Vec<RequestRecord>>,
+}
+
+impl TargetStats {
+    /// Requests received.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests whose signature did not verify (only counted with secrets).
+    pub fn bad_signatures(&self) -> u64 {
+        self.bad_signatures.load(Ordering::SeqCst)
+    }
+
+    /// Requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Highest number of requests handled at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// A copy of the stored records (empty when recording is off).
+    pub fn records(&self) -> Vec<RequestRecord> {
+        self.lock_records().clone()
+    }
+
+    fn lock_records(&self) -> MutexGuard<'_, Vec<RequestRecord>> {
+        // A panic while pushing cannot leave the Vec inconsistent.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Decrements the in-flight gauge however the handler ends (including the
+/// client hanging up and the handler future being dropped).
+struct InFlightGuard(Arc<TargetStats>);
+
+impl InFlightGuard {
+    fn enter(stats: &Arc<TargetStats>) -> Self {
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(stats))
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    config: Arc<TargetConfig>,
+    stats: Arc<TargetStats>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running target; dropping it aborts the server.
+#[derive(Debug)]
+pub struct TargetServer {
+    /// Where it listens (127.0.0.1, ephemeral port).
+    pub addr: SocketAddr,
+    /// Live counters and records.
+    pub stats: Arc<TargetStats>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TargetServer {
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stop accepting, let open requests finish (hanging ones are released),
+    /// and abort whatever is left after a short grace period.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        // Fails only if the server already stopped, which is fine.
+        let _ = self.shutdown.send(true);
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => {
+                task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for TargetServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Start a target on 127.0.0.1 with an ephemeral port.
+pub async fn spawn(config: TargetConfig) -> std::io::Result<TargetServer> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let stats = Arc::new(TargetStats::default());
+    let (tx, rx) = watch::channel(false);
+    let state = AppState {
+        config: Arc::new(config),
+        stats: Arc::clone(&stats),
+        shutdown: rx.clone(),
+    };
+    let app = Router::new().fallback(handle).with_state(state);
+    let mut stop = rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                // An error means the sender is gone: stop as well.
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(TargetServer {
+        addr,
+        stats,
+        shutdown: tx,
+        task: Some(task),
+    })
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let _in_flight = InFlightGuard::enter(&state.stats);
+    state.stats.requests.fetch_add(1, Ordering::SeqCst);
+    let signature_valid = check_signature(&state.config, &headers, &body);
+    if signature_valid == Some(false) {
+        state.stats.bad_signatures.fetch_add(1, Ordering::SeqCst);
+    }
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if state.config.record {
+        state.stats.lock_records().push(RequestRecord {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            idempotency_key: idempotency_key.clone(),
+            signature_valid,
+            received_at: Utc::now(),
+            body_len: body.len(),
+        });
+    }
+
+    let path = uri.path().trim_matches('/');
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        [""] | ["ok"] => (StatusCode::OK, "ok").into_response(),
+        ["status", code] => match code.parse::<u16>().map(StatusCode::from_u16) {
+            Ok(Ok(status)) => (status, status.to_string()).into_response(),
+            _ => (StatusCode::BAD_REQUEST, "bad status code").into_response(),
+        },
+        ["delay", ms] => match ms.parse::<u64>() {
+            Ok(ms) => {
+                wait(Duration::from_millis(ms), state.shutdown).await;
+                (StatusCode::OK, "ok").into_response()
+            }
+            Err(_) => (StatusCode::BAD_REQUEST, "bad delay").into_response(),
+        },
+        ["hang"] => {
+            wait(MAX_WAIT, state.shutdown).await;
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+        }
+        ["retry-after", secs] => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, (*secs).to_owned())],
+            "slow down",
+        )
+            .into_response(),
+        ["redirect"] => match query_param(&uri, "to") {
+            Some(to) => redirect(&to),
+            None => (StatusCode::BAD_REQUEST, "missing ?to=").into_response(),
+        },
+        ["redirect-chain", n] => match n.parse::<u32>() {
+            Ok(0) => (StatusCode::OK, "ok").into_response(),
+            Ok(n) => redirect(&format!("/redirect-chain/{}", n - 1)),
+            Err(_) => (StatusCode::BAD_REQUEST, "bad hop count").into_response(),
+        },
+        ["bytes", n] => match n.parse::<u64>() {
+            Ok(n) => streamed_body(n),
+            Err(_) => (StatusCode::BAD_REQUEST, "bad length").into_response(),
+        },
+        ["echo"] => {
+            let echo = serde_json::json!({
+                "method": method.as_str(),
+                "path": uri.path(),
+                "query": uri.query(),
+                "idempotency_key": idempotency_key,
+                "signature_valid": signature_valid,
+                "content_type": headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+                "body": String::from_utf8_lossy(&body),
+            });
+            axum::Json(echo).into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "no such route").into_response(),
+    }
+}
+
+fn check_signature(config: &TargetConfig, headers: &HeaderMap, body: &[u8]) -> Option<bool> {
+    if config.secrets.is_empty() {
+        return None;
+    }
+    let valid = headers
+        .get(signing::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| {
+            signing::verify(
+                &config.secrets,
+                h,
+                body,
+                Utc::now().timestamp(),
+                config.tolerance_secs,
+            )
+            .is_ok()
+        });
+    Some(valid)
+}
+
+/// Sleep, but end early when the server shuts down so graceful shutdown
+/// does not wait an hour for `/hang`.
+async fn wait(duration: Duration, mut shutdown: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration.min(MAX_WAIT)) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    let query = uri.query()?;
+    let params: HashMap<_, _> = url::form_urlencoded::parse(query.as_bytes()).collect();
+    params.get(name).map(|v| v.to_string())
+}
+
+fn redirect(location: &str) -> Response {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_owned())],
+        "redirecting",
+    )
+        .into_response()
+}
+
+fn streamed_body(len: u64) -> Response {
+    const CHUNK: u64 = 16 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+        let size = (len - i * CHUNK).min(CHUNK);
+        // `size <= CHUNK`, which fits in usize.
+        Ok::<_, Infallible>(chunk.slice(..size as usize))
+    });
+    Body::from_stream(futures::stream::iter(chunks)).into_response()
+}

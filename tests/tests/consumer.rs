@@ -1,0 +1,115 @@
+//! Scanner → SQS emulator → long-running consumer (`sundial process`) →
+//! HTTP targets → Postgres, end to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use sundial::config::Settings;
+use sundial::consume::{consume_sqs, ConsumeOptions};
+use sundial::process::Processor;
+use sundial::scan::{scan, ScanOptions};
+use sundial::target_server::{self, TargetConfig};
+use sundial_e2e::fresh_queue;
+use tokio::sync::watch;
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgPool) {
+    let server = target_server::spawn(TargetConfig {
+        secrets: vec!["s3cret".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let queue = fresh_queue("consume").await;
+    // 40 tasks: 30 answer, 10 fail with 404 (recorded, not retried), due now
+    // and in 3 seconds.
+    let now = Utc::now();
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url, next_run_at) \
+         SELECT 'ok-' || g, 'rate(1 hour)', $1, $3 + (g % 2) * interval '3 seconds' \
+         FROM generate_series(1, 30) g \
+         UNION ALL \
+         SELECT 'gone-' || g, 'rate(1 hour)', $2, $3 FROM generate_series(1, 10) g",
+    )
+    .bind(server.url("/delay/20"))
+    .bind(server.url("/status/404"))
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let summary = scan(
+        &pool,
+        &queue,
+        &ScanOptions {
+            lookahead: Duration::from_secs(60),
+            page_size: 100,
+            lease: Duration::from_secs(300),
+            budget: Duration::from_secs(30),
+            owner: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.enqueued, 40);
+
+    let mut env = HashMap::new();
+    env.insert(
+        "SUNDIAL_ALLOW_TARGETS".to_string(),
+        "127.0.0.1/32".to_string(),
+    );
+    env.insert("SUNDIAL_SIGNING_SECRETS".to_string(), "s3cret".to_string());
+    let settings = Settings::from_map(&env).unwrap();
+    let processor =
+        Processor::from_settings(pool.clone(), &settings, Arc::new(queue.clone())).unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let consumer = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let opts = ConsumeOptions {
+                wait: Duration::from_secs(1),
+                max_outstanding: 100,
+                visibility: Some(Duration::from_secs(30)),
+            };
+            consume_sqs(&processor, &queue, &opts, stop_rx).await
+        })
+    };
+    // Wait until every occurrence is recorded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if runs == 40 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_tx.send(true).unwrap();
+    let report = consumer.await.unwrap();
+    assert_eq!(report.succeeded, 30, "{report:?}");
+    assert_eq!(report.failed, 10);
+    assert_eq!(report.retried, 0);
+    assert_eq!(server.stats.bad_signatures(), 0);
+
+    let (succeeded, failed, leased): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM task_runs WHERE status = 'succeeded'), \
+                (SELECT count(*) FROM task_runs WHERE status = 'failed'), \
+                (SELECT count(*) FROM tasks WHERE lease_until IS NOT NULL)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((succeeded, failed, leased), (30, 10, 0));
+
+    // Successes were deleted: nothing comes back after the visibility timeout.
+    let attrs = queue.attributes().await.unwrap();
+    let visible: i64 = attrs["ApproximateNumberOfMessages"].parse().unwrap();
+    let invisible: i64 = attrs["ApproximateNumberOfMessagesNotVisible"]
+        .parse()
+        .unwrap();
+    assert_eq!((visible, invisible), (0, 0), "{attrs:?}");
+}
