@@ -3,6 +3,7 @@
 //! This crate holds every piece of logic; the Lambda functions and the CLI
 //! are thin shells that build dependencies once and call into it.
 
+pub mod admin;
 pub mod config;
 pub mod consume;
 pub mod fire;

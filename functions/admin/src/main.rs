@@ -1,1 +1,52 @@
-fn main() {}
+//! The admin Lambda: serves `sundial::admin::router` behind a function URL
+//! (or API Gateway HTTP API). Config, pool, queue client and guard are built
+//! once per cold start; the router is the same one `sundial dev` serves.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sundial::admin::{self, AdminState};
+use sundial::config::Settings;
+use sundial::fire::guard::TargetGuard;
+use sundial::queue::sqs::SqsQueue;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    // CloudWatch adds the time; ANSI colours would show as escape codes.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .without_time()
+        .with_current_span(false)
+        .init();
+
+    let state = build_state().await.map_err(|err| {
+        // Fail the cold start with a message naming the setting.
+        tracing::error!(error = format!("{err:#}"), "admin function cannot start");
+        err
+    })?;
+    lambda_http::run(admin::router(state)).await
+}
+
+async fn build_state() -> anyhow::Result<AdminState> {
+    let settings = Settings::from_env()?;
+    let database_url = settings.require_database_url()?;
+    let token = settings.require_admin_token()?;
+    let queue_url = settings.require_queue_url()?.to_string();
+    let pool = sundial::store::connect(database_url, settings.db_pool_size)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let aws = aws_config::load_from_env().await;
+    let queue = Arc::new(SqsQueue::new(
+        aws_sdk_sqs::Client::new(&aws),
+        queue_url,
+        settings.send_concurrency,
+    ));
+    let targets =
+        Arc::new(TargetGuard::new(&settings.allow_targets).context("SUNDIAL_ALLOW_TARGETS")?);
+    Ok(AdminState::new(pool, queue, targets, token))
+}

@@ -1,0 +1,303 @@
+//! `sundial tasks ...` and `sundial status` end to end: the built binary
+//! against the admin router on a real socket, over a fresh Postgres
+//! database (`#[sqlx::test]`, DATABASE_URL points at the server).
+//!
+//! This lives in the cli crate rather than `sundial-e2e` because only the
+//! crate that owns a binary gets `CARGO_BIN_EXE_<name>`, which guarantees
+//! the binary is built and current when the test runs.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::PgPool;
+use sundial::admin::{self, AdminState, TargetCheck};
+use sundial::queue::{DispatchQueue, Outgoing, SendReport};
+
+const TOKEN: &str = "cli-test-token-0123456789";
+
+#[derive(Default)]
+struct CaptureQueue(Mutex<Vec<Outgoing>>);
+
+#[async_trait]
+impl DispatchQueue for CaptureQueue {
+    async fn send(&self, messages: &[Outgoing]) -> SendReport {
+        if let Ok(mut sent) = self.0.lock() {
+            sent.extend_from_slice(messages);
+        }
+        SendReport::default()
+    }
+}
+
+/// Refuses the metadata address, like the real guard.
+struct NoMetadata;
+
+#[async_trait]
+impl TargetCheck for NoMetadata {
+    async fn check(&self, url: &str) -> Result<(), String> {
+        if url.contains("169.254.169.254") {
+            return Err("target is a link-local address".into());
+        }
+        Ok(())
+    }
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs the `sundial` binary off the runtime thread, so the server task
+/// keeps answering while the child waits.
+async fn sundial(api: &str, token: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sundial"));
+    cmd.args(args)
+        .env("SUNDIAL_API", api)
+        .env_remove("SUNDIAL_ADMIN_TOKEN");
+    if let Some(token) = token {
+        cmd.env("SUNDIAL_ADMIN_TOKEN", token);
+    }
+    let output = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn tasks_and_status_commands(pool: PgPool) {
+    let queue = Arc::new(CaptureQueue::default());
+    let state = AdminState::new(pool.clone(), queue.clone(), Arc::new(NoMetadata), TOKEN);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let router = admin::router(state);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    macro_rules! cli {
+        ($($arg:expr),* $(,)?) => {
+            sundial(&api, Some(TOKEN), &[$($arg),*]).await
+        };
+    }
+
+    // add, human and JSON
+    let out = cli!(
+        "tasks",
+        "add",
+        "nightly",
+        "--schedule",
+        "rate(5 minutes)",
+        "--url",
+        "https://example.com/nightly",
+        "-H",
+        "X-Env: prod",
+        "--timeout-ms",
+        "5000",
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.starts_with("created task "), "{}", out.stdout);
+    let out = cli!(
+        "tasks",
+        "add",
+        "hourly",
+        "--schedule",
+        "rate(60 minutes)",
+        "--url",
+        "https://example.com/hourly",
+        "--json",
+        "--idempotency-key",
+        "k1",
+    );
+    assert!(out.ok, "{}", out.stderr);
+    let hourly = out.json();
+    let id = hourly["id"].as_i64().unwrap();
+    assert_eq!(hourly["name"], "hourly");
+    // The same key again returns the same task.
+    let again = cli!(
+        "tasks",
+        "add",
+        "hourly",
+        "--schedule",
+        "rate(60 minutes)",
+        "--url",
+        "https://example.com/hourly",
+        "--json",
+        "--idempotency-key",
+        "k1",
+    );
+    assert!(again.ok, "{}", again.stderr);
+    assert_eq!(again.json()["id"], id);
+
+    // list
+    let out = cli!("tasks", "list");
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("NEXT RUN"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(lines[1].contains("nightly") && lines[1].contains("enabled"));
+    let out = cli!("tasks", "list", "--json", "--limit", "1", "--all");
+    assert_eq!(out.json()["tasks"].as_array().unwrap().len(), 2);
+
+    // show
+    let id_s = id.to_string();
+    let id_s = id_s.as_str();
+    let out = cli!("tasks", "show", id_s);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("name            hourly"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("next:"), "{}", out.stdout);
+    let out = cli!("tasks", "show", id_s, "--json");
+    assert_eq!(out.json()["next_occurrences"].as_array().unwrap().len(), 5);
+
+    // pause, resume
+    let out = cli!("tasks", "pause", id_s);
+    assert!(
+        out.ok && out.stdout.contains("paused task"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = cli!("tasks", "list", "--paused", "--json");
+    assert_eq!(out.json()["tasks"][0]["id"], id);
+    let out = cli!("tasks", "resume", id_s, "--json");
+    assert_eq!(out.json()["enabled"], true);
+
+    // trigger
+    let out = cli!("tasks", "trigger", id_s);
+    assert!(
+        out.ok && out.stdout.contains("queued"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = cli!("tasks", "trigger", id_s, "--json");
+    assert_eq!(out.json()["task_id"], id);
+    assert_eq!(queue.0.lock().unwrap().len(), 2);
+
+    // runs
+    let out = cli!("tasks", "runs", id_s);
+    assert_eq!(out.stdout, "no runs\n");
+    sqlx::query(
+        "INSERT INTO task_runs (task_id, scheduled_for, fired_at, status, http_status, latency_ms, error) \
+         VALUES ($1, now() - interval '1 minute', now() - interval '1 minute', 'failed', 503, 40, 'upstream down')",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = cli!("tasks", "runs", id_s);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("failed")
+            && out.stdout.contains("503")
+            && out.stdout.contains("upstream down"),
+        "{}",
+        out.stdout
+    );
+    let out = cli!("tasks", "runs", id_s, "--json");
+    assert_eq!(out.json()["runs"][0]["http_status"], 503);
+
+    // status
+    let out = cli!("status");
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("2 total"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 failed"), "{}", out.stdout);
+    let out = cli!("status", "--json");
+    assert_eq!(out.json()["last_hour"]["runs"], 1);
+
+    // delete
+    let out = cli!("tasks", "delete", id_s);
+    assert!(
+        out.ok && out.stdout == format!("deleted task {id}\n"),
+        "{}",
+        out.stdout
+    );
+    let out = cli!("tasks", "delete", id_s, "--json");
+    assert!(!out.ok);
+
+    // Errors: shown plainly, non-zero exit.
+    let out = cli!("tasks", "show", id_s);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(&format!("task {id} not found")),
+        "{}",
+        out.stderr
+    );
+    let out = cli!(
+        "tasks",
+        "add",
+        "meta",
+        "--schedule",
+        "rate(1 minute)",
+        "--url",
+        "http://169.254.169.254/latest",
+        "--json",
+    );
+    assert!(!out.ok);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("url: target is a link-local address"),
+        "{}",
+        out.stderr
+    );
+    let out = cli!(
+        "tasks",
+        "add",
+        "bad",
+        "--schedule",
+        "whenever",
+        "--url",
+        "https://x.io"
+    );
+    assert!(
+        !out.ok && out.stderr.contains("schedule:"),
+        "{}",
+        out.stderr
+    );
+    let out = cli!(
+        "tasks",
+        "add",
+        "dup",
+        "--schedule",
+        "rate(1 minute)",
+        "--url",
+        "https://x.io",
+        "-H",
+        "nocolon"
+    );
+    assert!(!out.ok && out.stderr.contains("--header"), "{}", out.stderr);
+    let out = sundial(&api, Some("wrong-token-wrong-token"), &["status"]).await;
+    assert!(!out.ok && out.stderr.contains("401"), "{}", out.stderr);
+    let out = sundial(&api, None, &["tasks", "list"]).await;
+    assert!(
+        !out.ok && out.stderr.contains("SUNDIAL_ADMIN_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    let out = sundial("http://127.0.0.1:9", Some(TOKEN), &["status"]).await;
+    assert!(
+        !out.ok && out.stderr.contains("cannot reach"),
+        "{}",
+        out.stderr
+    );
+
+    server.abort();
+}

@@ -1,0 +1,215 @@
+//! Request extractors whose every rejection is an [`AdminError`]: axum's own
+//! `Json`, `Path` and `Query` answer in plain text and cannot name the
+//! field at fault, so the admin API reads bodies, ids and query strings
+//! through these instead.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::error::AdminError;
+
+/// Largest request body the API reads: a task body of
+/// [`crate::task::MAX_BODY_BYTES`] plus room for the JSON around it.
+pub const MAX_REQUEST_BYTES: usize = crate::task::MAX_BODY_BYTES + 32 * 1024;
+
+/// A JSON request body parsed into `T`.
+///
+/// A missing Content-Type is accepted (curl users forget it); any other
+/// than JSON is a 415. Type errors name the field they happened in.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
+            if !is_json(content_type.to_str().unwrap_or("")) {
+                return Err(AdminError::UnsupportedMediaType);
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => AdminError::PayloadTooLarge(MAX_REQUEST_BYTES),
+                _ => AdminError::BodyUnreadable,
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON document, naming the field of a type error.
+///
+/// Two passes: syntax first (any failure is `malformed_json`), then the
+/// shape, where every failure belongs to a field. serde_json alone reports
+/// some type errors (a boolean where an enum goes) as syntax errors.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(AdminError::MalformedJson)?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let field = top_field(err.path()).or_else(|| field_in_message(&err.inner().to_string()));
+        let inner = err.into_inner();
+        match field {
+            Some(field) => AdminError::invalid(field, without_position(&inner.to_string())),
+            None => AdminError::MalformedJson(inner),
+        }
+    })
+}
+
+/// The first segment of an error path: `headers` for `headers.X-Env`.
+fn top_field(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    match path.iter().next()? {
+        Segment::Map { key } => Some(key.clone()),
+        Segment::Seq { .. } | Segment::Enum { .. } | Segment::Unknown => None,
+    }
+}
+
+/// serde reports unknown and missing fields at the level of the object,
+/// with the name in backticks: "unknown field `colour`, expected one of ...".
+fn field_in_message(message: &str) -> Option<String> {
+    ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| {
+            let start = message.find(prefix)? + prefix.len();
+            let rest = &message[start..];
+            Some(rest[..rest.find('`')?].to_string())
+        })
+}
+
+/// serde_json appends " at line 1 column 42", which means little to a
+/// client that sent one line.
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The `{id}` of a task route: a positive integer, else a 400 naming `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskId(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskId {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AdminError::invalid("id", "is not valid UTF-8 text"))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(TaskId)
+            .ok_or_else(|| {
+                let shown: String = raw.chars().take(40).collect();
+                AdminError::invalid(
+                    "id",
+                    format!("`{shown}` is not a task id (a positive integer)"),
+                )
+            })
+    }
+}
+
+/// A query string parsed into `T`; errors name the parameter.
+#[derive(Debug, Clone)]
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|err| {
+                let message = err.inner().to_string();
+                let field = top_field(err.path())
+                    .or_else(|| field_in_message(&message))
+                    .unwrap_or_else(|| "query".to_string());
+                AdminError::invalid(field, message)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::TaskSpec;
+
+    fn field_of(json: &str) -> Option<String> {
+        match parse_json::<TaskSpec>(json.as_bytes()) {
+            Err(AdminError::InvalidField { field, .. }) => Some(field.into_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn names_the_field_of_each_serde_error() {
+        let base = r#""name":"a","schedule":"rate(1 minute)","url":"https://x.io""#;
+        assert_eq!(
+            field_of(&format!("{{{base},\"colour\":1}}")).as_deref(),
+            Some("colour")
+        );
+        assert_eq!(
+            field_of(r#"{"name":"a","url":"https://x.io"}"#).as_deref(),
+            Some("schedule")
+        );
+        assert_eq!(
+            field_of(&format!("{{{base},\"timeout_ms\":\"soon\"}}")).as_deref(),
+            Some("timeout_ms")
+        );
+        assert_eq!(
+            field_of(&format!("{{{base},\"headers\":{{\"X\":1}}}}")).as_deref(),
+            Some("headers")
+        );
+        assert_eq!(
+            field_of(&format!("{{{base},\"catch_up\":\"sometimes\"}}")).as_deref(),
+            Some("catch_up")
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        let trailing = r#"{"name":"a","schedule":"rate(1 minute)","url":"https://x.io"} x"#;
+        for body in ["", "{", "nul", trailing, "[1,2]", "\"text\""] {
+            let err = parse_json::<TaskSpec>(body.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, AdminError::MalformedJson(_)),
+                "{body:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+    }
+}

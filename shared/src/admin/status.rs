@@ -1,0 +1,155 @@
+//! Operator routes: system status, schedule preview and the health check.
+
+use std::time::Duration as StdDuration;
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::{AdminError, ErrorBody, Result};
+use super::extract::JsonBody;
+use super::AdminState;
+use crate::schedule;
+use crate::store::{self, RunStats};
+
+/// Task counts by state.
+#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TaskCounts {
+    pub total: i64,
+    pub enabled: i64,
+    /// Tasks whose last run did not succeed.
+    pub failing: i64,
+    /// Tasks disabled because their schedule or zone cannot be evaluated.
+    pub invalid: i64,
+}
+
+/// `GET /v1/status`: is Sundial keeping up?
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub now: DateTime<Utc>,
+    /// Occurrences due now that nobody has claimed.
+    pub backlog: i64,
+    /// Age of the oldest of them, in seconds (0 when none).
+    pub oldest_due_age_secs: f64,
+    /// Runs finished in the last hour, and their fire lag.
+    pub last_hour: RunStats,
+    pub tasks: TaskCounts,
+}
+
+/// Backlog, lag and failures.
+#[utoipa::path(
+    get, path = "/v1/status", tag = "status",
+    responses((status = 200, body = Status)),
+    security(("bearer" = []))
+)]
+pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
+    let now = Utc::now();
+    let backlog = store::backlog(&state.pool, now).await?;
+    let last_hour = store::run_stats(&state.pool, now - Duration::hours(1)).await?;
+    let tasks = sqlx::query_as::<_, TaskCounts>(
+        "SELECT count(*) AS total, \
+                count(*) FILTER (WHERE enabled) AS enabled, \
+                count(*) FILTER (WHERE consecutive_failures > 0) AS failing, \
+                count(*) FILTER (WHERE schedule_error IS NOT NULL) AS invalid \
+         FROM tasks",
+    )
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Json(Status {
+        now,
+        backlog: backlog.due,
+        oldest_due_age_secs: backlog.oldest_due_age_secs,
+        last_hour,
+        tasks,
+    }))
+}
+
+/// Body of `POST /v1/schedules/preview`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    /// Any schedule a task accepts.
+    pub schedule: String,
+    /// IANA zone the schedule is read in (default UTC).
+    pub timezone: Option<String>,
+    /// How many occurrences, 1 to 100 (default 10).
+    pub count: Option<usize>,
+    /// Occurrences after this instant (default now).
+    pub from: Option<DateTime<Utc>>,
+}
+
+/// The occurrences of a schedule.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    pub schedule: String,
+    pub timezone: String,
+    pub occurrences: Vec<DateTime<Utc>>,
+}
+
+/// Most occurrences one preview lists.
+pub const MAX_PREVIEW: usize = 100;
+
+/// When would this schedule fire?
+#[utoipa::path(
+    post, path = "/v1/schedules/preview", tag = "schedules",
+    request_body = PreviewRequest,
+    responses(
+        (status = 200, body = Preview),
+        (status = 400, description = "Invalid schedule, timezone or count", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn preview(JsonBody(req): JsonBody<PreviewRequest>) -> Result<Json<Preview>> {
+    let count = req.count.unwrap_or(10);
+    if !(1..=MAX_PREVIEW).contains(&count) {
+        return Err(AdminError::invalid(
+            "count",
+            format!("{count} is out of range 1..={MAX_PREVIEW}"),
+        ));
+    }
+    if req.schedule.len() > 200 {
+        return Err(AdminError::invalid(
+            "schedule",
+            "longer than 200 characters",
+        ));
+    }
+    let timezone = req.timezone.unwrap_or_else(|| "UTC".to_string());
+    let from = req.from.unwrap_or_else(Utc::now);
+    let occurrences = schedule::preview(&req.schedule, &timezone, from, count)
+        .map_err(|err| AdminError::invalid(err.field(), err.to_string()))?;
+    Ok(Json(Preview {
+        schedule: req.schedule,
+        timezone,
+        occurrences,
+    }))
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Liveness and database reachability; needs no token.
+#[utoipa::path(
+    get, path = "/healthz", tag = "status",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    )
+)]
+pub async fn healthz(State(state): State<AdminState>) -> Result<Json<Health>> {
+    let ping = sqlx::query("SELECT 1").execute(&state.pool);
+    match tokio::time::timeout(StdDuration::from_secs(3), ping).await {
+        Ok(Ok(_)) => Ok(Json(Health { status: "ok" })),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "health check: database failed");
+            Err(AdminError::Unavailable)
+        }
+        Err(_) => {
+            tracing::warn!("health check: database did not answer in 3s");
+            Err(AdminError::Unavailable)
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The `/v1/tasks` routes: create, list, show, edit, delete, pause, resume,
+//! fire by hand, and run history.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use sqlx::{Postgres, Transaction};
+
+use super::error::{AdminError, ErrorBody, Result};
+use super::extract::{JsonBody, QueryParams, TaskId};
+use super::{idempotency, AdminState};
+use crate::message::DispatchMessage;
+use crate::queue::Outgoing;
+use crate::schedule::{parse_zone, Schedule};
+use crate::store::{self, Run, TaskFilter};
+use crate::task::{header_map, validate_url, CatchUp, Overlap, Task, TaskSpec};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_PAGE: i64 = 50;
+/// Largest `limit` accepted.
+pub const MAX_PAGE: i64 = 200;
+/// How many occurrences `GET /v1/tasks/{id}` shows.
+pub const SHOWN_OCCURRENCES: usize = 5;
+
+/// Checks a spec and its target address: everything short of the database.
+async fn check_spec(state: &AdminState, spec: &TaskSpec) -> Result<()> {
+    let mut checked = spec.clone();
+    checked.validate()?;
+    state
+        .targets
+        .check(checked.url.trim())
+        .await
+        .map_err(|reason| AdminError::invalid("url", reason))
+}
+
+/// Create a task.
+#[utoipa::path(
+    post, path = "/v1/tasks", tag = "tasks",
+    request_body = TaskSpec,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes a retried create safe: the same key and body return the same task")),
+    responses(
+        (status = 201, description = "Created", body = Task),
+        (status = 200, description = "Replayed: this Idempotency-Key created this task before", body = Task),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 409, description = "A task with this name exists", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with another body", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_task(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<TaskSpec>,
+) -> Result<(StatusCode, Json<Task>)> {
+    let key = idempotency::key_from(&headers)?;
+    let Some(key) = key else {
+        check_spec(&state, &spec).await?;
+        let task = store::create_task(&state.pool, &spec, Utc::now()).await?;
+        return Ok((StatusCode::CREATED, Json(task)));
+    };
+    let mut tx = state.pool.begin().await?;
+    match idempotency::claim(&mut tx, &key, &idempotency::fingerprint(&spec)).await? {
+        idempotency::Claim::Replay(id) => {
+            let task = store::get_task(&mut *tx, id).await?;
+            Ok((StatusCode::OK, Json(task)))
+        }
+        idempotency::Claim::New => {
+            check_spec(&state, &spec).await?;
+            let task = store::create_task(&mut *tx, &spec, Utc::now()).await?;
+            idempotency::complete(&mut tx, &key, task.id).await?;
+            tx.commit().await?;
+            Ok((StatusCode::CREATED, Json(task)))
+        }
+    }
+}
+
+/// Query of `GET /v1/tasks`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListTasksQuery {
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only enabled (true) or paused (false) tasks.
+    pub enabled: Option<bool>,
+    /// Only tasks whose last run failed (true) or did not (false).
+    pub failing: Option<bool>,
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(AdminError::invalid(
+            "limit",
+            format!("{n} is out of range 1..={MAX_PAGE}"),
+        )),
+    }
+}
+
+/// List tasks, ordered by id.
+#[utoipa::path(
+    get, path = "/v1/tasks", tag = "tasks",
+    params(ListTasksQuery),
+    responses(
+        (status = 200, body = TaskPage),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tasks(
+    State(state): State<AdminState>,
+    QueryParams(query): QueryParams<ListTasksQuery>,
+) -> Result<Json<TaskPage>> {
+    let limit = page_limit(query.limit)?;
+    // The cursor is the last id seen; clients treat it as opaque.
+    let after_id = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| AdminError::invalid("cursor", "is not a cursor from a previous page"))
+        })
+        .transpose()?;
+    let filter = TaskFilter {
+        enabled: query.enabled,
+        failing: query.failing,
+        after_id,
+        // One more than asked tells whether another page follows.
+        limit: limit + 1,
+    };
+    let mut tasks = store::list_tasks(&state.pool, &filter).await?;
+    let next_cursor = if tasks.len() as i64 > limit {
+        tasks.truncate(limit as usize);
+        tasks.last().map(|t| t.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(TaskPage { tasks, next_cursor }))
+}
+
+/// A task with its next occurrences.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    /// The next occurrences (up to 5), starting with `next_run_at`; empty
+    /// while the task is paused or its schedule cannot be evaluated.
+    pub next_occurrences: Vec<DateTime<Utc>>,
+}
+
+/// The occurrences a task will fire next, as far as they can be known.
+fn next_occurrences(task: &Task, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    if !task.enabled {
+        return Vec::new();
+    }
+    let (Ok(schedule), Ok(zone)) = (Schedule::parse(&task.schedule), parse_zone(&task.timezone))
+    else {
+        return Vec::new();
+    };
+    match task.next_run_at {
+        Some(next) => {
+            let mut out = vec![next];
+            out.extend(schedule.upcoming(next, zone, SHOWN_OCCURRENCES - 1));
+            out
+        }
+        // Not scheduled yet (inserted with SQL): what the scanner will compute.
+        None => schedule.upcoming(now, zone, SHOWN_OCCURRENCES),
+    }
+}
+
+/// Show a task and its next occurrences.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, body = TaskDetail),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn show_task(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+) -> Result<Json<TaskDetail>> {
+    let task = store::get_task(&state.pool, id).await?;
+    let next_occurrences = next_occurrences(&task, Utc::now());
+    Ok(Json(TaskDetail {
+        task,
+        next_occurrences,
+    }))
+}
+
+/// A partial edit: any field of [`TaskSpec`]; absent fields keep their
+/// value, `"body": null` removes the body.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatch {
+    pub name: Option<String>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub body: Option<Option<String>>,
+    pub timeout_ms: Option<i32>,
+    pub max_attempts: Option<i32>,
+    pub retry_backoff_ms: Option<i32>,
+    #[schema(value_type = Option<String>)]
+    pub catch_up: Option<CatchUp>,
+    pub catch_up_max_age_secs: Option<i32>,
+    #[schema(value_type = Option<String>)]
+    pub overlap: Option<Overlap>,
+    pub jitter_secs: Option<i32>,
+    pub enabled: Option<bool>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
+fn present<'de, D, T>(de: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+impl TaskPatch {
+    /// The definition of `task` with this patch applied.
+    pub fn apply(self, task: &Task) -> Result<TaskSpec> {
+        // Headers stored by plain SQL may not be strings; they only block a
+        // patch that keeps them.
+        let headers = match self.headers {
+            Some(headers) => headers,
+            None => header_map(&task.headers)?,
+        };
+        Ok(TaskSpec {
+            name: self.name.unwrap_or_else(|| task.name.clone()),
+            schedule: self.schedule.unwrap_or_else(|| task.schedule.clone()),
+            timezone: self.timezone.unwrap_or_else(|| task.timezone.clone()),
+            method: self.method.unwrap_or_else(|| task.method.clone()),
+            url: self.url.unwrap_or_else(|| task.url.clone()),
+            headers,
+            body: self.body.unwrap_or_else(|| task.body.clone()),
+            timeout_ms: self.timeout_ms.unwrap_or(task.timeout_ms),
+            max_attempts: self.max_attempts.unwrap_or(task.max_attempts),
+            retry_backoff_ms: self.retry_backoff_ms.unwrap_or(task.retry_backoff_ms),
+            catch_up: self.catch_up.unwrap_or(task.catch_up),
+            catch_up_max_age_secs: self
+                .catch_up_max_age_secs
+                .unwrap_or(task.catch_up_max_age_secs),
+            overlap: self.overlap.unwrap_or(task.overlap),
+            jitter_secs: self.jitter_secs.unwrap_or(task.jitter_secs),
+            enabled: self.enabled.unwrap_or(task.enabled),
+        })
+    }
+}
+
+/// Locks a task row for the rest of the transaction; 404 if it is gone.
+async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<Task> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if found.is_none() {
+        return Err(AdminError::TaskNotFound(id));
+    }
+    Ok(store::get_task(&mut **tx, id).await?)
+}
+
+/// Edit some fields of a task.
+#[utoipa::path(
+    patch, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    request_body = TaskPatch,
+    responses(
+        (status = 200, description = "The edited task (version bumped when anything changed)", body = Task),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Another task has this name", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_task(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+    JsonBody(patch): JsonBody<TaskPatch>,
+) -> Result<Json<Task>> {
+    // The target check may resolve DNS: do it before any row is locked.
+    if let Some(url) = &patch.url {
+        let url = validate_url(url)?;
+        state
+            .targets
+            .check(url.as_str())
+            .await
+            .map_err(|reason| AdminError::invalid("url", reason))?;
+    }
+    let mut tx = state.pool.begin().await?;
+    let current = lock_task(&mut tx, id).await?;
+    let spec = patch.apply(&current)?;
+    let task = store::update_task(&mut tx, id, &spec, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(Json(task))
+}
+
+/// Delete a task and its run history.
+#[utoipa::path(
+    delete, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_task(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+) -> Result<StatusCode> {
+    if store::delete_task(&state.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AdminError::TaskNotFound(id))
+    }
+}
+
+async fn set_enabled(state: &AdminState, id: i64, enabled: bool) -> Result<Json<Task>> {
+    let mut tx = state.pool.begin().await?;
+    let task = store::set_enabled(&mut tx, id, enabled, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(Json(task))
+}
+
+/// Pause a task: nothing fires until it is resumed.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/pause", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, body = Task),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pause_task(State(state): State<AdminState>, TaskId(id): TaskId) -> Result<Json<Task>> {
+    set_enabled(&state, id, false).await
+}
+
+/// Resume a paused task from its next occurrence after now (what it
+/// missed while paused is not fired).
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/resume", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, body = Task),
+        (status = 400, description = "The stored schedule is invalid", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume_task(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+) -> Result<Json<Task>> {
+    set_enabled(&state, id, true).await
+}
+
+/// What `POST /v1/tasks/{id}/trigger` queued.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Triggered {
+    pub task_id: i64,
+    /// The occurrence recorded for this firing (now, to the millisecond).
+    pub occurrence: DateTime<Utc>,
+    pub task_version: i64,
+    /// The `Idempotency-Key` header the target will see.
+    pub idempotency_key: String,
+}
+
+/// Fire a task once now, outside its schedule (which does not move).
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/trigger", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 202, description = "Queued", body = Triggered),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task is paused", body = ErrorBody),
+        (status = 503, description = "The queue refused the message", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trigger_task(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+) -> Result<(StatusCode, Json<Triggered>)> {
+    let task = store::get_task(&state.pool, id).await?;
+    if !task.enabled {
+        return Err(AdminError::TaskPaused(id));
+    }
+    let now = Utc::now();
+    // Occurrences are keyed to the millisecond (see `idempotency_key`).
+    let occurrence = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    let message = DispatchMessage {
+        manual: true,
+        ..DispatchMessage::new(id, occurrence, task.version)
+    };
+    let report = state
+        .queue
+        .send(&[Outgoing {
+            message: message.clone(),
+            delay: StdDuration::ZERO,
+        }])
+        .await;
+    if !report.failed.is_empty() {
+        let reason = report
+            .first_error
+            .unwrap_or_else(|| "no reason given".to_string());
+        tracing::warn!(task_id = id, %reason, "manual trigger not queued");
+        return Err(AdminError::QueueRefused { reason });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Triggered {
+            task_id: id,
+            occurrence,
+            task_version: task.version,
+            idempotency_key: message.idempotency_key(),
+        }),
+    ))
+}
+
+/// Query of `GET /v1/tasks/{id}/runs`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListRunsQuery {
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// Only runs of occurrences before this instant (RFC 3339); pass
+    /// `next_before` of the previous page.
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// A page of runs, newest occurrence first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Pass as `before` for the next page; absent on the last page.
+    pub next_before: Option<DateTime<Utc>>,
+}
+
+/// Run history of a task.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}/runs", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id"), ListRunsQuery),
+    responses(
+        (status = 200, body = RunPage),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_runs(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+    QueryParams(query): QueryParams<ListRunsQuery>,
+) -> Result<Json<RunPage>> {
+    let limit = page_limit(query.limit)?;
+    // An unknown task is a 404, not an empty history.
+    store::get_task(&state.pool, id).await?;
+    let mut runs = store::list_runs(&state.pool, id, query.before, limit + 1).await?;
+    let next_before = if runs.len() as i64 > limit {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| r.scheduled_for)
+    } else {
+        None
+    };
+    Ok(Json(RunPage { runs, next_before }))
+}
