@@ -183,3 +183,95 @@ async fn scanner_and_processor_binaries_run_under_the_runtime_api(pool: PgPool) 
     assert_eq!(runs, 5);
     assert_eq!(server.stats.bad_signatures(), 0);
 }
+
+/// A Lambda function URL request (payload format 2.0).
+fn function_url_event(method: &str, path: &str, token: &str, body: Option<&str>) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "authorization": format!("Bearer {token}"),
+            "content-type": "application/json",
+            "host": "abcdefg.lambda-url.us-east-1.on.aws",
+            "user-agent": "curl/8.5.0"
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abcdefg",
+            "domainName": "abcdefg.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abcdefg",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "curl/8.5.0"
+            },
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e812345678",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "22/Nov/2026:10:00:00 +0000",
+            "timeEpoch": 1763805600000u64
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn admin_binary_serves_function_url_requests(pool: PgPool) {
+    let queue = fresh_queue("admin-lambda").await;
+    let api = RuntimeApi::start().await.unwrap();
+    let token = "admin-token-0123456789";
+    let mut env = common_env(&pool, queue.queue_url());
+    env.push(("SUNDIAL_ADMIN_TOKEN".into(), token.into()));
+    env.extend(api.env("sundial-admin"));
+    let admin = Child::spawn(&workspace_bin("admin"), &[], &env);
+
+    let create = function_url_event(
+        "POST",
+        "/v1/tasks",
+        token,
+        Some(r#"{"name":"from-lambda","schedule":"*/5 * * * *","url":"http://127.0.0.1:9/hook"}"#),
+    );
+    let answer = api.invoke(create, Duration::from_secs(30)).await;
+    let Some(Answer::Response(response)) = answer else {
+        panic!(
+            "admin answered {answer:?}; stderr {:?}",
+            admin.stderr_lines()
+        );
+    };
+    assert_eq!(response["statusCode"], 201, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["name"], "from-lambda");
+    assert!(body["next_run_at"].is_string());
+
+    // Bad input is a 400 naming the field, through Lambda too.
+    let bad = function_url_event(
+        "POST",
+        "/v1/tasks",
+        token,
+        Some(r#"{"name":"x","schedule":"61 * * * *","url":"https://example.com"}"#),
+    );
+    let Some(Answer::Response(response)) = api.invoke(bad, Duration::from_secs(30)).await else {
+        panic!("no answer");
+    };
+    assert_eq!(response["statusCode"], 400);
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"]["field"], "schedule");
+
+    // Without the token: 401.
+    let anonymous = function_url_event("GET", "/v1/tasks", "wrong-token", None);
+    let Some(Answer::Response(response)) = api.invoke(anonymous, Duration::from_secs(30)).await
+    else {
+        panic!("no answer");
+    };
+    assert_eq!(response["statusCode"], 401);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}

@@ -12,17 +12,7 @@ use sundial::queue::sqs::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    // CloudWatch adds the time; ANSI colours would show as escape codes.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .without_time()
-        .with_current_span(false)
-        .init();
+    sundial::logging::init(sundial::logging::LogFormat::Lambda);
 
     let state = build_state().await.map_err(|err| {
         // Fail the cold start with a message naming the setting.
@@ -40,9 +30,8 @@ async fn build_state() -> anyhow::Result<AdminState> {
     let pool = sundial::store::connect(database_url, settings.db_pool_size)
         .await
         .context("connecting to DATABASE_URL")?;
-    let aws = aws_config::load_from_env().await;
     let queue = Arc::new(SqsQueue::new(
-        aws_sdk_sqs::Client::new(&aws),
+        sundial::queue::sqs::client_from_env().await,
         queue_url,
         settings.send_concurrency,
     ));
