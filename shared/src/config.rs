@@ -92,6 +92,9 @@ pub struct Settings {
     pub deadline_margin: Duration,
     /// `SUNDIAL_RUN_RETENTION_DAYS`.
     pub run_retention_days: u32,
+    /// `SUNDIAL_MIGRATE_ON_START`: apply pending migrations when a binary
+    /// starts (`true`/`false`, default false; `sundial dev` always does).
+    pub migrate_on_start: bool,
 }
 
 impl Settings {
@@ -117,7 +120,19 @@ impl Settings {
                 })
                 .unwrap_or_default()
         };
+        let migrate_on_start = match text("SUNDIAL_MIGRATE_ON_START").as_deref() {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "SUNDIAL_MIGRATE_ON_START",
+                    value: other.to_string(),
+                    reason: "use true or false".into(),
+                })
+            }
+        };
         Ok(Settings {
+            migrate_on_start,
             database_url: text("DATABASE_URL"),
             queue_url: text("SUNDIAL_QUEUE_URL"),
             admin_token: text("SUNDIAL_ADMIN_TOKEN"),

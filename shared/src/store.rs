@@ -45,6 +45,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Connects with the process settings and, when `SUNDIAL_MIGRATE_ON_START`
+/// asks for it, applies pending migrations: what every binary does first.
+pub async fn connect_from_settings(settings: &crate::config::Settings) -> Result<PgPool> {
+    let url = settings
+        .require_database_url()
+        .map_err(|e| StoreError::Database(sqlx::Error::Configuration(Box::new(e))))?;
+    let pool = connect(url, settings.db_pool_size).await?;
+    if settings.migrate_on_start {
+        migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     MIGRATOR.run(pool).await?;

@@ -24,10 +24,10 @@ async fn main() -> Result<(), lambda_http::Error> {
 
 async fn build_state() -> anyhow::Result<AdminState> {
     let settings = Settings::from_env()?;
-    let database_url = settings.require_database_url()?;
+    settings.require_database_url()?;
     let token = settings.require_admin_token()?;
     let queue_url = settings.require_queue_url()?.to_string();
-    let pool = sundial::store::connect(database_url, settings.db_pool_size)
+    let pool = sundial::store::connect_from_settings(&settings)
         .await
         .context("connecting to DATABASE_URL")?;
     let queue = Arc::new(SqsQueue::new(

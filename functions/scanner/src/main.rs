@@ -18,7 +18,8 @@ use sundial::{logging, metrics, store};
 async fn main() -> Result<(), Error> {
     logging::init(logging::LogFormat::Lambda);
     let settings = Settings::from_env()?;
-    let pool = store::connect(settings.require_database_url()?, settings.db_pool_size).await?;
+    settings.require_database_url()?;
+    let pool = store::connect_from_settings(&settings).await?;
     let queue = SqsQueue::new(
         client_from_env().await,
         settings.require_queue_url()?,
