@@ -139,6 +139,13 @@ pub async fn scan(
     Ok(summary)
 }
 
+/// Deletes run history older than the retention, a bounded chunk per call
+/// (the scanner calls it after each scan). Returns the rows deleted.
+pub async fn purge_history(pool: &PgPool, retention_days: u32) -> Result<u64, ScanError> {
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+    Ok(store::purge_runs(pool, cutoff, 10_000).await?)
+}
+
 /// Sends one claimed page; returns false when the queue refused messages.
 async fn dispatch_page(
     pool: &PgPool,

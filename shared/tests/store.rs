@@ -619,3 +619,36 @@ async fn schema_checks_invariants(pool: PgPool) {
         assert!(err.to_string().contains("check constraint"), "{bad}: {err}");
     }
 }
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn old_runs_are_purged_in_bounded_chunks(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 1, "rate(1 minute)", Some(now)).await;
+    sqlx::query(
+        "INSERT INTO task_runs (task_id, scheduled_for, finished_at, status) \
+         SELECT (SELECT id FROM tasks LIMIT 1), $1 - g * interval '1 minute', \
+                $1 - g * interval '1 minute', 'succeeded' \
+         FROM generate_series(1, 50) g",
+    )
+    .bind(now - Duration::days(40))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO task_runs (task_id, scheduled_for, finished_at, status) \
+         VALUES ((SELECT id FROM tasks LIMIT 1), $1, $1, 'succeeded')",
+    )
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let cutoff = now - Duration::days(30);
+    assert_eq!(store::purge_runs(&pool, cutoff, 20).await.unwrap(), 20);
+    assert_eq!(store::purge_runs(&pool, cutoff, 100).await.unwrap(), 30);
+    assert_eq!(store::purge_runs(&pool, cutoff, 100).await.unwrap(), 0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}

@@ -27,9 +27,15 @@ async fn main() -> Result<(), Error> {
     );
     let function = logging::function_name("sundial-scanner");
     let opts = ScanOptions::from_settings(&settings, function.clone());
+    let retention_days = settings.run_retention_days;
     let (pool, queue, opts, function) = (&pool, &queue, &opts, function.as_str());
     lambda_runtime::run(service_fn(move |event| async move {
-        handle(event, pool, queue, opts, function).await
+        let summary = handle(event, pool, queue, opts, function).await?;
+        // History retention: a bounded chunk per tick, never failing the scan.
+        if let Err(err) = sundial::scan::purge_history(pool, retention_days).await {
+            tracing::warn!(error = %err, "cannot purge old runs");
+        }
+        Ok::<_, Error>(summary)
     }))
     .await
 }
