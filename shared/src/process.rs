@@ -469,6 +469,7 @@ impl Processor {
                     http_status: None,
                     latency_ms: None,
                     error: Some("missed its time; catch-up policy is `none`".into()),
+                    response_excerpt: None,
                 },
                 next_run_at: timing.next_after_run(message.occurrence, now),
                 manual: false,
@@ -540,6 +541,7 @@ impl Processor {
                         http_status: None,
                         latency_ms: None,
                         error: Some(error),
+                        response_excerpt: None,
                     },
                     next_run_at: (!message.manual)
                         .then(|| timing.next_after_run(message.occurrence, now))
@@ -789,5 +791,6 @@ fn run_record(result: &FireResult, status: RunStatus, attempt: u32) -> RunRecord
         http_status: result.http_status.map(i32::from),
         latency_ms: Some(result.latency.as_millis().min(i32::MAX as u128) as i32),
         error: result.error.clone(),
+        response_excerpt: result.response_excerpt.clone(),
     }
 }

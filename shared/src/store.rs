@@ -551,6 +551,8 @@ pub struct RunRecord {
     pub http_status: Option<i32>,
     pub latency_ms: Option<i32>,
     pub error: Option<String>,
+    /// Start of the target's answer (at most 1 KiB).
+    pub response_excerpt: Option<String>,
 }
 
 /// What [`record_outcomes`] changed.
@@ -587,6 +589,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
     let mut http: Vec<Option<i32>> = Vec::with_capacity(n);
     let mut latency: Vec<Option<i32>> = Vec::with_capacity(n);
     let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut excerpts: Vec<Option<String>> = Vec::with_capacity(n);
     let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut leases: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     for o in outcomes {
@@ -616,6 +619,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         http.push(run.and_then(|r| r.http_status));
         latency.push(run.and_then(|r| r.latency_ms));
         errors.push(run.and_then(|r| r.error.as_deref().map(truncate_error)));
+        excerpts.push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
         nexts.push(next);
         leases.push(lease);
     }
@@ -633,6 +637,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         .bind(&errors)
         .bind(&nexts)
         .bind(&leases)
+        .bind(&excerpts)
         .fetch_one(db)
         .await?;
     Ok(recorded)
@@ -643,15 +648,15 @@ WITH input AS (
     SELECT * FROM UNNEST(
         $1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::int[],
         $7::timestamptz[], $8::timestamptz[], $9::int[], $10::int[], $11::text[],
-        $12::timestamptz[], $13::timestamptz[]
+        $12::timestamptz[], $13::timestamptz[], $14::text[]
     ) AS i(task_id, version, occurrence, kind, status, attempts, fired_at, finished_at,
-           http_status, latency_ms, error, next_run_at, lease_until)
+           http_status, latency_ms, error, next_run_at, lease_until, response_excerpt)
 ),
 runs AS (
     INSERT INTO task_runs (task_id, scheduled_for, attempts, fired_at, finished_at, status,
-                           http_status, latency_ms, error, manual)
+                           http_status, latency_ms, error, manual, response_excerpt)
     SELECT i.task_id, i.occurrence, i.attempts, i.fired_at, i.finished_at, i.status,
-           i.http_status, i.latency_ms, i.error, i.kind = 'manual'
+           i.http_status, i.latency_ms, i.error, i.kind = 'manual', i.response_excerpt
     FROM input i
     WHERE i.kind IN ('finished', 'manual')
       -- The task may have been deleted while its occurrence was in flight.
@@ -761,6 +766,7 @@ pub struct Run {
     pub latency_ms: Option<i32>,
     pub error: Option<String>,
     pub manual: bool,
+    pub response_excerpt: Option<String>,
 }
 
 /// A task's runs, newest occurrence first; `before` is the cursor (an
@@ -773,7 +779,7 @@ pub async fn list_runs(
 ) -> Result<Vec<Run>> {
     Ok(sqlx::query_as::<_, Run>(
         "SELECT id, task_id, scheduled_for, attempts, fired_at, finished_at, status, \
-                http_status, latency_ms, error, manual \
+                http_status, latency_ms, error, manual, response_excerpt \
          FROM task_runs \
          WHERE task_id = $1 AND ($2::timestamptz IS NULL OR scheduled_for < $2) \
          ORDER BY scheduled_for DESC LIMIT $3",

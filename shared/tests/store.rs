@@ -42,6 +42,7 @@ fn finished(
                 http_status: Some(200),
                 latency_ms: Some(20),
                 error: None,
+                response_excerpt: Some("ok".into()),
             },
             next_run_at: next,
             manual: false,
