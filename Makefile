@@ -66,9 +66,8 @@ bench: ## quick benchmarks (release build) against local Postgres
 build: ## Lambda artifacts in target/lambda/<fn>/bootstrap (ARCH=arm64|x86_64)
 	@$(STEP) "build $(ARCH)" scripts/build-lambda.sh $(ARCH)
 
-lint-infra: ## cfn-lint infra/template.yaml
-	@scripts/venv.sh ensure requirements-dev.txt
-	@$(STEP) cfn-lint .venv/bin/cfn-lint infra/template.yaml
+lint-infra: ## cfn-lint + SAM transform check of infra/template.yaml (offline)
+	@$(STEP) lint-infra scripts/lint-infra.sh
 
 deploy: build ## sam deploy (guided when infra/samconfig.toml is missing)
 	@scripts/deploy.sh $(SAM_ARGS)
