@@ -9,6 +9,7 @@
 #   make help           everything else
 
 SHELL := bash
+MAKEFLAGS += --no-print-directory
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
