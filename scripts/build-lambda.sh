@@ -43,6 +43,10 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$triple"; then
   fi
 fi
 
+# Drop previous artifacts so a stale bootstrap (other arch, old binary name)
+# is never mistaken for this build's output.
+for b in "${BINARIES[@]}"; do rm -f "target/lambda/$b/bootstrap"; done
+
 args=(--release "$arch_flag")
 for p in "${PACKAGES[@]}"; do args+=(-p "$p"); done
 log "cargo lambda build ${args[*]}"
