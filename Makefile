@@ -1,0 +1,76 @@
+# Sundial entry points. The logic lives in scripts/; this file stays thin.
+#
+#   make dev            Postgres + `sundial dev --demo` (in-process queue)
+#   make test           lint, local services, every test in the workspace
+#   make services       start Postgres + SQS emulator; prints `export` lines:
+#                         eval "$(make -s services)"
+#   make build          Lambda artifacts (ARCH=arm64 default, or x86_64)
+#   make deploy         sam deploy (guided the first time)
+#   make help           everything else
+
+SHELL := bash
+MAKEFLAGS += --no-print-directory
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Ports of the local services (loopback only). Override: make test PGPORT=55433
+PGPORT ?= 55432
+MOTO_PORT ?= 54566
+export PGPORT MOTO_PORT
+
+ARCH ?= arm64
+TEST_ARGS ?=
+SAM_ARGS ?=
+
+STEP := scripts/step.sh
+SERVICES := scripts/services.sh
+
+.PHONY: help dev test lint fmt-check clippy bench build deploy lint-infra \
+        services services-pg services-stop services-status services-check ci
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+services: ## start Postgres + moto (idempotent); prints export lines only
+	@$(SERVICES) up
+
+services-pg: ## start Postgres only; prints export lines only
+	@$(SERVICES) pg
+
+services-stop: ## stop the services this checkout started
+	@$(SERVICES) stop
+
+services-status: ## say whether the services answer
+	@$(SERVICES) status
+
+services-check: ## round trip: psql select 1, SQS create/send/receive on moto
+	@$(SERVICES) run -- .venv/bin/python scripts/check-services.py
+
+lint: fmt-check clippy ## rustfmt --check and clippy -D warnings
+
+fmt-check:
+	@$(STEP) "cargo fmt --check" cargo fmt --all -- --check
+
+clippy:
+	@$(STEP) clippy cargo clippy --workspace --all-targets -- -D warnings
+
+test: lint ## lint, then all tests against local Postgres + SQS emulator
+	@$(STEP) services $(SERVICES) up >/dev/null
+	@$(STEP) tests $(SERVICES) run -- scripts/cargo-test.sh $(TEST_ARGS)
+
+dev: ## Postgres + `sundial dev --demo`
+	@$(SERVICES) run --pg-only -- cargo run -p sundial-cli --bin sundial -- dev --demo
+
+bench: ## quick benchmarks (release build) against local Postgres
+	@$(SERVICES) run --pg-only -- cargo run --release -p sundial-cli --bin sundial -- bench all --quick
+
+build: ## Lambda artifacts in target/lambda/<fn>/bootstrap (ARCH=arm64|x86_64)
+	@$(STEP) "build $(ARCH)" scripts/build-lambda.sh $(ARCH)
+
+lint-infra: ## cfn-lint + SAM transform check of infra/template.yaml (offline)
+	@$(STEP) lint-infra scripts/lint-infra.sh
+
+deploy: build ## sam deploy (guided when infra/samconfig.toml is missing)
+	@scripts/deploy.sh $(SAM_ARGS)
+
+ci: test lint-infra ## what .ci/run does

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run the workspace tests. Expects the services env (scripts/services.sh run).
+# cargo-nextest when installed (one process per test: isolated, parallel,
+# with per-test timings), plus doctests, which nextest does not run;
+# plain `cargo test` otherwise. Extra arguments go to the test runner,
+# e.g. `make test TEST_ARGS=schedule`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if cargo nextest --version >/dev/null 2>&1; then
+  nextest_args=(--workspace --no-tests=warn)
+  if [[ "${CI:-}" == "true" ]]; then
+    # Show every test's duration (nextest stays fail-fast, its default).
+    nextest_args+=(--status-level all --final-status-level slow)
+  fi
+  cargo nextest run "${nextest_args[@]}" "$@"
+  # Doctests are not run by nextest. Filters for nextest don't apply here.
+  if (($# == 0)); then
+    cargo test --workspace --doc
+  fi
+else
+  echo "[test] cargo-nextest not found; using cargo test (install: cargo install cargo-nextest --locked)" >&2
+  cargo test --workspace "$@"
+fi
