@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# End-to-end tests run the Lambda bootstraps and the CLI as processes; build
+# every binary of the workspace first so they exist next to the tests.
+cargo build --workspace --bins
+
 if cargo nextest --version >/dev/null 2>&1; then
   nextest_args=(--workspace --no-tests=warn)
   if [[ "${CI:-}" == "true" ]]; then
