@@ -17,11 +17,12 @@ if cargo nextest --version >/dev/null 2>&1; then
     # Show every test's duration (nextest stays fail-fast, its default).
     nextest_args+=(--status-level all --final-status-level slow)
   fi
-  cargo nextest run "${nextest_args[@]}" "$@"
-  # Doctests are not run by nextest. Filters for nextest don't apply here.
+  # Doctests are not run by nextest: run them first (there are few or
+  # none), so that nextest's summary is the last thing printed.
   if (($# == 0)); then
-    cargo test --workspace --doc
+    cargo test --workspace --doc --quiet
   fi
+  cargo nextest run "${nextest_args[@]}" "$@"
 else
   echo "[test] cargo-nextest not found; using cargo test (install: cargo install cargo-nextest --locked)" >&2
   cargo test --workspace "$@"

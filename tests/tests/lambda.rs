@@ -275,3 +275,97 @@ async fn admin_binary_serves_function_url_requests(pool: PgPool) {
         .unwrap();
     assert_eq!(count, 1);
 }
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn admin_binary_behind_iam_needs_no_bearer_token(pool: PgPool) {
+    let queue = fresh_queue("admin-iam").await;
+    let api = RuntimeApi::start().await.unwrap();
+    let mut env = common_env(&pool, queue.queue_url());
+    env.push(("SUNDIAL_ADMIN_AUTH".into(), "iam".into()));
+    env.extend(api.env("sundial-admin"));
+    let admin = Child::spawn(&workspace_bin("admin"), &[], &env);
+    // With IAM auth the Authorization header carries a SigV4 signature.
+    let mut list = function_url_event("GET", "/v1/tasks", "unused", None);
+    list["headers"]["authorization"] = json!(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/us-east-1/lambda/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+    );
+    let answer = api.invoke(list, Duration::from_secs(30)).await;
+    let Some(Answer::Response(response)) = answer else {
+        panic!(
+            "admin answered {answer:?}; stderr {:?}",
+            admin.stderr_lines()
+        );
+    };
+    assert_eq!(response["statusCode"], 200, "{response}");
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn processor_binary_hands_back_unstarted_messages_quickly(pool: PgPool) {
+    let server = target_server::spawn(TargetConfig::default()).await.unwrap();
+    let queue = fresh_queue("handback").await;
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url, next_run_at) \
+         SELECT 'slow-' || g, 'rate(1 hour)', $1, date_trunc('second', now()) FROM generate_series(1, 6) g",
+    )
+    .bind(server.url("/delay/1500"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sundial::scan::scan(
+        &pool,
+        &queue,
+        &sundial::scan::ScanOptions {
+            lookahead: Duration::from_secs(10),
+            page_size: 10,
+            lease: Duration::from_secs(300),
+            budget: Duration::from_secs(10),
+            owner: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    // Received as Lambda's event source would: invisible for 60 s.
+    let mut received = Vec::new();
+    while received.len() < 6 {
+        received.extend(
+            queue
+                .receive(10, Duration::from_secs(1), Some(Duration::from_secs(60)))
+                .await
+                .unwrap(),
+        );
+    }
+    let records: Vec<Value> = received
+        .iter()
+        .map(|d| {
+            json!({
+                "messageId": d.message_id, "receiptHandle": d.receipt_handle, "body": d.body,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sundial-dispatch"
+            })
+        })
+        .collect();
+    let mut env = common_env(&pool, queue.queue_url());
+    env.push(("SUNDIAL_CONCURRENCY".into(), "2".into()));
+    env.push(("SUNDIAL_DEADLINE_MARGIN_MS".into(), "200".into()));
+    let api = RuntimeApi::start().await.unwrap();
+    env.extend(api.env("sundial-processor"));
+    let processor = Child::spawn(&workspace_bin("processor"), &[], &env);
+    // 6 calls of 1.5 s, two at a time, in a 3-second invocation: some
+    // cannot start.
+    let answer = api
+        .invoke(json!({ "Records": records }), Duration::from_secs(3))
+        .await;
+    let Some(Answer::Response(response)) = answer else {
+        panic!(
+            "processor answered {answer:?}; stderr {:?}",
+            processor.stderr_lines()
+        );
+    };
+    let failed = response["batchItemFailures"].as_array().unwrap().len();
+    assert!(failed > 0, "{response}");
+    // They are visible again within seconds, not after the 60 s timeout.
+    let back = drain_queue(&queue, failed, Duration::from_secs(15)).await;
+    assert_eq!(back.len(), failed);
+}

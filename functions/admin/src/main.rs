@@ -25,7 +25,20 @@ async fn main() -> Result<(), lambda_http::Error> {
 async fn build_state() -> anyhow::Result<AdminState> {
     let settings = Settings::from_env()?;
     settings.require_database_url()?;
-    let token = settings.require_admin_token()?;
+    // SUNDIAL_ADMIN_AUTH=iam: the function URL authenticates callers with
+    // IAM (SigV4 in the Authorization header); otherwise a bearer token.
+    let iam = match std::env::var("SUNDIAL_ADMIN_AUTH").as_deref() {
+        Ok("iam") => true,
+        Ok("token") | Err(_) => false,
+        Ok(other) => {
+            anyhow::bail!("invalid setting SUNDIAL_ADMIN_AUTH={other:?}: use iam or token")
+        }
+    };
+    let token = if iam {
+        None
+    } else {
+        Some(settings.require_admin_token()?.to_string())
+    };
     let queue_url = settings.require_queue_url()?.to_string();
     let pool = sundial::store::connect_from_settings(&settings)
         .await
@@ -37,5 +50,8 @@ async fn build_state() -> anyhow::Result<AdminState> {
     ));
     let targets =
         Arc::new(TargetGuard::new(&settings.allow_targets).context("SUNDIAL_ALLOW_TARGETS")?);
-    Ok(AdminState::new(pool, queue, targets, token))
+    Ok(match token {
+        Some(token) => AdminState::new(pool, queue, targets, &token),
+        None => AdminState::with_delegated_auth(pool, queue, targets),
+    })
 }

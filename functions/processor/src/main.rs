@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use sundial::config::Settings;
+use sundial::message::DispatchMessage;
 use sundial::process::{Disposition, Processor};
 use sundial::queue::sqs::{client_from_env, SqsQueue};
 use sundial::{logging, metrics, store};
@@ -25,19 +26,26 @@ async fn main() -> Result<(), Error> {
         settings.require_queue_url()?,
         settings.send_concurrency,
     );
-    let processor = Processor::from_settings(pool, &settings, Arc::new(queue))?;
+    let processor = Processor::from_settings(pool, &settings, Arc::new(queue.clone()))?;
     let function = logging::function_name("sundial-processor");
-    let (processor, function) = (&processor, function.as_str());
+    let (processor, queue, function) = (&processor, &queue, function.as_str());
     lambda_runtime::run(service_fn(move |event| async move {
-        handle(event, processor, function).await
+        handle(event, processor, Some(queue), function).await
     }))
     .await
 }
 
-/// Processes one SQS batch before the invocation's deadline.
+/// How soon a message handed back for lack of time (or a database hiccup)
+/// is delivered again. Without this it would wait out the queue's whole
+/// visibility timeout (6 × the function timeout).
+const HANDBACK_DELAY: Duration = Duration::from_secs(2);
+
+/// Processes one SQS batch before the invocation's deadline. `queue` (the
+/// dispatch queue) is used to make handed-back messages visible again soon.
 async fn handle(
     event: LambdaEvent<SqsEvent>,
     processor: &Processor,
+    queue: Option<&SqsQueue>,
     function: &str,
 ) -> Result<SqsBatchResponse, Error> {
     let remaining = event
@@ -48,7 +56,11 @@ async fn handle(
     let deadline = tokio::time::Instant::now() + remaining;
     let mut failures = Vec::new();
     let mut messages = Vec::with_capacity(event.payload.records.len());
+    let mut receipts = std::collections::HashMap::new();
     for record in event.payload.records {
+        if let (Some(id), Some(receipt)) = (&record.message_id, &record.receipt_handle) {
+            receipts.insert(id.clone(), receipt.clone());
+        }
         match (record.message_id, record.body) {
             (Some(id), Some(body)) => messages.push((id, body)),
             // Without a body there is nothing to do but let SQS retry it
@@ -57,13 +69,25 @@ async fn handle(
             (None, _) => tracing::warn!("SQS record without a message id"),
         }
     }
+    let bodies: std::collections::HashMap<String, bool> = messages
+        .iter()
+        .map(|(id, body)| (id.clone(), DispatchMessage::parse(body).is_ok()))
+        .collect();
     let (dispositions, report) = processor.process_batch(messages, Some(deadline)).await;
-    failures.extend(
-        dispositions
-            .into_iter()
-            .filter(|(_, d)| *d == Disposition::Redeliver)
-            .map(|(id, _)| id),
-    );
+    for (id, disposition) in dispositions {
+        if disposition != Disposition::Redeliver {
+            continue;
+        }
+        // Readable messages come back soon; unreadable ones wait out the
+        // visibility timeout on their way to the dead-letter queue.
+        let readable = bodies.get(&id).copied().unwrap_or(false);
+        if let (true, Some(queue), Some(receipt)) = (readable, queue, receipts.get(&id)) {
+            if let Err(err) = queue.change_visibility(receipt, HANDBACK_DELAY).await {
+                tracing::warn!(error = %err, message_id = %id, "cannot shorten visibility");
+            }
+        }
+        failures.push(id);
+    }
     metrics::for_process(&report).emit(function);
     tracing::info!(?report, failures = failures.len(), "batch processed");
     let mut response = SqsBatchResponse::default();
@@ -82,7 +106,6 @@ async fn handle(
 mod tests {
     use super::*;
     use sqlx::PgPool;
-    use sundial::message::DispatchMessage;
     use sundial::queue::memory::MemoryQueue;
     use sundial::target_server::{self, TargetConfig};
 
@@ -151,7 +174,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        let response = handle(LambdaEvent::new(event, context), &processor, "test")
+        let response = handle(LambdaEvent::new(event, context), &processor, None, "test")
             .await
             .unwrap();
         let failed: Vec<&str> = response
