@@ -28,13 +28,13 @@ pub async fn migrate() -> Result<()> {
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Scan once and exit (the default).
-    #[arg(long, conflicts_with = "r#loop")]
+    #[arg(long, conflicts_with = "repeat")]
     once: bool,
     /// Scan repeatedly until interrupted.
-    #[arg(long = "loop")]
-    r#loop: bool,
+    #[arg(long = "loop", id = "repeat")]
+    repeat: bool,
     /// Seconds between scans with --loop.
-    #[arg(long, default_value_t = 1, requires = "r#loop")]
+    #[arg(long, default_value_t = 1, requires = "repeat")]
     every: u64,
     /// Print EMF metrics lines on stdout after each scan.
     #[arg(long)]
@@ -61,7 +61,7 @@ pub async fn scan(args: ScanArgs) -> Result<()> {
             "claimed {} enqueued {} failed {} backlog {} ({} ms)",
             summary.claimed, summary.enqueued, summary.failed, summary.backlog, summary.elapsed_ms
         );
-        if !args.r#loop || *shutdown.borrow() {
+        if !args.repeat || *shutdown.borrow() {
             return Ok(());
         }
         let mut stop = shutdown.clone();

@@ -113,3 +113,95 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
         .unwrap();
     assert_eq!((visible, invisible), (0, 0), "{attrs:?}");
 }
+
+/// `sundial scan --once` and `sundial process` as an operator runs them
+/// outside Lambda.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn scan_and_process_commands_work_end_to_end(pool: PgPool) {
+    use sundial_e2e::{database_url_for, workspace_bin, Child};
+    let server = target_server::spawn(TargetConfig::default()).await.unwrap();
+    let queue = fresh_queue("cli").await;
+    sqlx::query(
+        "INSERT INTO tasks (name, schedule, url) SELECT 'cli-' || g, 'rate(1 hour)', $1 \
+         FROM generate_series(1, 5) g",
+    )
+    .bind(server.url("/ok"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The SQL-inserted rows are due at the next hour: bring them forward.
+    let env: Vec<(String, String)> = [
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .chain([
+        ("DATABASE_URL".to_string(), database_url_for(&pool)),
+        (
+            "SUNDIAL_QUEUE_URL".to_string(),
+            queue.queue_url().to_string(),
+        ),
+        (
+            "SUNDIAL_ALLOW_TARGETS".to_string(),
+            "127.0.0.1/32".to_string(),
+        ),
+    ])
+    .collect();
+    let bin = workspace_bin("sundial");
+    let mut first = Child::spawn(&bin, &["scan", "--once"], &env);
+    assert!(
+        first.child.wait().await.unwrap().success(),
+        "{:?}",
+        first.stderr_lines()
+    );
+    sqlx::query("UPDATE tasks SET next_run_at = date_trunc('second', now())")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut scan = Child::spawn(&bin, &["scan", "--once", "--emf"], &env);
+    assert!(
+        scan.child.wait().await.unwrap().success(),
+        "{:?}",
+        scan.stderr_lines()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let emf: serde_json::Value = scan
+        .stdout_lines()
+        .iter()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("an EMF line");
+    assert_eq!(emf["Enqueued"], 5.0);
+
+    let mut process = Child::spawn(&bin, &["process", "--wait", "1"], &env);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if runs == 5 || tokio::time::Instant::now() > deadline {
+            assert_eq!(runs, 5, "{:?}", process.stderr_lines());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SIGTERM: the consumer finishes and exits cleanly.
+    let pid = process.child.id().unwrap() as i32;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(25), process.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success());
+    assert!(process
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("fired 5 succeeded 5")));
+}
