@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod consume;
+pub mod dev;
 pub mod fire;
 pub mod logging;
 pub mod message;
