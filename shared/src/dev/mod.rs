@@ -23,35 +23,24 @@
 //! `--demo` adds a built-in echo endpoint ([`crate::target_server`]) and a
 //! task `sundial-demo` firing it every 10 seconds.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use axum::Router;
+use chrono::Utc;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, Settings};
 use crate::consume::{consume_sqs, ConsumeOptions};
 use crate::fire::{GuardError, TargetGuard};
-use crate::message::DispatchMessage;
-use crate::process::{Disposition, ProcessReport, Processor, SetupError};
+use crate::process::{ProcessReport, Processor, SetupError};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::{client_from_env, SqsQueue};
-use crate::queue::{DispatchQueue, Outgoing};
+use crate::queue::DispatchQueue;
 use crate::scan::{scan, ScanOptions};
 use crate::store::{self, StoreError};
 use crate::target_server::{self, TargetConfig, TargetServer};
@@ -85,12 +74,14 @@ pub mod defaults {
     pub const DEMO_SCHEDULE: &str = "rate(10 seconds)";
 }
 
+mod admin;
+mod memory;
+
+pub use admin::{admin_router, AdminContext, AdminRouterFn};
+pub use memory::{consume_memory, MemoryConsumeOptions, MemoryConsumeReport};
+
 /// Runs deleted per purge statement.
 const PURGE_BATCH: i64 = 5_000;
-/// Most messages taken from the memory queue per receive.
-const RECEIVE_MAX: usize = 100;
-/// Longest wait of one memory-queue receive (shutdown ends it earlier).
-const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
 /// Why `sundial dev` could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -174,116 +165,6 @@ impl DevOptions {
             scan_every: defaults::SCAN_EVERY,
             purge_every: defaults::PURGE_EVERY,
             admin_router,
-        }
-    }
-}
-
-/// Builds the admin API from what the dev process shares with it.
-pub type AdminRouterFn = fn(AdminContext) -> Router;
-
-/// What the admin API gets from the dev process.
-#[derive(Clone)]
-pub struct AdminContext {
-    /// The process's one pool.
-    pub pool: PgPool,
-    /// The dispatch queue (for `POST /v1/tasks/{id}/trigger`).
-    pub queue: Arc<dyn DispatchQueue>,
-    /// The same target guard the processor uses.
-    pub guard: Arc<TargetGuard>,
-    /// The bearer token every route but `/healthz` requires.
-    pub token: String,
-}
-
-impl std::fmt::Debug for AdminContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the token.
-        f.debug_struct("AdminContext").finish_non_exhaustive()
-    }
-}
-
-/// MERGE POINT: the admin API served by `sundial dev`.
-///
-/// Until the admin branch lands this serves only `GET /healthz` and a
-/// minimal `POST /v1/tasks` (bearer token, `TaskSpec` JSON body, target
-/// guard, [`store::create_task`]). With the real router it becomes:
-///
-/// ```ignore
-/// crate::admin::router(crate::admin::AdminState::new(
-///     ctx.pool, ctx.queue, Arc::new(GuardCheck(ctx.guard)), &ctx.token,
-/// ))
-/// ```
-/// where `GuardCheck` implements `admin::TargetCheck` with
-/// `TargetGuard::check_url`.
-pub fn admin_router(ctx: AdminContext) -> Router {
-    let state = LocalAdmin {
-        token_digest: Sha256::digest(ctx.token.as_bytes()).into(),
-        ctx: Arc::new(ctx),
-    };
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"ok": true})) }),
-        )
-        .route("/v1/tasks", post(create_task))
-        .with_state(state)
-}
-
-#[derive(Clone)]
-struct LocalAdmin {
-    ctx: Arc<AdminContext>,
-    token_digest: [u8; 32],
-}
-
-impl LocalAdmin {
-    /// Constant-time token check (digests have equal lengths).
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-        else {
-            return false;
-        };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        digest.ct_eq(&self.token_digest).into()
-    }
-}
-
-fn api_error(status: StatusCode, field: Option<&str>, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": {"field": field, "message": message.into()}});
-    (status, Json(body)).into_response()
-}
-
-async fn create_task(State(admin): State<LocalAdmin>, headers: HeaderMap, body: Bytes) -> Response {
-    if !admin.authorized(&headers) {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            None,
-            "missing or wrong bearer token",
-        );
-    }
-    let spec: TaskSpec = match serde_json::from_slice(&body) {
-        Ok(spec) => spec,
-        Err(err) => return api_error(StatusCode::BAD_REQUEST, None, err.to_string()),
-    };
-    if let Err(err) = admin.ctx.guard.check_url(spec.url.trim()).await {
-        return api_error(StatusCode::BAD_REQUEST, Some("url"), err.to_string());
-    }
-    match store::create_task(&admin.ctx.pool, &spec, Utc::now()).await {
-        Ok(task) => (StatusCode::CREATED, Json(task)).into_response(),
-        Err(StoreError::Invalid(bad)) => {
-            api_error(StatusCode::BAD_REQUEST, Some(bad.field), bad.reason)
-        }
-        Err(StoreError::DuplicateName(name)) => api_error(
-            StatusCode::CONFLICT,
-            Some("name"),
-            format!("a task named `{name}` already exists"),
-        ),
-        Err(err) => {
-            tracing::error!(error = %err, "cannot create task");
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error")
         }
     }
 }
@@ -651,12 +532,12 @@ async fn bounded<T>(mut task: tokio::task::JoinHandle<T>, limit: Duration) -> Op
 }
 
 /// Resolves once shutdown is asked for (or its sender is gone).
-async fn stopped(mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Resolves `grace` after shutdown is asked for.
-async fn grace_over(shutdown: watch::Receiver<bool>, grace: Duration) {
+pub(crate) async fn grace_over(shutdown: watch::Receiver<bool>, grace: Duration) {
     stopped(shutdown).await;
     tokio::time::sleep(grace).await;
 }
@@ -828,222 +709,9 @@ async fn consume_sqs_with_grace(
     }
 }
 
-/// How [`consume_memory`] runs.
-#[derive(Debug, Clone)]
-pub struct MemoryConsumeOptions {
-    /// Messages received and not yet settled, at most.
-    pub max_outstanding: usize,
-    /// Time in-flight requests get after shutdown before they are aborted.
-    pub grace: Duration,
-    /// Delay before a handed-back message is delivered again.
-    pub redeliver_delay: Duration,
-}
-
-impl Default for MemoryConsumeOptions {
-    fn default() -> Self {
-        MemoryConsumeOptions {
-            max_outstanding: 400,
-            grace: defaults::GRACE,
-            redeliver_delay: defaults::REDELIVER_DELAY,
-        }
-    }
-}
-
-/// What [`consume_memory`] handed back at shutdown.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct MemoryConsumeReport {
-    /// Whether the grace period ran out with requests in flight.
-    pub aborted: bool,
-    /// Messages received but not settled when processing stopped
-    /// (aborted requests, and messages waiting for a slot).
-    pub unsettled: u64,
-    /// Messages still in the queue (not yet due, or not yet received).
-    pub drained: u64,
-    /// Messages handed back by the processor and queued again.
-    pub redelivered: u64,
-    /// Distinct occurrences handed back to the database.
-    pub handed_back: u64,
-    /// Of those, leases actually released; the others had moved on already
-    /// (recorded meanwhile, task edited or deleted, or `overlap = allow`).
-    pub released: u64,
-    /// Manual firings dropped (they hold no lease, so nothing fires them
-    /// again).
-    pub manual_dropped: u64,
-}
-
-/// Messages received from the memory queue and not yet settled, by the id
-/// given to the processor.
-type Outstanding = Arc<Mutex<HashMap<u64, DispatchMessage>>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single insert/remove/push.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Feeds `queue` to the processor as one continuous stream (no batch
-/// barriers) until `shutdown`; a message handed back (`Redeliver`) is
-/// queued again after `redeliver_delay`.
-///
-/// After shutdown it stops receiving, lets in-flight requests finish for
-/// `grace`, aborts the rest, closes the queue, drains it, and releases the
-/// lease of every occurrence not settled (aborted, or still queued), so the
-/// scanner dispatches them again. The process report is complete unless
-/// requests were aborted (then it is empty: the database has the truth).
-pub async fn consume_memory(
-    processor: &Processor,
-    pool: &PgPool,
-    queue: Arc<MemoryQueue>,
-    opts: &MemoryConsumeOptions,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(ProcessReport, MemoryConsumeReport), DevError> {
-    let outstanding: Outstanding = Arc::default();
-    let refused: Mutex<Vec<DispatchMessage>> = Mutex::default();
-    let redelivered = AtomicU64::new(0);
-    let inbound = receive_stream(
-        queue.clone(),
-        outstanding.clone(),
-        opts.max_outstanding.max(1),
-        shutdown.clone(),
-    );
-    let settle = |id: u64, disposition: Disposition| {
-        let message = lock(&outstanding).remove(&id);
-        if let (Disposition::Redeliver, Some(message)) = (disposition, message) {
-            redelivered.fetch_add(1, Ordering::Relaxed);
-            let sent = queue.push(&[Outgoing {
-                message: message.clone(),
-                delay: opts.redeliver_delay,
-            }]);
-            if !sent.failed.is_empty() {
-                lock(&refused).push(message);
-            }
-        }
-    };
-    let mut processing = Box::pin(processor.process(inbound, None, settle));
-    let (process, aborted) = tokio::select! {
-        report = &mut processing => (report, false),
-        () = grace_over(shutdown, opts.grace) => (ProcessReport::default(), true),
-    };
-    // Dropping the processing future cancels the requests still in flight.
-    drop(processing);
-
-    queue.close();
-    let drained = queue.drain();
-    let unsettled: Vec<DispatchMessage> = lock(&outstanding).drain().map(|(_, m)| m).collect();
-    let refused = std::mem::take(&mut *lock(&refused));
-    if aborted {
-        tracing::warn!(
-            aborted = unsettled.len(),
-            "grace period over; aborting in-flight requests"
-        );
-    }
-    let all = || drained.iter().chain(&unsettled).chain(&refused);
-    let mut occurrences: Vec<(i64, DateTime<Utc>)> = all()
-        .filter(|m| !m.manual)
-        .map(|m| (m.task_id, m.occurrence))
-        .collect();
-    occurrences.sort_unstable();
-    occurrences.dedup();
-    let released = release_leases(pool, &occurrences).await?;
-    let report = MemoryConsumeReport {
-        aborted,
-        unsettled: unsettled.len() as u64,
-        drained: drained.len() as u64,
-        redelivered: redelivered.load(Ordering::Relaxed),
-        handed_back: occurrences.len() as u64,
-        released,
-        manual_dropped: all().filter(|m| m.manual).count() as u64,
-    };
-    if report.handed_back > 0 || report.manual_dropped > 0 {
-        tracing::info!(
-            unsettled = report.unsettled,
-            queued = report.drained,
-            released = report.released,
-            manual_dropped = report.manual_dropped,
-            "handed unsettled occurrences back to the database"
-        );
-    }
-    Ok((process, report))
-}
-
-/// Releases leases, trying twice (a shutdown should not leave leases
-/// behind because of one dropped connection).
-async fn release_leases(
-    pool: &PgPool,
-    occurrences: &[(i64, DateTime<Utc>)],
-) -> Result<u64, DevError> {
-    if occurrences.is_empty() {
-        return Ok(0);
-    }
-    match store::release(pool, occurrences).await {
-        Ok(n) => Ok(n),
-        Err(first) => {
-            tracing::warn!(error = %first, "releasing leases failed; trying once more");
-            store::release(pool, occurrences)
-                .await
-                .map_err(|source| DevError::Release {
-                    pending: occurrences.len(),
-                    source,
-                })
-        }
-    }
-}
-
-/// Receives from the memory queue while fewer than `max_outstanding`
-/// messages are unsettled, until shutdown or the queue closes.
-fn receive_stream(
-    queue: Arc<MemoryQueue>,
-    outstanding: Outstanding,
-    max_outstanding: usize,
-    shutdown: watch::Receiver<bool>,
-) -> impl Stream<Item = (u64, String)> + Send + 'static {
-    let state = (queue, outstanding, shutdown, 0u64);
-    futures::stream::unfold(
-        state,
-        move |(queue, outstanding, shutdown, mut seq)| async move {
-            loop {
-                if *shutdown.borrow() || queue.is_closed() {
-                    return None;
-                }
-                let room = max_outstanding.saturating_sub(lock(&outstanding).len());
-                if room == 0 {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(10)) => continue,
-                        () = stopped(shutdown.clone()) => return None,
-                    }
-                }
-                let batch = tokio::select! {
-                    batch = queue.receive(room.min(RECEIVE_MAX), RECEIVE_WAIT) => batch,
-                    () = stopped(shutdown.clone()) => return None,
-                };
-                if batch.is_empty() {
-                    continue;
-                }
-                let items: Vec<(u64, String)> = {
-                    let mut map = lock(&outstanding);
-                    batch
-                        .into_iter()
-                        .map(|message| {
-                            seq += 1;
-                            let body = message.to_json();
-                            map.insert(seq, message);
-                            (seq, body)
-                        })
-                        .collect()
-                };
-                return Some((
-                    futures::stream::iter(items),
-                    (queue, outstanding, shutdown, seq),
-                ));
-            }
-        },
-    )
-    .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::ServiceExt;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         let env = pairs
@@ -1077,55 +745,5 @@ mod tests {
         open_for_demo(&mut s, IpAddr::V4(Ipv4Addr::LOCALHOST), &mut notes).unwrap();
         assert_eq!(s.allow_targets, vec!["127.0.0.0/8"]);
         assert!(notes.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_local_admin_api_requires_the_token() {
-        // A lazy pool never connects: these requests stop before the store.
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-            .unwrap();
-        let router = admin_router(AdminContext {
-            pool,
-            queue: Arc::new(MemoryQueue::new(1)),
-            guard: Arc::new(TargetGuard::default()),
-            token: "a-token-of-sixteen-chars".into(),
-        });
-        let request = |auth: Option<&str>, body: &str| {
-            let mut r = axum::http::Request::post("/v1/tasks");
-            if let Some(auth) = auth {
-                r = r.header(header::AUTHORIZATION, auth);
-            }
-            r.body(axum::body::Body::from(body.to_string())).unwrap()
-        };
-        let health = axum::http::Request::get("/healthz")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let res = router.clone().oneshot(health).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let res = router.clone().oneshot(request(None, "{}")).await.unwrap();
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-        let res = router
-            .clone()
-            .oneshot(request(Some("Bearer wrong-token-xxxxxxxx"), "{}"))
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-        let res = router
-            .clone()
-            .oneshot(request(Some("Bearer a-token-of-sixteen-chars"), "not json"))
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        // Loopback is refused by the guard, and the error names the field.
-        let body = r#"{"name":"x","schedule":"rate(1 minute)","url":"http://127.0.0.1:9/"}"#;
-        let res = router
-            .oneshot(request(Some("bearer a-token-of-sixteen-chars"), body))
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        let bytes = axum::body::to_bytes(res.into_body(), 10_000).await.unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(json["error"]["field"], "url");
     }
 }
