@@ -83,7 +83,8 @@ pub use memory::{consume_memory, MemoryConsumeOptions, MemoryConsumeReport};
 /// Runs deleted per purge statement.
 const PURGE_BATCH: i64 = 5_000;
 
-/// Why `sundial dev` could not start or stop cleanly.
+/// Why `sundial dev` could not start or stop cleanly. Variants with a
+/// source leave it out of their message: print the chain (`{:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
     /// A setting is missing or invalid (names the variable).
@@ -93,16 +94,16 @@ pub enum DevError {
     #[error(transparent)]
     Setup(#[from] SetupError),
     /// The allow-list could not be turned into a target guard.
-    #[error("invalid setting SUNDIAL_ALLOW_TARGETS: {0}")]
+    #[error("invalid setting SUNDIAL_ALLOW_TARGETS")]
     Guard(#[from] GuardError),
     /// Postgres is unreachable.
-    #[error("cannot connect to DATABASE_URL: {0}")]
+    #[error("cannot connect to DATABASE_URL")]
     Connect(#[source] StoreError),
     /// Migrations could not be applied.
-    #[error("cannot apply migrations: {0}")]
+    #[error("cannot apply migrations")]
     Migrate(#[source] StoreError),
     /// The admin API cannot listen on the port.
-    #[error("cannot listen on 127.0.0.1:{port} (pick another with --port): {source}")]
+    #[error("cannot listen on 127.0.0.1:{port} (pick another with --port)")]
     Bind {
         /// The port asked for.
         port: u16,
@@ -111,14 +112,14 @@ pub enum DevError {
         source: std::io::Error,
     },
     /// The demo echo endpoint could not start.
-    #[error("cannot start the demo echo endpoint: {0}")]
+    #[error("cannot start the demo echo endpoint")]
     Demo(#[source] std::io::Error),
     /// A store call failed (registering the demo task).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Leases could not be handed back at shutdown; they lapse after
     /// `SUNDIAL_LEASE_SECS` and the occurrences are dispatched again then.
-    #[error("cannot release {pending} leases at shutdown (they lapse after SUNDIAL_LEASE_SECS): {source}")]
+    #[error("cannot release {pending} leases at shutdown (they lapse after SUNDIAL_LEASE_SECS)")]
     Release {
         /// Occurrences whose lease is still held.
         pending: usize,
@@ -126,9 +127,6 @@ pub enum DevError {
         #[source]
         source: StoreError,
     },
-    /// A background task of the dev process panicked.
-    #[error("a background task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// How `sundial dev` runs.
