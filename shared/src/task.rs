@@ -451,7 +451,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TaskSpec)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut TaskSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("name", Box::new(|s| s.name = " ".into())),
             ("schedule", Box::new(|s| s.schedule = "every day".into())),
             ("timezone", Box::new(|s| s.timezone = "Mars/Base".into())),
