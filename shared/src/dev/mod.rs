@@ -638,7 +638,8 @@ async fn status_loop(
                 continue;
             }
         };
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+        // `None` (no runs yet) leaves the field out.
+        let ms = |v: Option<f64>| v.map(|v| v.round() as i64);
         tracing::info!(
             backlog = backlog.due,
             queued = queue.as_ref().map(|q| q.len()),
@@ -646,8 +647,8 @@ async fn status_loop(
             succeeded = stats.succeeded,
             failed = stats.failed,
             timeouts = stats.timed_out,
-            lag_p50_ms = %ms(stats.lag_p50_ms),
-            lag_p99_ms = %ms(stats.lag_p99_ms),
+            lag_p50_ms = ms(stats.lag_p50_ms),
+            lag_p99_ms = ms(stats.lag_p99_ms),
             window_secs = (now - since).num_seconds(),
             "status"
         );
