@@ -171,6 +171,7 @@ impl DevProcess {
         self.sigterm();
         let status = self.wait_exit(limit).await;
         let took = asked.elapsed();
+        eprintln!("sundial dev stopped {took:?} after SIGTERM");
         match status {
             Some(s) if s.success() => took,
             Some(s) => panic!("sundial dev exited with {s}:\n{}", self.log()),
