@@ -21,7 +21,16 @@
 //! `SUNDIAL_LEASE_SECS` and the scanner dispatches again.)
 //!
 //! `--demo` adds a built-in echo endpoint ([`crate::target_server`]) and a
-//! task `sundial-demo` firing it every 10 seconds.
+//! task `sundial-demo` firing it every 10 seconds. The target guard has no
+//! per-port entries, so the demo opens `127.0.0.1/32` (every port on that
+//! one address, for this process only) when the allow-list does not.
+//!
+//! Limit of the in-process queue: a task with `overlap = allow` moves on as
+//! soon as its occurrence is queued, so an occurrence of such a task that
+//! is still queued or aborted at shutdown cannot be handed back (its lease
+//! is already gone) and is not fired again; it is counted in
+//! [`MemoryConsumeReport`] (`handed_back` − `released`). With SQS
+//! (`SUNDIAL_QUEUE_URL`) the queue is durable and this does not arise.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
