@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod config;
 pub mod consume;
+pub mod dev;
 pub mod fire;
 pub mod logging;
 pub mod message;

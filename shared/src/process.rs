@@ -659,9 +659,14 @@ impl Processor {
             RunStatus::TimedOut => report.timed_out = 1,
             _ => report.failed = 1,
         }
+        // Lag of this attempt (for a retry: since the occurrence, backoff
+        // included), so each "fired" line shows how late the call went out.
+        let lag_ms = (result.started_at - message.occurrence).num_milliseconds();
         tracing::info!(
+            task = %task.name,
             status = result.http_status,
             outcome = status.as_str(),
+            lag_ms,
             latency_ms = result.latency.as_millis() as u64,
             "fired"
         );

@@ -153,16 +153,21 @@ impl MemoryQueue {
         out
     }
 
+    /// Whether [`MemoryQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Stops accepting messages and wakes receivers.
     pub fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_waiters();
     }
-}
 
-#[async_trait]
-impl DispatchQueue for MemoryQueue {
-    async fn send(&self, messages: &[Outgoing]) -> SendReport {
+    /// [`DispatchQueue::send`] without the `async`: queues the messages at
+    /// once (for callers that cannot await, such as the processor's
+    /// settle callback re-sending a message to be delivered again).
+    pub fn push(&self, messages: &[Outgoing]) -> SendReport {
         self.sent_calls.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut report = SendReport {
@@ -192,6 +197,13 @@ impl DispatchQueue for MemoryQueue {
         }
         self.changed.notify_waiters();
         report
+    }
+}
+
+#[async_trait]
+impl DispatchQueue for MemoryQueue {
+    async fn send(&self, messages: &[Outgoing]) -> SendReport {
+        self.push(messages)
     }
 }
 

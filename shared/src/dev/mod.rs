@@ -1,0 +1,757 @@
+//! `sundial dev`: the whole system in one local process.
+//!
+//! One process runs what AWS runs as three functions and a queue:
+//!
+//! * the **admin API** on `127.0.0.1` (see [`admin_router`], the point
+//!   where the real admin router plugs in);
+//! * the **scanner** every second, with the same lookahead and leases as
+//!   the Lambda, so sub-minute schedules fire on their second;
+//! * an in-process [`MemoryQueue`] (or SQS when `SUNDIAL_QUEUE_URL` is
+//!   set), and a **processor** worker with the same firing code as the
+//!   Lambda, fed as a continuous stream ([`consume_memory`]): no batch
+//!   barriers;
+//! * a status line every few seconds, and the run-history purge.
+//!
+//! The in-process queue is not durable, so a graceful shutdown hands every
+//! occurrence it did not settle back to the database: it stops claiming and
+//! receiving, gives in-flight requests a grace period, aborts the rest and
+//! releases the leases of everything in flight or still queued
+//! ([`store::release`]). A restart fires them: nothing lost, nothing left
+//! leased. (A hard kill loses nothing either: leases lapse after
+//! `SUNDIAL_LEASE_SECS` and the scanner dispatches again.)
+//!
+//! `--demo` adds a built-in echo endpoint ([`crate::target_server`]) and a
+//! task `sundial-demo` firing it every 10 seconds. The target guard has no
+//! per-port entries, so the demo opens `127.0.0.1/32` (every port on that
+//! one address, for this process only) when the allow-list does not.
+//!
+//! Limit of the in-process queue: a task with `overlap = allow` moves on as
+//! soon as its occurrence is queued, so an occurrence of such a task that
+//! is still queued or aborted at shutdown cannot be handed back (its lease
+//! is already gone) and is not fired again; it is counted in
+//! [`MemoryConsumeReport`] (`handed_back` − `released`). With SQS
+//! (`SUNDIAL_QUEUE_URL`) the queue is durable and this does not arise.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use chrono::Utc;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, Settings};
+use crate::consume::{consume_sqs, ConsumeOptions};
+use crate::fire::{GuardError, TargetGuard};
+use crate::process::{ProcessReport, Processor, SetupError};
+use crate::queue::memory::MemoryQueue;
+use crate::queue::sqs::{client_from_env, SqsQueue};
+use crate::queue::DispatchQueue;
+use crate::scan::{scan, ScanOptions};
+use crate::store::{self, StoreError};
+use crate::target_server::{self, TargetConfig, TargetServer};
+use crate::task::{Task, TaskSpec};
+
+/// Defaults of `sundial dev` (the flags document the same values).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Admin API port (`--port`).
+    pub const PORT: u16 = 8080;
+    /// Grace period for in-flight requests at shutdown (`--grace`).
+    pub const GRACE: Duration = Duration::from_secs(10);
+    /// Interval of the status line (`--status-every`).
+    pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+    /// Interval between scans: the Lambda scans every minute, dev every
+    /// second (occurrences still fire on their second thanks to lookahead).
+    pub const SCAN_EVERY: Duration = Duration::from_secs(1);
+    /// Interval of the run-history purge (also run at start).
+    pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
+    /// Delay before a message the processor handed back is delivered again.
+    pub const REDELIVER_DELAY: Duration = Duration::from_secs(1);
+    /// Fewest Postgres connections in dev: one process hosts the scanner,
+    /// the processor, the admin API and the status line.
+    pub const MIN_POOL_SIZE: u32 = 10;
+    /// The status line's figures cover at most this much recent history.
+    pub const STATUS_WINDOW: Duration = Duration::from_secs(300);
+    /// Name of the demo task.
+    pub const DEMO_TASK: &str = "sundial-demo";
+    /// Schedule of the demo task.
+    pub const DEMO_SCHEDULE: &str = "rate(10 seconds)";
+}
+
+mod admin;
+mod memory;
+
+pub use admin::{admin_router, AdminContext, AdminRouterFn};
+pub use memory::{consume_memory, MemoryConsumeOptions, MemoryConsumeReport};
+
+/// Runs deleted per purge statement.
+const PURGE_BATCH: i64 = 5_000;
+
+/// Why `sundial dev` could not start or stop cleanly. Variants with a
+/// source leave it out of their message: print the chain (`{:#}`).
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A setting is missing or invalid (names the variable).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The processor could not be built from the settings.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The allow-list could not be turned into a target guard.
+    #[error("invalid setting SUNDIAL_ALLOW_TARGETS")]
+    Guard(#[from] GuardError),
+    /// Postgres is unreachable.
+    #[error("cannot connect to DATABASE_URL")]
+    Connect(#[source] StoreError),
+    /// Migrations could not be applied.
+    #[error("cannot apply migrations")]
+    Migrate(#[source] StoreError),
+    /// The admin API cannot listen on the port.
+    #[error("cannot listen on 127.0.0.1:{port} (pick another with --port)")]
+    Bind {
+        /// The port asked for.
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The demo echo endpoint could not start.
+    #[error("cannot start the demo echo endpoint")]
+    Demo(#[source] std::io::Error),
+    /// A store call failed (registering the demo task).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Leases could not be handed back at shutdown; they lapse after
+    /// `SUNDIAL_LEASE_SECS` and the occurrences are dispatched again then.
+    #[error("cannot release {pending} leases at shutdown (they lapse after SUNDIAL_LEASE_SECS)")]
+    Release {
+        /// Occurrences whose lease is still held.
+        pending: usize,
+        /// The database error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// How `sundial dev` runs.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Settings from the environment ([`Settings::from_env`]).
+    pub settings: Settings,
+    /// Admin API port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Time in-flight requests get to finish at shutdown.
+    pub grace: Duration,
+    /// Start the echo endpoint and the `sundial-demo` task.
+    pub demo: bool,
+    /// Interval of the status line.
+    pub status_every: Duration,
+    /// Interval between scans.
+    pub scan_every: Duration,
+    /// Interval of the run-history purge.
+    pub purge_every: Duration,
+    /// Builds the admin API; [`admin_router`] unless a caller plugs in
+    /// another.
+    pub admin_router: AdminRouterFn,
+}
+
+impl DevOptions {
+    /// Options with every default, over the given settings.
+    pub fn new(settings: Settings) -> Self {
+        DevOptions {
+            settings,
+            port: defaults::PORT,
+            grace: defaults::GRACE,
+            demo: false,
+            status_every: defaults::STATUS_EVERY,
+            scan_every: defaults::SCAN_EVERY,
+            purge_every: defaults::PURGE_EVERY,
+            admin_router,
+        }
+    }
+}
+
+/// What a dev run did, for the exit summary and tests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DevReport {
+    /// Scans run.
+    pub scans: u64,
+    /// Scans that failed (database errors; retried on the next tick).
+    pub scan_errors: u64,
+    /// Occurrences claimed by the scanner.
+    pub claimed: u64,
+    /// Occurrences the queue accepted.
+    pub enqueued: u64,
+    /// The processor's figures (complete unless requests were aborted).
+    pub process: ProcessReport,
+    /// What the shutdown handed back (in-process queue only).
+    pub shutdown: MemoryConsumeReport,
+    /// Runs deleted by the retention purge.
+    pub purged_runs: u64,
+}
+
+/// The queue a dev process dispatches through.
+enum QueueMode {
+    Memory(Arc<MemoryQueue>),
+    Sqs(SqsQueue),
+}
+
+/// A dev process that is set up (database migrated, port bound, demo
+/// registered) and ready to [`DevRunner::run`].
+pub struct DevRunner {
+    opts: DevOptions,
+    pool: PgPool,
+    token: String,
+    token_generated: bool,
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    queue: QueueMode,
+    processor: Arc<Processor>,
+    demo: Option<(TargetServer, Task)>,
+    notes: Vec<String>,
+}
+
+/// Sets everything up and runs until `shutdown` turns true; prints the
+/// banner (address, token, hints) on stdout first.
+pub async fn run_dev(
+    opts: DevOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<DevReport, DevError> {
+    let runner = start(opts).await?;
+    for line in runner.banner() {
+        println!("{line}");
+    }
+    runner.run(shutdown).await
+}
+
+/// Sets a dev process up: settings, database and migrations, the admin
+/// port, the queue, the processor, and the demo.
+pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
+    let mut settings = opts.settings.clone();
+    let database_url = settings.require_database_url()?.to_string();
+    let (token, token_generated) = match settings.admin_token {
+        Some(_) => (settings.require_admin_token()?.to_string(), false),
+        None => (generate_token(), true),
+    };
+    // Check the allow-list before touching anything.
+    TargetGuard::new(&settings.allow_targets)?;
+    let pool = store::connect(
+        &database_url,
+        settings.db_pool_size.max(defaults::MIN_POOL_SIZE),
+    )
+    .await
+    .map_err(DevError::Connect)?;
+    store::migrate(&pool).await.map_err(DevError::Migrate)?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))
+        .await
+        .map_err(|source| DevError::Bind {
+            port: opts.port,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DevError::Bind {
+        port: opts.port,
+        source,
+    })?;
+
+    let mut notes = Vec::new();
+    let demo_server = if opts.demo {
+        let server = target_server::spawn(TargetConfig {
+            secrets: settings.signing_secrets.clone(),
+            record: false,
+            ..Default::default()
+        })
+        .await
+        .map_err(DevError::Demo)?;
+        open_for_demo(&mut settings, server.addr.ip(), &mut notes)?;
+        Some(server)
+    } else {
+        if settings.allow_targets.is_empty() {
+            notes.push(
+                "hint: targets on this machine are refused by the private-address guard; \
+                 set SUNDIAL_ALLOW_TARGETS=127.0.0.1/32 to fire local endpoints"
+                    .to_string(),
+            );
+        }
+        None
+    };
+
+    let (queue, dispatch): (QueueMode, Arc<dyn DispatchQueue>) = match &settings.queue_url {
+        Some(url) => {
+            let q = SqsQueue::new(client_from_env().await, url, settings.send_concurrency);
+            (QueueMode::Sqs(q.clone()), Arc::new(q))
+        }
+        None => {
+            let q = Arc::new(MemoryQueue::default());
+            (QueueMode::Memory(q.clone()), q)
+        }
+    };
+    let processor = Arc::new(Processor::from_settings(
+        pool.clone(),
+        &settings,
+        dispatch.clone(),
+    )?);
+    let guard = Arc::new(TargetGuard::new(&settings.allow_targets)?);
+    let demo = match demo_server {
+        Some(server) => {
+            let task = ensure_demo_task(&pool, &server.url("/echo")).await?;
+            Some((server, task))
+        }
+        None => None,
+    };
+    let router = (opts.admin_router)(AdminContext {
+        pool: pool.clone(),
+        queue: dispatch,
+        guard,
+        token: token.clone(),
+    });
+    Ok(DevRunner {
+        opts: DevOptions { settings, ..opts },
+        pool,
+        token,
+        token_generated,
+        listener,
+        addr,
+        router,
+        queue,
+        processor,
+        demo,
+        notes,
+    })
+}
+
+/// Opens the demo endpoint's address in the allow-list if it is not open
+/// already. The guard matches addresses, not ports, so this opens
+/// `127.0.0.1` on every port for this process: the narrowest entry it can
+/// express. Local endpoints on other loopback addresses stay refused.
+fn open_for_demo(
+    settings: &mut Settings,
+    ip: IpAddr,
+    notes: &mut Vec<String>,
+) -> Result<(), DevError> {
+    if TargetGuard::new(&settings.allow_targets)?.is_ip_allowed(ip) {
+        return Ok(());
+    }
+    let entry = match ip {
+        IpAddr::V4(_) => format!("{ip}/32"),
+        IpAddr::V6(_) => format!("{ip}/128"),
+    };
+    notes.push(format!(
+        "demo: allowing {entry} for the echo endpoint (the guard has no per-port entries, \
+         so every port on {ip} is open for this process)"
+    ));
+    settings.allow_targets.push(entry);
+    Ok(())
+}
+
+/// Registers the demo task, or resets it to its definition (the echo
+/// endpoint's port changes on every start), by name: idempotent.
+async fn ensure_demo_task(pool: &PgPool, url: &str) -> Result<Task, DevError> {
+    let mut spec = TaskSpec::new(defaults::DEMO_TASK, defaults::DEMO_SCHEDULE, url);
+    spec.body = Some(r#"{"hello":"from sundial dev"}"#.to_string());
+    spec.headers
+        .insert("content-type".into(), "application/json".into());
+    spec.timeout_ms = 5_000;
+    spec.validate().map_err(StoreError::from)?;
+    let now = Utc::now();
+    let existing = match store::get_task_by_name(pool, defaults::DEMO_TASK).await? {
+        Some(task) => task,
+        None => match store::create_task(pool, &spec, now).await {
+            Ok(task) => return Ok(task),
+            // Created meanwhile by another dev process: use theirs.
+            Err(StoreError::DuplicateName(_)) => store::get_task_by_name(pool, defaults::DEMO_TASK)
+                .await?
+                .ok_or(StoreError::DuplicateName(defaults::DEMO_TASK.into()))?,
+            Err(err) => return Err(err.into()),
+        },
+    };
+    if TaskSpec::of(&existing).ok().as_ref() == Some(&spec) {
+        return Ok(existing);
+    }
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let task = store::update_task(&mut tx, existing.id, &spec, now).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(task)
+}
+
+/// 32 random bytes, hex: the admin token when none is configured.
+fn generate_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+impl DevRunner {
+    /// The admin API's base URL (`http://127.0.0.1:PORT`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bearer token the admin API requires.
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    /// The demo task, with `--demo`.
+    pub fn demo_task(&self) -> Option<&Task> {
+        self.demo.as_ref().map(|(_, task)| task)
+    }
+
+    /// What to tell the user at start, one line each.
+    pub fn banner(&self) -> Vec<String> {
+        let mut lines = vec![format!("admin API listening on {}", self.admin_url())];
+        if self.token_generated {
+            lines.push(format!(
+                "admin token (generated; set SUNDIAL_ADMIN_TOKEN to choose one): {}",
+                self.token
+            ));
+        } else {
+            lines.push("admin token: from SUNDIAL_ADMIN_TOKEN".to_string());
+        }
+        lines.push(match &self.queue {
+            QueueMode::Memory(_) => {
+                "queue: in-process (set SUNDIAL_QUEUE_URL to use SQS instead)".to_string()
+            }
+            QueueMode::Sqs(q) => format!("queue: SQS {}", q.queue_url()),
+        });
+        if let Some((server, task)) = &self.demo {
+            lines.push(format!(
+                "demo: task `{}` (id {}) fires {} every 10 seconds",
+                task.name,
+                task.id,
+                server.url("/echo")
+            ));
+        }
+        lines.extend(self.notes.iter().cloned());
+        lines.push(format!(
+            "register a task: curl -X POST {}/v1/tasks -H 'Authorization: Bearer <token>' \
+             -H 'Content-Type: application/json' \
+             -d '{{\"name\":\"hello\",\"schedule\":\"*/5 * * * * *\",\"url\":\"https://example.com/\"}}'",
+            self.admin_url()
+        ));
+        lines.push("Ctrl-C to stop".to_string());
+        lines
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped), then
+    /// stops as described in the module docs.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<DevReport, DevError> {
+        let DevRunner {
+            opts,
+            pool,
+            listener,
+            router,
+            queue,
+            processor,
+            demo,
+            ..
+        } = self;
+        let settings = &opts.settings;
+        let owner = format!("sundial-dev-{}", std::process::id());
+        let dispatch: Arc<dyn DispatchQueue> = match &queue {
+            QueueMode::Memory(q) => q.clone(),
+            QueueMode::Sqs(q) => Arc::new(q.clone()),
+        };
+        let admin = tokio::spawn(serve_admin(listener, router, shutdown.clone(), opts.grace));
+        let scanner = tokio::spawn(scan_loop(
+            pool.clone(),
+            dispatch,
+            ScanOptions::from_settings(settings, owner),
+            opts.scan_every,
+            shutdown.clone(),
+        ));
+        let status = tokio::spawn(status_loop(
+            pool.clone(),
+            match &queue {
+                QueueMode::Memory(q) => Some(q.clone()),
+                QueueMode::Sqs(_) => None,
+            },
+            opts.status_every,
+            shutdown.clone(),
+        ));
+        let purge = tokio::spawn(purge_loop(
+            pool.clone(),
+            settings.run_retention_days,
+            opts.purge_every,
+            shutdown.clone(),
+        ));
+
+        let mut report = DevReport::default();
+        match &queue {
+            QueueMode::Memory(q) => {
+                let consume = MemoryConsumeOptions {
+                    max_outstanding: settings.concurrency.saturating_mul(2),
+                    grace: opts.grace,
+                    redeliver_delay: defaults::REDELIVER_DELAY,
+                };
+                // The scanner may still finish a scan after the queue is
+                // closed: its sends then fail and it releases those leases.
+                let (process, handed_back) =
+                    consume_memory(&processor, &pool, q.clone(), &consume, shutdown.clone())
+                        .await?;
+                report.process = process;
+                report.shutdown = handed_back;
+            }
+            QueueMode::Sqs(q) => {
+                report.process = consume_sqs_with_grace(&processor, q, opts.grace, shutdown).await;
+            }
+        }
+
+        // Everything below has been told to stop; none of it should take
+        // long, but a stuck database must not keep the process alive.
+        let (scans, _, _, _) = tokio::join!(
+            bounded(scanner, Duration::from_secs(5)),
+            bounded(admin, Duration::from_secs(1)),
+            bounded(status, Duration::from_secs(1)),
+            async {
+                if let Some(purged) = bounded(purge, Duration::from_secs(1)).await {
+                    report.purged_runs = purged;
+                }
+            },
+        );
+        if let Some(scans) = scans {
+            report.scans = scans.scans;
+            report.scan_errors = scans.errors;
+            report.claimed = scans.claimed;
+            report.enqueued = scans.enqueued;
+        }
+        drop(demo);
+        Ok(report)
+    }
+}
+
+/// Waits for a background task to end, aborting it after `limit`.
+async fn bounded<T>(mut task: tokio::task::JoinHandle<T>, limit: Duration) -> Option<T> {
+    match tokio::time::timeout(limit, &mut task).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "background task failed");
+            None
+        }
+        Err(_) => {
+            task.abort();
+            None
+        }
+    }
+}
+
+/// Resolves once shutdown is asked for (or its sender is gone).
+pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Resolves `grace` after shutdown is asked for.
+pub(crate) async fn grace_over(shutdown: watch::Receiver<bool>, grace: Duration) {
+    stopped(shutdown).await;
+    tokio::time::sleep(grace).await;
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let serve = axum::serve(listener, router).with_graceful_shutdown(stopped(shutdown.clone()));
+    tokio::select! {
+        result = std::future::IntoFuture::into_future(serve) => {
+            if let Err(err) = result {
+                tracing::error!(error = %err, "admin API stopped");
+            }
+        }
+        () = grace_over(shutdown, grace) => {}
+    }
+}
+
+/// Scanner figures over a dev run.
+#[derive(Debug, Default)]
+struct ScanTotals {
+    scans: u64,
+    errors: u64,
+    claimed: u64,
+    enqueued: u64,
+}
+
+/// Scans every `every` until shutdown. A scan in progress is finished,
+/// never cancelled, so it cannot leave claimed rows behind.
+async fn scan_loop(
+    pool: PgPool,
+    queue: Arc<dyn DispatchQueue>,
+    opts: ScanOptions,
+    every: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> ScanTotals {
+    let mut totals = ScanTotals::default();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match scan(&pool, queue.as_ref(), &opts).await {
+            Ok(summary) => {
+                totals.scans += 1;
+                totals.claimed += summary.claimed;
+                totals.enqueued += summary.enqueued;
+                if summary.invalid > 0 {
+                    tracing::warn!(
+                        invalid = summary.invalid,
+                        "tasks with invalid schedules disabled"
+                    );
+                }
+                if summary.claimed > 0 {
+                    tracing::debug!(
+                        claimed = summary.claimed,
+                        enqueued = summary.enqueued,
+                        failed = summary.failed,
+                        "scanned"
+                    );
+                }
+            }
+            Err(err) => {
+                totals.errors += 1;
+                tracing::warn!(error = %err, "scan failed; retrying on the next tick");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stopped(shutdown.clone()) => break,
+        }
+    }
+    totals
+}
+
+/// Logs a compact status line every `every`.
+async fn status_loop(
+    pool: PgPool,
+    queue: Option<Arc<MemoryQueue>>,
+    every: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let started = Utc::now();
+    let window = chrono::Duration::from_std(defaults::STATUS_WINDOW).unwrap_or_default();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every.max(Duration::from_millis(100))) => {}
+            () = stopped(shutdown.clone()) => return,
+        }
+        let now = Utc::now();
+        let since = started.max(now - window);
+        let figures =
+            futures::try_join!(store::backlog(&pool, now), store::run_stats(&pool, since));
+        let (backlog, stats) = match figures {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read status figures");
+                continue;
+            }
+        };
+        // `None` (no runs yet) leaves the field out.
+        let ms = |v: Option<f64>| v.map(|v| v.round() as i64);
+        tracing::info!(
+            backlog = backlog.due,
+            queued = queue.as_ref().map(|q| q.len()),
+            fired = stats.runs - stats.skipped,
+            succeeded = stats.succeeded,
+            failed = stats.failed,
+            timeouts = stats.timed_out,
+            lag_p50_ms = ms(stats.lag_p50_ms),
+            lag_p99_ms = ms(stats.lag_p99_ms),
+            window_secs = (now - since).num_seconds(),
+            "status"
+        );
+    }
+}
+
+/// Deletes runs older than the retention, at start and every `every`.
+async fn purge_loop(
+    pool: PgPool,
+    retention_days: u32,
+    every: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> u64 {
+    let mut purged = 0;
+    loop {
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        loop {
+            match store::purge_runs(&pool, cutoff, PURGE_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < PURGE_BATCH as u64 || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "run-history purge failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stopped(shutdown.clone()) => return purged,
+        }
+    }
+}
+
+/// The SQS consumer with a grace period: messages not finished by then
+/// stay on the queue, which delivers them again after their visibility
+/// timeout (no lease to release).
+async fn consume_sqs_with_grace(
+    processor: &Processor,
+    queue: &SqsQueue,
+    grace: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> ProcessReport {
+    let opts = ConsumeOptions {
+        wait: Duration::from_secs(10),
+        ..Default::default()
+    };
+    tokio::select! {
+        report = consume_sqs(processor, queue, &opts, shutdown.clone()) => report,
+        () = grace_over(shutdown, grace) => {
+            tracing::warn!("grace period over; abandoning in-flight requests (SQS delivers them again)");
+            ProcessReport::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let env = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_map(&env).unwrap()
+    }
+
+    #[test]
+    fn generated_tokens_are_long_and_distinct() {
+        let (a, b) = (generate_token(), generate_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_demo_opens_only_its_own_address() {
+        let mut s = settings(&[]);
+        let mut notes = Vec::new();
+        open_for_demo(&mut s, IpAddr::V4(Ipv4Addr::LOCALHOST), &mut notes).unwrap();
+        assert_eq!(s.allow_targets, vec!["127.0.0.1/32"]);
+        assert_eq!(notes.len(), 1);
+        let guard = TargetGuard::new(&s.allow_targets).unwrap();
+        assert!(!guard.is_ip_allowed("127.0.0.2".parse().unwrap()));
+        assert!(!guard.is_ip_allowed("10.0.0.1".parse().unwrap()));
+
+        // Already open: nothing added.
+        let mut s = settings(&[("SUNDIAL_ALLOW_TARGETS", "127.0.0.0/8")]);
+        let mut notes = Vec::new();
+        open_for_demo(&mut s, IpAddr::V4(Ipv4Addr::LOCALHOST), &mut notes).unwrap();
+        assert_eq!(s.allow_targets, vec!["127.0.0.0/8"]);
+        assert!(notes.is_empty());
+    }
+}
