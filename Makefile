@@ -20,12 +20,13 @@ export PGPORT MOTO_PORT
 
 ARCH ?= arm64
 TEST_ARGS ?=
+DEV_ARGS ?=
 SAM_ARGS ?=
 
 STEP := scripts/step.sh
 SERVICES := scripts/services.sh
 
-.PHONY: help dev test lint fmt-check clippy bench build deploy lint-infra \
+.PHONY: help dev dev-smoke test lint fmt-check clippy bench build deploy lint-infra \
         services services-pg services-stop services-status services-check ci
 
 help: ## list the targets
@@ -58,8 +59,11 @@ test: lint ## lint, then all tests against local Postgres + SQS emulator
 	@$(STEP) services $(SERVICES) up >/dev/null
 	@$(STEP) tests $(SERVICES) run -- scripts/cargo-test.sh $(TEST_ARGS)
 
-dev: ## Postgres + `sundial dev --demo`
-	@$(SERVICES) run --pg-only -- cargo run -p sundial-cli --bin sundial -- dev --demo
+dev: ## Postgres + `sundial dev --demo` (extra flags: DEV_ARGS="--port 9090")
+	@$(SERVICES) run --pg-only -- cargo run -p sundial-cli --bin sundial -- dev --demo $(DEV_ARGS)
+
+dev-smoke: ## prove `make dev` works: demo fires twice, clean SIGTERM
+	@$(SERVICES) run --pg-only -- scripts/dev-smoke.sh
 
 bench: ## quick benchmarks (release build) against local Postgres
 	@$(SERVICES) run --pg-only -- cargo run --release -p sundial-cli --bin sundial -- bench all --quick
