@@ -88,9 +88,12 @@ BEGIN
     THEN
         NEW.version := OLD.version + 1;
         NEW.updated_at := now();
-        -- Was the timing changed? Then the old next run no longer holds.
+        -- Was the timing changed? Then the old next run no longer holds,
+        -- unless the writer computed the new one itself (the API does, and
+        -- says so with `SET LOCAL sundial.next_run_computed = 'on'`).
         IF (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone)
-           AND NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
+           AND NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at
+           AND coalesce(current_setting('sundial.next_run_computed', true), '') <> 'on' THEN
             NEW.next_run_at := NULL;
             NEW.schedule_error := NULL;
         END IF;

@@ -221,6 +221,11 @@ pub async fn update_task(
         current.next_run_at
     };
     let headers = serde_json::to_value(&spec.headers).unwrap_or_default();
+    // The next run is computed here; the change trigger must keep it even
+    // when it happens to equal the old one.
+    sqlx::query("SET LOCAL sundial.next_run_computed = 'on'")
+        .execute(&mut **tx)
+        .await?;
     let sql = concat!(
         "UPDATE tasks SET name = $2, schedule = $3, timezone = $4, method = $5, url = $6, \
          headers = $7, body = $8, timeout_ms = $9, max_attempts = $10, retry_backoff_ms = $11, \
@@ -409,17 +414,29 @@ pub async fn claim_due(
     .await?)
 }
 
-/// Releases leases of occurrences that were not dispatched after all (the
-/// send failed, or a scanner is shutting down), so the next scan takes them.
+/// Hands occurrences back that were claimed but not handled (the send
+/// failed, or a process shut down before firing them), so the next scan
+/// dispatches them: the lease is dropped where the task still waits on the
+/// occurrence. A task with `overlap = allow` has already moved past it at
+/// dispatch; unless its run is recorded, it is moved back to the earliest
+/// such occurrence (catch-up then applies as after any outage).
 pub async fn release(db: impl PgExecutor<'_>, occurrences: &[(i64, DateTime<Utc>)]) -> Result<u64> {
     if occurrences.is_empty() {
         return Ok(0);
     }
     let (ids, occs): (Vec<i64>, Vec<DateTime<Utc>>) = occurrences.iter().copied().unzip();
     let done = sqlx::query(
-        "UPDATE tasks t SET lease_until = NULL, lease_owner = NULL \
-         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS r(id, occurrence) \
-         WHERE t.id = r.id AND t.next_run_at = r.occurrence",
+        "WITH r AS ( \
+             SELECT id, min(occurrence) AS occurrence \
+             FROM UNNEST($1::bigint[], $2::timestamptz[]) AS r(id, occurrence) GROUP BY id \
+         ) \
+         UPDATE tasks t SET next_run_at = r.occurrence, lease_until = NULL, lease_owner = NULL \
+         FROM r \
+         WHERE t.id = r.id AND ( \
+             t.next_run_at = r.occurrence \
+             OR (t.overlap = 'allow' AND t.enabled AND t.next_run_at > r.occurrence \
+                 AND NOT EXISTS (SELECT 1 FROM task_runs x \
+                                 WHERE x.task_id = r.id AND x.scheduled_for = r.occurrence)))",
     )
     .bind(&ids)
     .bind(&occs)

@@ -591,6 +591,48 @@ async fn allow_overlap_advances_at_dispatch(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn releasing_an_unfired_allow_occurrence_moves_the_task_back(pool: PgPool) {
+    let now = minute(Utc::now());
+    let mut spec = TaskSpec::new("overlapping", "rate(1 minute)", "https://example.com");
+    spec.overlap = Overlap::Allow;
+    let task = store::create_task(&pool, &spec, now - Duration::seconds(1))
+        .await
+        .unwrap();
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    store::advance_dispatched(
+        &pool,
+        &[Advance {
+            task_id: c.task_id,
+            occurrence: c.occurrence,
+            version: c.version,
+            next_run_at: Some(now + Duration::minutes(1)),
+        }],
+    )
+    .await
+    .unwrap();
+    // The process stops before firing it: handed back, it is due again.
+    assert_eq!(store::release(&pool, &[(task.id, now)]).await.unwrap(), 1);
+    let t = store::get_task(&pool, task.id).await.unwrap();
+    assert_eq!(t.next_run_at, Some(now));
+    // A recorded occurrence is never moved back to.
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    store::record_outcomes(
+        &pool,
+        &[finished(
+            task.id,
+            c.version,
+            now,
+            Some(now + Duration::minutes(1)),
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(store::release(&pool, &[(task.id, now)]).await.unwrap(), 0);
+    let t = store::get_task(&pool, task.id).await.unwrap();
+    assert_eq!(t.next_run_at, Some(now + Duration::minutes(1)));
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn backlog_counts_due_unclaimed_work(pool: PgPool) {
     let now = Utc::now();
     insert_sql_tasks(
