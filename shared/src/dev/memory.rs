@@ -61,7 +61,7 @@ pub struct MemoryConsumeReport {
     /// Distinct occurrences handed back to the database.
     pub handed_back: u64,
     /// Of those, leases actually released; the others had moved on already
-    /// (recorded meanwhile, task edited or deleted, or `overlap = allow`).
+    /// (recorded meanwhile, or the task was edited or deleted).
     pub released: u64,
     /// Manual firings dropped (they hold no lease, so nothing fires them
     /// again).

@@ -25,12 +25,9 @@
 //! per-port entries, so the demo opens `127.0.0.1/32` (every port on that
 //! one address, for this process only) when the allow-list does not.
 //!
-//! Limit of the in-process queue: a task with `overlap = allow` moves on as
-//! soon as its occurrence is queued, so an occurrence of such a task that
-//! is still queued or aborted at shutdown cannot be handed back (its lease
-//! is already gone) and is not fired again; it is counted in
-//! [`MemoryConsumeReport`] (`handed_back` − `released`). With SQS
-//! (`SUNDIAL_QUEUE_URL`) the queue is durable and this does not arise.
+//! A task with `overlap = allow` moves on as soon as its occurrence is
+//! queued; handing such an occurrence back at shutdown moves the task back
+//! to it (see [`crate::store::release`]), so it fires after a restart too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
