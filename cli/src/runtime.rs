@@ -9,7 +9,7 @@ use clap::Args;
 use sundial::config::Settings;
 use sundial::consume::{consume_sqs, ConsumeOptions};
 use sundial::process::Processor;
-use sundial::queue::sqs::{client_from_env, SqsQueue};
+use sundial::queue::sqs::SqsQueue;
 use sundial::scan::{scan as scan_once, ScanOptions};
 use sundial::{logging, metrics, store};
 use tokio::sync::watch;
@@ -45,11 +45,7 @@ pub async fn scan(args: ScanArgs) -> Result<()> {
     logging::init(logging::LogFormat::Text);
     let settings = Settings::from_env()?;
     let pool = store::connect(settings.require_database_url()?, settings.db_pool_size).await?;
-    let queue = SqsQueue::new(
-        client_from_env().await,
-        settings.require_queue_url()?,
-        settings.send_concurrency,
-    );
+    let queue = SqsQueue::from_settings(&settings).await?;
     let opts = ScanOptions::from_settings(&settings, "sundial-cli");
     let shutdown = shutdown_signal();
     loop {
@@ -92,11 +88,7 @@ pub async fn process(args: ProcessArgs) -> Result<()> {
         settings.queue_url = Some(url);
     }
     let pool = store::connect(settings.require_database_url()?, settings.db_pool_size).await?;
-    let queue = SqsQueue::new(
-        client_from_env().await,
-        settings.require_queue_url()?,
-        settings.send_concurrency,
-    );
+    let queue = SqsQueue::from_settings(&settings).await?;
     let processor = Processor::from_settings(pool, &settings, Arc::new(queue.clone()))?;
     let opts = ConsumeOptions {
         wait: Duration::from_secs(args.wait.min(20)),

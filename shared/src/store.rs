@@ -94,7 +94,6 @@ pub async fn create_task(
     let next = schedule
         .next_after(now, zone)
         .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))?;
-    let headers = serde_json::to_value(&spec.headers).unwrap_or_default();
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
@@ -104,7 +103,21 @@ pub async fn create_task(
         task_columns!(),
         ""
     );
-    sqlx::query_as::<_, Task>(sql)
+    bind_spec(sqlx::query_as::<_, Task>(sql), &spec, Some(next))
+        .fetch_one(db)
+        .await
+        .map_err(|e| duplicate_name(e, &spec.name))
+}
+
+/// Binds a spec's columns as `$1..$15` and the next run as `$16`, in the
+/// order of the INSERT and UPDATE statements above.
+fn bind_spec<'q>(
+    query: sqlx::query::QueryAs<'q, Postgres, Task, sqlx::postgres::PgArguments>,
+    spec: &'q TaskSpec,
+    next: Option<DateTime<Utc>>,
+) -> sqlx::query::QueryAs<'q, Postgres, Task, sqlx::postgres::PgArguments> {
+    let headers = serde_json::to_value(&spec.headers).unwrap_or_default();
+    query
         .bind(&spec.name)
         .bind(spec.schedule.trim())
         .bind(&spec.timezone)
@@ -121,9 +134,6 @@ pub async fn create_task(
         .bind(spec.jitter_secs)
         .bind(spec.enabled)
         .bind(next)
-        .fetch_one(db)
-        .await
-        .map_err(|e| duplicate_name(e, &spec.name))
 }
 
 /// One task by id.
@@ -220,41 +230,24 @@ pub async fn update_task(
     } else {
         current.next_run_at
     };
-    let headers = serde_json::to_value(&spec.headers).unwrap_or_default();
     // The next run is computed here; the change trigger must keep it even
     // when it happens to equal the old one.
     sqlx::query("SET LOCAL sundial.next_run_computed = 'on'")
         .execute(&mut **tx)
         .await?;
     let sql = concat!(
-        "UPDATE tasks SET name = $2, schedule = $3, timezone = $4, method = $5, url = $6, \
-         headers = $7, body = $8, timeout_ms = $9, max_attempts = $10, retry_backoff_ms = $11, \
-         catch_up = $12, catch_up_max_age_secs = $13, overlap = $14, jitter_secs = $15, \
-         enabled = $16, next_run_at = $17, \
+        "UPDATE tasks SET name = $1, schedule = $2, timezone = $3, method = $4, url = $5, \
+         headers = $6, body = $7, timeout_ms = $8, max_attempts = $9, retry_backoff_ms = $10, \
+         catch_up = $11, catch_up_max_age_secs = $12, overlap = $13, jitter_secs = $14, \
+         enabled = $15, next_run_at = $16, \
          schedule_error = CASE WHEN $18 THEN NULL ELSE schedule_error END, \
          lease_until = CASE WHEN $18 THEN NULL ELSE lease_until END \
-         WHERE id = $1 RETURNING ",
+         WHERE id = $17 RETURNING ",
         task_columns!(),
         ""
     );
-    sqlx::query_as::<_, Task>(sql)
+    bind_spec(sqlx::query_as::<_, Task>(sql), &spec, next)
         .bind(id)
-        .bind(&spec.name)
-        .bind(spec.schedule.trim())
-        .bind(&spec.timezone)
-        .bind(&spec.method)
-        .bind(spec.url.trim())
-        .bind(sqlx::types::Json(headers))
-        .bind(&spec.body)
-        .bind(spec.timeout_ms)
-        .bind(spec.max_attempts)
-        .bind(spec.retry_backoff_ms)
-        .bind(spec.catch_up)
-        .bind(spec.catch_up_max_age_secs)
-        .bind(spec.overlap)
-        .bind(spec.jitter_secs)
-        .bind(spec.enabled)
-        .bind(next)
         .bind(retimed)
         .fetch_one(&mut **tx)
         .await

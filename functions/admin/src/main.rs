@@ -39,15 +39,10 @@ async fn build_state() -> anyhow::Result<AdminState> {
     } else {
         Some(settings.require_admin_token()?.to_string())
     };
-    let queue_url = settings.require_queue_url()?.to_string();
     let pool = sundial::store::connect_from_settings(&settings)
         .await
         .context("connecting to DATABASE_URL")?;
-    let queue = Arc::new(SqsQueue::new(
-        sundial::queue::sqs::client_from_env().await,
-        queue_url,
-        settings.send_concurrency,
-    ));
+    let queue = Arc::new(SqsQueue::from_settings(&settings).await?);
     let targets =
         Arc::new(TargetGuard::new(&settings.allow_targets).context("SUNDIAL_ALLOW_TARGETS")?);
     Ok(match token {

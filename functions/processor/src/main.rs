@@ -11,7 +11,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use sundial::config::Settings;
 use sundial::message::DispatchMessage;
 use sundial::process::{Disposition, Processor};
-use sundial::queue::sqs::{client_from_env, SqsQueue};
+use sundial::queue::sqs::SqsQueue;
 use sundial::{logging, metrics, store};
 
 #[tokio::main]
@@ -21,11 +21,7 @@ async fn main() -> Result<(), Error> {
     settings.require_database_url()?;
     let pool = store::connect_from_settings(&settings).await?;
     // Retries go back to the dispatch queue itself.
-    let queue = SqsQueue::new(
-        client_from_env().await,
-        settings.require_queue_url()?,
-        settings.send_concurrency,
-    );
+    let queue = SqsQueue::from_settings(&settings).await?;
     let processor = Processor::from_settings(pool, &settings, Arc::new(queue.clone()))?;
     let function = logging::function_name("sundial-processor");
     let (processor, queue, function) = (&processor, &queue, function.as_str());

@@ -9,7 +9,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use sqlx::PgPool;
 use sundial::config::Settings;
-use sundial::queue::sqs::{client_from_env, SqsQueue};
+use sundial::queue::sqs::SqsQueue;
 use sundial::queue::DispatchQueue;
 use sundial::scan::{scan, ScanOptions, ScanSummary};
 use sundial::{logging, metrics, store};
@@ -20,11 +20,7 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     settings.require_database_url()?;
     let pool = store::connect_from_settings(&settings).await?;
-    let queue = SqsQueue::new(
-        client_from_env().await,
-        settings.require_queue_url()?,
-        settings.send_concurrency,
-    );
+    let queue = SqsQueue::from_settings(&settings).await?;
     let function = logging::function_name("sundial-scanner");
     let opts = ScanOptions::from_settings(&settings, function.clone());
     let retention_days = settings.run_retention_days;

@@ -93,6 +93,19 @@ impl SqsQueue {
         }
     }
 
+    /// The dispatch queue named by `SUNDIAL_QUEUE_URL`, with the client from
+    /// [`client_from_env`] and `SUNDIAL_SEND_CONCURRENCY` calls in flight.
+    pub async fn from_settings(
+        settings: &crate::config::Settings,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let url = settings.require_queue_url()?;
+        Ok(SqsQueue::new(
+            client_from_env().await,
+            url,
+            settings.send_concurrency,
+        ))
+    }
+
     pub fn client(&self) -> &aws_sdk_sqs::Client {
         &self.client
     }
