@@ -34,6 +34,10 @@ pub struct BurstArgs {
     /// The target answers after this many milliseconds.
     #[arg(long, default_value_t = 50)]
     pub delay_ms: u64,
+    /// Open C connections to the target before the burst (a warm,
+    /// long-running processor) instead of starting with none (a cold one).
+    #[arg(long)]
+    pub warm: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -42,6 +46,9 @@ pub struct BurstArgs {
 pub struct BurstResults {
     pub concurrency: usize,
     pub delay_ms: u64,
+    /// Connections to the target opened before each burst.
+    #[serde(default)]
+    pub warm: bool,
     pub runs: Vec<BurstRun>,
 }
 
@@ -89,6 +96,7 @@ pub async fn run(args: BurstArgs) -> Result<()> {
     let results = BurstResults {
         concurrency: args.concurrency,
         delay_ms: args.delay_ms,
+        warm: args.warm,
         runs,
     };
     println!("{}", table(&results).text());
@@ -118,6 +126,11 @@ async fn run_size(ctx: &Ctx, target: &Target, args: &BurstArgs, n: u64) -> Resul
     )
     .await?;
     let pipeline = Pipeline::new(pool.clone(), &settings)?;
+    if args.warm {
+        pipeline
+            .warm_up(&target.url("/ok"), args.concurrency.min(n as usize))
+            .await;
+    }
     let before = target.counters().await?;
     measure::trim_heap();
     let meter = Meter::start(target.pid());

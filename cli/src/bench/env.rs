@@ -15,7 +15,8 @@ use futures::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use sundial::config::Settings;
-use sundial::process::{ProcessReport, Processor};
+use sundial::fire::{ClientOptions, FireRequest, Firer, Signer, TargetGuard};
+use sundial::process::{ProcessReport, Processor, ProcessorOptions};
 use sundial::queue::memory::MemoryQueue;
 use sundial::scan::ScanOptions;
 use sundial::store;
@@ -247,18 +248,58 @@ pub struct Pipeline {
     pub queue: Arc<MemoryQueue>,
     pub processor: Processor,
     pub scan: ScanOptions,
+    /// The processor's firer (built here, as `Processor::from_settings`
+    /// does, so its connection pool can be warmed up).
+    firer: Arc<Firer>,
+}
+
+/// The firer a processor builds from `settings`.
+pub fn firer(settings: &Settings) -> Result<Firer> {
+    let guard = Arc::new(TargetGuard::new(&settings.allow_targets)?);
+    let signer = Signer::new(settings.signing_secrets.clone())?;
+    let opts = ClientOptions {
+        concurrency: settings.concurrency,
+        ..Default::default()
+    };
+    Ok(Firer::build(guard, signer, &opts)?)
 }
 
 impl Pipeline {
     pub fn new(pool: PgPool, settings: &Settings) -> Result<Pipeline> {
         let queue = Arc::new(MemoryQueue::default());
-        let processor = Processor::from_settings(pool.clone(), settings, queue.clone())?;
+        let firer = Arc::new(firer(settings)?);
+        let processor = Processor::new(
+            pool.clone(),
+            firer.clone(),
+            queue.clone(),
+            ProcessorOptions::from_settings(settings),
+        );
         Ok(Pipeline {
             pool,
             queue,
             processor,
             scan: ScanOptions::from_settings(settings, "sundial-bench"),
+            firer,
         })
+    }
+
+    /// Opens `n` connections to the target (as a busy, long-running
+    /// processor would have) by firing `n` requests at `url` at once.
+    pub async fn warm_up(&self, url: &str, n: usize) {
+        let request = FireRequest {
+            method: "GET".into(),
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: None,
+            timeout: Duration::from_secs(10),
+            idempotency_key: "warm-up".into(),
+        };
+        let requests = vec![request; n];
+        futures::stream::iter(&requests)
+            .map(|r| self.firer.fire(r))
+            .buffer_unordered(n.max(1))
+            .collect::<Vec<_>>()
+            .await;
     }
 
     /// Feeds the processor from the queue until `completion` says stop (all

@@ -76,6 +76,28 @@ pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
+/// CPU seconds used so far by the processes named `postgres` on this
+/// machine (the local database server); backends that exited are missed.
+pub fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "postgres");
+        if is_postgres {
+            if let Some(cpu) = cpu_seconds_of(pid) {
+                total += cpu;
+                found = true;
+            }
+        }
+    }
+    found.then_some(total)
+}
+
 /// A `Vm*` line of `/proc/self/status`, in KiB (0 when unavailable).
 fn status_kib(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
@@ -120,6 +142,9 @@ pub struct Resources {
     pub cpu_sys_s: f64,
     /// CPU seconds used by the target server process (when it runs apart).
     pub target_cpu_s: Option<f64>,
+    /// CPU seconds used by local Postgres processes (approximate).
+    #[serde(default)]
+    pub postgres_cpu_s: Option<f64>,
     /// RSS when the section began, MiB.
     pub rss_start_mib: f64,
     /// Highest RSS sampled during the section (every 20 ms), MiB.
@@ -135,6 +160,7 @@ pub struct Meter {
     cpu: (f64, f64),
     target_pid: Option<u32>,
     target_cpu: Option<f64>,
+    postgres_cpu: Option<f64>,
     rss_start_kib: u64,
     rss_max_kib: Arc<AtomicU64>,
     sampler: tokio::task::JoinHandle<()>,
@@ -158,6 +184,7 @@ impl Meter {
             cpu: cpu_times(),
             target_pid,
             target_cpu: target_pid.and_then(cpu_seconds_of),
+            postgres_cpu: postgres_cpu_seconds(),
             rss_start_kib,
             rss_max_kib,
             sampler,
@@ -180,12 +207,17 @@ impl Meter {
             (Some(end), Some(start)) => Some(round2(end - start)),
             _ => None,
         };
+        let postgres_cpu_s = match (postgres_cpu_seconds(), self.postgres_cpu) {
+            (Some(end), Some(start)) if end >= start => Some(round2(end - start)),
+            _ => None,
+        };
         Resources {
             wall_s: round3(self.started.elapsed().as_secs_f64()),
             cpu_s: round3(user + sys),
             cpu_user_s: round3(user),
             cpu_sys_s: round3(sys),
             target_cpu_s,
+            postgres_cpu_s,
             rss_start_mib: mib(self.rss_start_kib),
             rss_max_mib: mib(rss_max_kib),
             peak_rss_mib: mib(peak_rss_kib()),

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use sundial::fire::FireRequest;
 
 use super::env::{self, Completion, Pipeline, TaskBatch};
 use super::measure::{self, mib, round2, Meter, Progress, Resources};
@@ -53,7 +55,20 @@ pub struct MemoryRun {
     /// Peak RSS of the process so far (`VmHWM`), MiB.
     pub peak_rss_mib: f64,
     pub recorded: u64,
+    /// The same number of requests held by the bare HTTP client (the
+    /// processor's `Firer`, no database, no queue): what the connections
+    /// themselves cost.
+    #[serde(default)]
+    pub http_only: Option<HttpOnly>,
     pub resources: Resources,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpOnly {
+    pub reached: u64,
+    pub baseline_rss_mib: f64,
+    pub plateau_rss_mib: f64,
+    pub per_request_kib: f64,
 }
 
 pub async fn run(args: MemoryArgs) -> Result<()> {
@@ -66,7 +81,11 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
     let meter = Meter::start(target.pid());
     let mut runs = Vec::new();
     for &n in &args.in_flight {
-        runs.push(run_level(&ctx, &target, n.max(1), hold_ms).await?);
+        // The bare client first, while the heap is fresh.
+        let bare = http_only(&target, n.max(1), hold_ms).await?;
+        let mut run = run_level(&ctx, &target, n.max(1), hold_ms).await?;
+        run.http_only = Some(bare);
+        runs.push(run);
     }
     let results = MemoryResults { hold_ms, runs };
     println!("{}", table(&results).text());
@@ -105,35 +124,10 @@ async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<M
     let observe = async {
         // Baseline: built, queued, idle.
         tokio::time::sleep_until((due_instant - Duration::from_millis(300).min(lead)).into()).await;
-        measure::trim_heap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut samples: Vec<u64> = Vec::new();
-        for _ in 0..5 {
-            samples.push(measure::rss_kib());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        samples.sort_unstable();
-        let baseline = samples[samples.len() / 2];
-
+        let baseline = idle_rss_kib().await;
         // Plateau: every request in flight (or as many as got there).
         let give_up = due_instant + Duration::from_millis(hold_ms * 3 / 4);
-        let mut reached = 0;
-        let mut plateau = 0;
-        while Instant::now() < give_up && !completion.stopped() {
-            let c = target.counters().await.unwrap_or_default();
-            reached = reached.max(c.in_flight);
-            progress.update(|| format!("{} of {n} in flight", c.in_flight));
-            if c.in_flight >= n {
-                let until = Instant::now() + Duration::from_millis(500);
-                while Instant::now() < until {
-                    plateau = plateau.max(measure::rss_kib());
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                break;
-            }
-            plateau = plateau.max(measure::rss_kib());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (plateau, reached) = plateau_kib(target, n, give_up, &mut progress).await;
         (baseline, plateau, reached)
     };
     let (_report, (baseline, plateau, reached)) =
@@ -155,7 +149,86 @@ async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<M
         per_request_kib: round2(per_request_kib),
         peak_rss_mib: mib(measure::peak_rss_kib()),
         recorded,
+        http_only: None,
         resources,
+    })
+}
+
+/// Baseline RSS (median of a few samples after trimming the heap), KiB.
+async fn idle_rss_kib() -> u64 {
+    measure::trim_heap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut samples: Vec<u64> = Vec::new();
+    for _ in 0..5 {
+        samples.push(measure::rss_kib());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Waits until the target holds `n` requests (or `give_up`), then samples
+/// RSS for half a second; returns (highest RSS KiB, most in flight seen).
+async fn plateau_kib(
+    target: &Target,
+    n: u64,
+    give_up: Instant,
+    progress: &mut Progress,
+) -> (u64, u64) {
+    let mut reached = 0;
+    let mut plateau = 0;
+    while Instant::now() < give_up {
+        let c = target.counters().await.unwrap_or_default();
+        reached = reached.max(c.in_flight);
+        progress.update(|| format!("{} of {n} in flight", c.in_flight));
+        if c.in_flight >= n {
+            let until = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < until {
+                plateau = plateau.max(measure::rss_kib());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            break;
+        }
+        plateau = plateau.max(measure::rss_kib());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (plateau, reached)
+}
+
+/// `n` requests held by the bare firer, with a client built as the
+/// processor builds it.
+async fn http_only(target: &Target, n: u64, hold_ms: u64) -> Result<HttpOnly> {
+    let settings = env::settings(n as usize, 75)?;
+    let firer = env::firer(&settings)?;
+    let url = target.url(&format!("/delay/{hold_ms}"));
+    let requests: Vec<FireRequest> = (0..n)
+        .map(|i| FireRequest {
+            method: "POST".into(),
+            url: url.clone(),
+            headers: Vec::new(),
+            body: None,
+            timeout: Duration::from_millis(hold_ms + 30_000),
+            idempotency_key: format!("{i}:memory"),
+        })
+        .collect();
+    let baseline = idle_rss_kib().await;
+    let mut progress = Progress::new(format!("memory {n} (HTTP only)"));
+    let give_up = Instant::now() + Duration::from_millis(hold_ms * 3 / 4);
+    let firing = futures::stream::iter(&requests)
+        .map(|r| firer.fire(r))
+        .buffer_unordered(n as usize)
+        .count();
+    let (_, (plateau, reached)) =
+        tokio::join!(firing, plateau_kib(target, n, give_up, &mut progress));
+    let per_request_kib = plateau.saturating_sub(baseline) as f64 / n as f64;
+    progress.done(&format!(
+        "{reached} in flight: {per_request_kib:.1} KiB per request (HTTP client alone)"
+    ));
+    Ok(HttpOnly {
+        reached,
+        baseline_rss_mib: mib(baseline),
+        plateau_rss_mib: mib(plateau),
+        per_request_kib: round2(per_request_kib),
     })
 }
 
@@ -166,6 +239,7 @@ pub fn table(r: &MemoryResults) -> Table {
         "baseline MiB",
         "plateau MiB",
         "KiB/request",
+        "HTTP client alone KiB/request",
         "peak RSS MiB",
         "recorded",
     ]);
@@ -176,6 +250,9 @@ pub fn table(r: &MemoryResults) -> Table {
             num(run.baseline_rss_mib),
             num(run.plateau_rss_mib),
             num(run.per_request_kib),
+            run.http_only
+                .as_ref()
+                .map_or("—".into(), |h| num(h.per_request_kib)),
             num(run.peak_rss_mib),
             run.recorded.to_string(),
         ]);

@@ -154,7 +154,9 @@ impl Table {
         let mut out = format!("| {} |\n", self.header.join(" | "));
         out.push_str(&format!(
             "|{}\n",
-            self.header.iter().map(|_| "---:|").collect::<String>()
+            (0..self.header.len())
+                .map(|i| if i == 0 { "---|" } else { "---:|" })
+                .collect::<String>()
         ));
         for row in &self.rows {
             out.push_str(&format!("| {} |\n", row.join(" | ")));
