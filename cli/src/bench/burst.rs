@@ -101,7 +101,12 @@ pub async fn run(args: BurstArgs) -> Result<()> {
     };
     println!("{}", table(&results).text());
     ctx.db.drop_database().await?;
-    ctx.finish("burst", target.placement(), meter.finish(), &results)
+    ctx.finish(
+        "burst",
+        target.placement(),
+        meter.finish_without_postgres(),
+        &results,
+    )
 }
 
 async fn run_size(ctx: &Ctx, target: &Target, args: &BurstArgs, n: u64) -> Result<BurstRun> {

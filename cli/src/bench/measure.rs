@@ -196,6 +196,15 @@ impl Meter {
         self.rss_max_kib.load(Ordering::Relaxed).max(rss_kib())
     }
 
+    /// Stops the sampler and reports without Postgres CPU (for spans in
+    /// which scratch databases come and go: their backends' CPU is lost).
+    pub fn finish_without_postgres(self) -> Resources {
+        Resources {
+            postgres_cpu_s: None,
+            ..self.finish()
+        }
+    }
+
     /// Stops the sampler and reports.
     pub fn finish(self) -> Resources {
         let rss_max_kib = self.rss_max_kib();

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -30,9 +30,17 @@ pub struct MemoryArgs {
     /// How long the target holds each request, ms [default: 15000, --quick: 6000].
     #[arg(long)]
     pub hold_ms: Option<u64>,
+    /// Internal: measure one level in this process and print it as JSON
+    /// (each measurement runs in a fresh process, so memory freed by an
+    /// earlier one cannot be reused and hide what a later one needs).
+    #[arg(long, hide = true, value_parser = ["processor", "http"])]
+    pub single: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
+
+/// Prefix of the line a `--single` run prints its result on.
+const SINGLE_PREFIX: &str = "memory-result ";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryResults {
@@ -77,20 +85,72 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         .hold_ms
         .unwrap_or(if ctx.quick { 6000 } else { 15000 })
         .max(1000);
-    let target = Target::start(ctx.in_process_target).await?;
-    let meter = Meter::start(target.pid());
+    if let Some(mode) = &args.single {
+        let n = args.in_flight.first().copied().unwrap_or(1000).max(1);
+        let target = Target::start(ctx.in_process_target).await?;
+        let line = if mode == "http" {
+            serde_json::to_string(&http_only(&target, n, hold_ms).await?)?
+        } else {
+            let run = run_level(&ctx, &target, n, hold_ms).await?;
+            ctx.db.drop_database().await?;
+            serde_json::to_string(&run)?
+        };
+        println!("{SINGLE_PREFIX}{line}");
+        return Ok(());
+    }
+    let meter = Meter::start(None);
     let mut runs = Vec::new();
     for &n in &args.in_flight {
-        // The bare client first, while the heap is fresh.
-        let bare = http_only(&target, n.max(1), hold_ms).await?;
-        let mut run = run_level(&ctx, &target, n.max(1), hold_ms).await?;
+        let bare: HttpOnly = single(&args.common, n.max(1), hold_ms, "http").await?;
+        let mut run: MemoryRun = single(&args.common, n.max(1), hold_ms, "processor").await?;
         run.http_only = Some(bare);
         runs.push(run);
     }
     let results = MemoryResults { hold_ms, runs };
     println!("{}", table(&results).text());
     ctx.db.drop_database().await?;
-    ctx.finish("memory", target.placement(), meter.finish(), &results)
+    let placement = if ctx.in_process_target {
+        "in-process"
+    } else {
+        "child process"
+    };
+    ctx.finish(
+        "memory",
+        placement,
+        meter.finish_without_postgres(),
+        &results,
+    )
+}
+
+/// Runs one measurement in a fresh `sundial bench memory --single` process.
+async fn single<T: serde::de::DeserializeOwned>(
+    common: &Common,
+    n: u64,
+    hold_ms: u64,
+    mode: &str,
+) -> Result<T> {
+    let exe = std::env::current_exe().context("cannot find the sundial binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["bench", "memory", "--single", mode])
+        .args(["--in-flight", &n.to_string()])
+        .args(["--hold-ms", &hold_ms.to_string()])
+        .args(["--bench-db", &common.bench_db])
+        .stderr(std::process::Stdio::inherit());
+    if common.in_process_target {
+        cmd.arg("--in-process-target");
+    }
+    if let Some(url) = &common.database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    let output = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    if !output.status.success() {
+        bail!("`sundial bench memory --single {mode}` failed");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix(SINGLE_PREFIX)) else {
+        bail!("`sundial bench memory --single {mode}` printed no result");
+    };
+    Ok(serde_json::from_str(line)?)
 }
 
 async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<MemoryRun> {

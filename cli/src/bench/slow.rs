@@ -116,7 +116,7 @@ pub async fn run(args: SlowArgs) -> Result<()> {
     ctx.finish(
         "slow-endpoints",
         target.placement(),
-        meter.finish(),
+        meter.finish_without_postgres(),
         &results,
     )
 }
