@@ -58,7 +58,12 @@ pub async fn run(args: AllArgs) -> Result<()> {
             }
         }
     }
-    let command = report::command_line();
+    // A report-only rewrite keeps the command that produced the figures.
+    let command = if args.report_only {
+        previous_command(&args.doc).unwrap_or_else(report::command_line)
+    } else {
+        report::command_line()
+    };
     let doc = render(&args.common.out, &command, &existing_notes(&args.doc));
     if let Some(dir) = args.doc.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -101,6 +106,13 @@ async fn run_child(scenario: &'static str, common: &Common) -> Result<bool> {
         .await?
         .with_context(|| format!("cannot run `sundial bench {scenario}`"))?;
     Ok(status.success())
+}
+
+/// The command recorded in the current report.
+fn previous_command(doc: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(doc).ok()?;
+    let rest = text.split("- **Command:** `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
 }
 
 /// The notes block of the current report, or a placeholder.
@@ -302,7 +314,7 @@ fn targets_table(
             match r.runs.iter().max_by_key(|x| x.tasks) {
                 Some(big) => t.row([
                     format!(
-                        "burst: ≥ 0.9 of the Little's-law limit at C = 500 (C = {})",
+                        "burst: ≥ 0.9 of the Little's-law limit at C = {}",
                         r.concurrency
                     ),
                     format!(
