@@ -1,0 +1,92 @@
+//! `sundial bench` end to end, in tiny configurations: the built binary
+//! runs a scenario against `DATABASE_URL` (each test in its own scratch
+//! database) and a target on 127.0.0.1, and must write a sane JSON file.
+//! No timing assertions: performance targets live in the reports.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: run `eval \"$(make -s services)\"` or `make test`")
+    })
+}
+
+/// Runs `sundial bench <args>` writing into a fresh directory; returns the
+/// parsed `<scenario>.json`.
+fn bench(scenario: &str, args: &[&str]) -> Value {
+    let out: PathBuf = std::env::temp_dir().join(format!(
+        "sundial-bench-smoke-{}-{scenario}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    let db = format!("sundial_bench_smoke_{}", scenario.replace('-', "_"));
+    let output = Command::new(env!("CARGO_BIN_EXE_sundial"))
+        .args(["bench", scenario])
+        .args(args)
+        .args(["--bench-db", &db])
+        .arg("--out")
+        .arg(&out)
+        .env("DATABASE_URL", database_url())
+        .output()
+        .expect("run the sundial binary");
+    assert!(
+        output.status.success(),
+        "sundial bench {scenario} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = out.join(format!("{scenario}.json"));
+    let text = std::fs::read_to_string(&path).expect("the JSON result file");
+    let _ = std::fs::remove_dir_all(&out);
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn u64_at(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{pointer} missing or not a count in {v:#}"))
+}
+
+fn f64_at(v: &Value, pointer: &str) -> f64 {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing or not a number in {v:#}"))
+}
+
+#[test]
+fn a_small_burst_fires_every_task_once_and_reports_it() {
+    let v = bench("burst", &["--sizes", "10", "--concurrency", "10"]);
+    assert_eq!(v["scenario"], "burst");
+    assert_eq!(v["target"], "child process");
+    assert!(v["machine"]["cpus"].as_u64().unwrap_or(0) >= 1);
+    let run = &v["results"]["runs"][0];
+    assert_eq!(u64_at(run, "/tasks"), 10);
+    assert_eq!(u64_at(run, "/enqueued"), 10);
+    assert_eq!(u64_at(run, "/recorded"), 10);
+    assert_eq!(u64_at(run, "/succeeded"), 10);
+    assert_eq!(u64_at(run, "/target_requests"), 10, "each task fired once");
+    assert_eq!(u64_at(run, "/lag_ms/count"), 10);
+    assert!(f64_at(run, "/throughput_per_s") > 0.0);
+    assert!(f64_at(run, "/limit_per_s") > 0.0);
+    // The target waits 50 ms, so no request can be faster.
+    assert!(f64_at(run, "/latency_ms/p50") >= 50.0);
+    assert!(f64_at(&v, "/resources/cpu_s") > 0.0);
+    assert!(f64_at(&v, "/resources/peak_rss_mib") > 0.0);
+}
+
+#[test]
+fn a_small_scan_claims_exactly_the_due_rows() {
+    let v = bench("scan", &["--rows", "2000", "--due", "200"]);
+    let r = &v["results"];
+    assert_eq!(u64_at(r, "/rows"), 2000);
+    assert_eq!(u64_at(r, "/claimed"), 200);
+    assert_eq!(u64_at(r, "/enqueued"), 200);
+    assert_eq!(u64_at(r, "/pages"), 1, "200 rows fit one page of 500");
+    assert_eq!(u64_at(r, "/sqs_send_batch_calls"), 20);
+    assert_eq!(u64_at(r, "/backlog_after"), 0);
+    assert!(f64_at(r, "/per_second") > 0.0);
+    assert!(u64_at(r, "/claim_ms/count") >= 1);
+}
