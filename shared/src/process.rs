@@ -37,6 +37,8 @@ use crate::task::{header_map, Task, Timing};
 
 /// Messages whose tasks are loaded with one query.
 const LOAD_CHUNK: usize = 100;
+/// Chunks whose tasks load concurrently.
+const PREPARE_AHEAD: usize = 3;
 /// Outcomes written per statement at most.
 const FLUSH_MAX: usize = 200;
 /// How long a settled outcome may wait for others to share its write.
@@ -268,7 +270,7 @@ impl Processor {
         let early = settled_tx.clone();
         let jobs = inbound
             .ready_chunks(LOAD_CHUNK)
-            .then(move |chunk| {
+            .map(move |chunk| {
                 let early = early.clone();
                 async move {
                     let (settled, jobs) = self.prepare(chunk).await;
@@ -278,6 +280,8 @@ impl Processor {
                     futures::stream::iter(jobs)
                 }
             })
+            // Load the next chunks' tasks while this one's are starting.
+            .buffered(PREPARE_AHEAD)
             .flatten()
             // Boxing pins down the lifetimes, so the whole future is `Send`.
             .boxed();

@@ -154,11 +154,14 @@ async fn dispatch_page(
     now: DateTime<Utc>,
     summary: &mut ScanSummary,
 ) -> Result<bool, ScanError> {
+    // Delays count from now, after the claim query, so that messages are
+    // not late by the time the claim took.
+    let send_now = Utc::now();
     let outgoing: Vec<Outgoing> = claimed
         .iter()
         .map(|c| Outgoing {
             message: DispatchMessage::new(c.task_id, c.occurrence, c.version),
-            delay: delay_until(c, now),
+            delay: delay_until(c, send_now),
         })
         .collect();
     let report = queue.send(&outgoing).await;
