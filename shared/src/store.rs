@@ -28,6 +28,9 @@ pub enum StoreError {
     /// Another task already has this name.
     #[error("a task named `{0}` already exists")]
     DuplicateName(String),
+    /// A setting needed to reach the database is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The input does not describe a valid task.
     #[error(transparent)]
     Invalid(#[from] InvalidField),
@@ -48,9 +51,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 /// Connects with the process settings and, when `SUNDIAL_MIGRATE_ON_START`
 /// asks for it, applies pending migrations: what every binary does first.
 pub async fn connect_from_settings(settings: &crate::config::Settings) -> Result<PgPool> {
-    let url = settings
-        .require_database_url()
-        .map_err(|e| StoreError::Database(sqlx::Error::Configuration(Box::new(e))))?;
+    let url = settings.require_database_url()?;
     let pool = connect(url, settings.db_pool_size).await?;
     if settings.migrate_on_start {
         migrate(&pool).await?;

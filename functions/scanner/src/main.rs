@@ -18,7 +18,6 @@ use sundial::{logging, metrics, store};
 async fn main() -> Result<(), Error> {
     logging::init(logging::LogFormat::Lambda);
     let settings = Settings::from_env()?;
-    settings.require_database_url()?;
     let pool = store::connect_from_settings(&settings).await?;
     let queue = SqsQueue::from_settings(&settings).await?;
     let function = logging::function_name("sundial-scanner");
