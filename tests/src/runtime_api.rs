@@ -189,8 +189,7 @@ async fn response(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    let value = json_or_text(&body);
     answer(&shared, &id, Answer::Response(value))
 }
 
@@ -199,16 +198,20 @@ async fn error(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    let value = json_or_text(&body);
     answer(&shared, &id, Answer::Error(value))
 }
 
 async fn init_error(State(shared): State<Shared>, body: axum::body::Bytes) -> StatusCode {
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    let value = json_or_text(&body);
     if let Ok(mut e) = shared.init_errors.lock() {
         e.push(value);
     }
     StatusCode::ACCEPTED
+}
+
+/// A body as JSON, or as a JSON string when it is not JSON.
+fn json_or_text(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into()))
 }
