@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use sundial::app::{App, QueueNeed};
 use sundial::config::Settings;
-use sundial::consume::{consume_sqs, ConsumeOptions};
-use sundial::process::Processor;
-use sundial::queue::sqs::SqsQueue;
-use sundial::scan::{scan as scan_once, ScanOptions};
+use sundial::queue::sqs::MAX_WAIT;
+use sundial::scan::{run_ticks, tick};
+use sundial::worker::{run_worker, SqsInbox, WorkerOptions};
 use sundial::{logging, metrics, store};
 use tokio::sync::watch;
 
@@ -30,42 +30,67 @@ pub struct ScanArgs {
     /// Scan once and exit (the default).
     #[arg(long, conflicts_with = "repeat")]
     once: bool,
-    /// Scan repeatedly until interrupted.
+    /// Tick repeatedly until interrupted (a database outage is waited out).
     #[arg(long = "loop", id = "repeat")]
     repeat: bool,
-    /// Seconds between scans with --loop.
-    #[arg(long, default_value_t = 1, requires = "repeat")]
+    /// Seconds between ticks with --loop (EventBridge's cadence is 60).
+    #[arg(long, default_value_t = 1, requires = "repeat",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     every: u64,
     /// Print EMF metrics lines on stdout after each scan.
     #[arg(long)]
     emf: bool,
 }
 
+/// One tick (`--once`), or ticks at a fixed rate until a signal. Both go
+/// through [`sundial::scan::tick`], the scanner Lambda's code.
 pub async fn scan(args: ScanArgs) -> Result<()> {
     logging::init(logging::LogFormat::Text);
     let settings = Settings::from_env()?;
-    let pool = store::connect(settings.require_database_url()?, settings.db_pool_size).await?;
-    let queue = SqsQueue::from_settings(&settings).await?;
-    let opts = ScanOptions::from_settings(&settings, "sundial-cli");
-    let shutdown = shutdown_signal();
-    loop {
-        let summary = scan_once(&pool, &queue, &opts).await?;
+    let report = |summary: &sundial::scan::ScanSummary| {
         if args.emf {
-            metrics::for_scan(&summary).emit("sundial-cli-scan");
+            metrics::for_scan(summary).emit("sundial-cli-scan");
         }
         eprintln!(
-            "claimed {} enqueued {} failed {} backlog {} ({} ms)",
-            summary.claimed, summary.enqueued, summary.failed, summary.backlog, summary.elapsed_ms
+            "claimed {} enqueued {} failed {} backlog {} purged {} ({} ms)",
+            summary.claimed,
+            summary.enqueued,
+            summary.failed,
+            summary.backlog,
+            summary.purged_runs,
+            summary.elapsed_ms
         );
-        if !args.repeat || *shutdown.borrow() {
-            return Ok(());
-        }
-        let mut stop = shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(args.every.max(1))) => {}
-            _ = stop.changed() => return Ok(()),
-        }
+    };
+    if !args.repeat {
+        let app = App::start(settings, QueueNeed::Sqs).await?;
+        let summary = tick(
+            &app.pool,
+            app.queue.dispatch().as_ref(),
+            &app.scan_options("sundial-cli"),
+        )
+        .await?;
+        report(&summary);
+        return Ok(());
     }
+    let shutdown = shutdown_signal();
+    let Some(app) = App::start_patiently(settings, QueueNeed::Sqs, shutdown.clone()).await? else {
+        return Ok(());
+    };
+    let queue = app.queue.dispatch();
+    let totals = run_ticks(
+        &app.pool,
+        queue.as_ref(),
+        &app.scan_options("sundial-cli"),
+        Duration::from_secs(args.every),
+        shutdown,
+        report,
+    )
+    .await;
+    eprintln!(
+        "stopped after {} ticks ({} failed): claimed {} enqueued {}",
+        totals.ticks, totals.errors, totals.claimed, totals.enqueued
+    );
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -74,29 +99,37 @@ pub struct ProcessArgs {
     #[arg(long)]
     queue_url: Option<String>,
     /// Long-poll wait per receive, seconds (≤ 20).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
     wait: u64,
     /// Print an EMF metrics line on exit.
     #[arg(long)]
     emf: bool,
 }
 
+/// Consumes the dispatch queue like the processor Lambda, through the same
+/// worker, until a signal; a database or SQS outage is waited out.
 pub async fn process(args: ProcessArgs) -> Result<()> {
     logging::init(logging::LogFormat::Text);
     let mut settings = Settings::from_env()?;
     if let Some(url) = args.queue_url {
         settings.queue_url = Some(url);
     }
-    let pool = store::connect(settings.require_database_url()?, settings.db_pool_size).await?;
-    let queue = SqsQueue::from_settings(&settings).await?;
-    let processor = Processor::from_settings(pool, &settings, Arc::new(queue.clone()))?;
-    let opts = ConsumeOptions {
-        wait: Duration::from_secs(args.wait.min(20)),
-        max_outstanding: settings.concurrency * 2,
-        visibility: None,
+    let shutdown = shutdown_signal();
+    let Some(app) = App::start_patiently(settings, QueueNeed::Sqs, shutdown.clone()).await? else {
+        return Ok(());
     };
+    let processor = app.processor()?;
+    let Some(queue) = app.sqs().cloned() else {
+        anyhow::bail!("sundial process needs SUNDIAL_QUEUE_URL");
+    };
+    let wait = Duration::from_secs(args.wait).min(MAX_WAIT);
     eprintln!("consuming {} (Ctrl-C to stop)", queue.queue_url());
-    let report = consume_sqs(&processor, &queue, &opts, shutdown_signal()).await;
+    let inbox = Arc::new(SqsInbox::new(queue, wait, None));
+    let opts = WorkerOptions {
+        max_outstanding: app.settings.concurrency * 2,
+        deadline: None,
+    };
+    let report = run_worker(&processor, inbox, &opts, shutdown).await;
     if args.emf {
         metrics::for_process(&report).emit("sundial-cli-process");
     }

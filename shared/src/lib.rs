@@ -4,10 +4,11 @@
 //! are thin shells that build dependencies once and call into it.
 
 pub mod admin;
+pub mod app;
 pub mod config;
-pub mod consume;
 pub mod dev;
 pub mod fire;
+pub mod firetime;
 pub mod logging;
 pub mod message;
 pub mod metrics;
@@ -18,3 +19,4 @@ pub mod schedule;
 pub mod store;
 pub mod target_server;
 pub mod task;
+pub mod worker;

@@ -26,6 +26,13 @@ pub struct DispatchMessage {
     /// recorded as a run but never advances the schedule.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual: bool,
+    /// The instant to fire at: the occurrence plus its jitter for a first
+    /// attempt, the end of the backoff for a retry. The processor holds a
+    /// message that arrives before it (see [`crate::firetime`]). Absent in
+    /// messages of older builds: the processor then derives it from the
+    /// task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 /// A message body that cannot be used.
@@ -52,13 +59,21 @@ impl DispatchMessage {
             task_version,
             attempt: 1,
             manual: false,
+            fire_at: None,
         }
     }
 
-    /// The next attempt at the same occurrence.
-    pub fn retry(&self) -> Self {
+    /// The same message, to be fired at `at`.
+    pub fn firing_at(mut self, at: DateTime<Utc>) -> Self {
+        self.fire_at = Some(at);
+        self
+    }
+
+    /// The next attempt at the same occurrence, to be fired at `at`.
+    pub fn retry(&self, at: DateTime<Utc>) -> Self {
         DispatchMessage {
             attempt: self.attempt.saturating_add(1),
+            fire_at: Some(at),
             ..self.clone()
         }
     }
@@ -117,8 +132,13 @@ mod tests {
         let back = DispatchMessage::parse(&m.to_json()).unwrap();
         assert_eq!(back, m);
         assert_eq!(m.idempotency_key(), "42:2026-03-08T07:00:00.000Z");
-        assert_eq!(m.retry().attempt, 2);
+        let later = occ + chrono::Duration::milliseconds(100);
+        assert_eq!(m.retry(later).attempt, 2);
+        assert_eq!(m.retry(later).fire_at, Some(later));
         assert!(!m.to_json().contains("manual"));
+        assert!(!m.to_json().contains("fire_at"));
+        let timed = m.clone().firing_at(later);
+        assert_eq!(DispatchMessage::parse(&timed.to_json()).unwrap(), timed);
     }
 
     #[test]

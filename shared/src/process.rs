@@ -14,6 +14,14 @@
 //! dispatches the occurrence again meanwhile. The attempt count travels in
 //! the message instead of being inferred from SQS's receive count, which
 //! also counts crashes and deadline hand-backs.
+//!
+//! Timing: a message that arrives before its fire time is held until then
+//! (or put back when it is far too early), so an occurrence never fires
+//! early however the queue rounds its delays ([`crate::firetime`]). When a
+//! `forbid` task's occurrence is recorded and the next one falls within the
+//! chain horizon (the scanner's lookahead), the same write leases that next
+//! occurrence and the processor enqueues it: sub-minute schedules fire at
+//! full rate with the scanner ticking once a minute.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,10 +38,11 @@ use tracing::Instrument;
 use crate::fire::{
     fire_stream, retry_delay, FireRequest, FireResult, Fired, Firer, Limits, Verdict,
 };
+use crate::firetime::{self, Arrival};
 use crate::message::DispatchMessage;
 use crate::queue::{DispatchQueue, Outgoing, MAX_DELAY};
 use crate::store::{self, Outcome, OutcomeKind, RunRecord, RunStatus};
-use crate::task::{header_map, Task, Timing};
+use crate::task::{header_map, Overlap, Task, Timing};
 
 /// Messages whose tasks are loaded with one query.
 const LOAD_CHUNK: usize = 100;
@@ -45,6 +54,12 @@ const FLUSH_MAX: usize = 200;
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Longest retry backoff (SQS can delay a message at most 15 minutes).
 const MAX_BACKOFF: Duration = MAX_DELAY;
+/// How soon a message handed back (deadline near, database or queue down)
+/// is delivered again: soon, not after the queue's visibility timeout.
+pub const HAND_BACK_AFTER: Duration = Duration::from_secs(2);
+/// Early messages held at once at most (each held at most
+/// [`firetime::HOLD_MAX`]).
+const HOLD_SLOTS: usize = 10_000;
 
 /// How the processor runs.
 #[derive(Debug, Clone)]
@@ -57,6 +72,10 @@ pub struct ProcessorOptions {
     pub deadline_margin: Duration,
     /// Lease kept past a retry's due time and timeout.
     pub lease: Duration,
+    /// A `forbid` task whose next occurrence is due within this much of
+    /// its recorded run is chained (leased and enqueued by the processor);
+    /// later ones are left to the scanner. The scanner's lookahead.
+    pub chain_horizon: Duration,
 }
 
 impl ProcessorOptions {
@@ -66,20 +85,33 @@ impl ProcessorOptions {
             per_host: settings.per_host_concurrency,
             deadline_margin: settings.deadline_margin,
             lease: settings.lease,
+            chain_horizon: settings.lookahead,
         }
     }
 }
 
-/// What became of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// What became of one message, and so what its inbox does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Handled (fired and recorded, retried as a new message, or dropped as
-    /// stale): delete it.
+    /// Handled (fired and recorded, retried or put back as a new message,
+    /// or dropped as stale): delete it.
     Done,
-    /// Not handled: leave it for the queue to deliver again (unparseable
-    /// bodies end in the dead-letter queue this way).
-    Redeliver,
+    /// Not handled now (the deadline was near, the database or the queue
+    /// failed): deliver it again after this long.
+    Retry {
+        /// When to deliver it again.
+        after: Duration,
+    },
+    /// Unreadable: it will never work. Leave it to the queue's
+    /// dead-letter policy (SQS: redelivered until `maxReceiveCount`).
+    Poison,
+}
+
+impl Disposition {
+    /// The hand-back used for deadline and outage cases.
+    pub const HAND_BACK: Disposition = Disposition::Retry {
+        after: HAND_BACK_AFTER,
+    };
 }
 
 /// Figures of one processing run, for logs and metrics.
@@ -108,6 +140,13 @@ pub struct ProcessReport {
     pub not_started: u64,
     /// Messages handed back because the database or queue failed.
     pub write_failures: u64,
+    /// Messages that arrived early and were held until their fire time.
+    pub held: u64,
+    /// Messages that arrived far too early and were put back with the
+    /// remaining delay.
+    pub put_back: u64,
+    /// Next occurrences leased and enqueued by the processor (chaining).
+    pub chained: u64,
     /// Fire lag (start of the first attempt − occurrence), milliseconds.
     #[serde(skip)]
     pub fire_lag_ms: Vec<f64>,
@@ -131,6 +170,9 @@ impl ProcessReport {
         self.invalid += other.invalid;
         self.not_started += other.not_started;
         self.write_failures += other.write_failures;
+        self.held += other.held;
+        self.put_back += other.put_back;
+        self.chained += other.chained;
         self.fire_lag_ms.extend_from_slice(&other.fire_lag_ms);
         self.latency_ms.extend_from_slice(&other.latency_ms);
     }
@@ -160,22 +202,42 @@ struct Settled<Id> {
     id: Id,
     disposition: Disposition,
     outcome: Option<Outcome>,
+    /// A message to send before the outcome is written (a retry, or a
+    /// message put back); if it cannot be sent, the message is handed back.
     retry: Option<Outgoing>,
+    /// The next occurrence, to enqueue if the write-back chained it.
+    chain: Option<DispatchMessage>,
     report: ProcessReport,
 }
 
 impl<Id> Settled<Id> {
-    fn drop_stale(id: Id, outcome: Option<Outcome>) -> Self {
+    fn new(id: Id, disposition: Disposition, report: ProcessReport) -> Self {
         Settled {
             id,
-            disposition: Disposition::Done,
-            outcome,
+            disposition,
+            outcome: None,
             retry: None,
-            report: ProcessReport {
-                stale_dropped: 1,
-                ..Default::default()
-            },
+            chain: None,
+            report,
         }
+    }
+
+    fn drop_stale(id: Id, outcome: Option<Outcome>) -> Self {
+        Settled {
+            outcome,
+            ..Settled::new(
+                id,
+                Disposition::Done,
+                ProcessReport {
+                    stale_dropped: 1,
+                    ..Default::default()
+                },
+            )
+        }
+    }
+
+    fn hand_back(id: Id, report: ProcessReport) -> Self {
+        Settled::new(id, Disposition::HAND_BACK, report)
     }
 }
 
@@ -186,6 +248,8 @@ struct InFlight<Id> {
     task: Arc<Task>,
     timing: Arc<Timing>,
     span: tracing::Span,
+    /// Hold until this instant before firing (the message came early).
+    hold_until: Option<Instant>,
 }
 
 impl Processor {
@@ -216,6 +280,17 @@ impl Processor {
                 reason: e.to_string(),
             })?,
         );
+        Self::build(pool, settings, guard, retries)
+    }
+
+    /// The processor around an existing target guard (see
+    /// [`crate::app::App::processor`]).
+    pub fn build(
+        pool: PgPool,
+        settings: &crate::config::Settings,
+        guard: Arc<crate::fire::TargetGuard>,
+        retries: Arc<dyn DispatchQueue>,
+    ) -> Result<Self, SetupError> {
         let signer =
             crate::fire::Signer::new(settings.signing_secrets.clone()).map_err(|e| SetupError {
                 setting: "SUNDIAL_SIGNING_SECRETS",
@@ -283,6 +358,16 @@ impl Processor {
             // Load the next chunks' tasks while this one's are starting.
             .buffered(PREPARE_AHEAD)
             .flatten()
+            // Early messages wait for their instant here, each on its own
+            // timer: a held message occupies no firing slot, and the others
+            // pass it by.
+            .map(|(job, request): (InFlight<Id>, FireRequest)| async move {
+                if let Some(until) = job.hold_until {
+                    tokio::time::sleep_until(until).await;
+                }
+                (job, request)
+            })
+            .buffer_unordered(HOLD_SLOTS)
             // Boxing pins down the lifetimes, so the whole future is `Send`.
             .boxed();
         let mut limits = Limits::new(self.opts.concurrency, self.opts.per_host);
@@ -322,16 +407,14 @@ impl Processor {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "unreadable dispatch message; leaving it for the dead-letter queue");
-                    settled.push(Settled {
+                    settled.push(Settled::new(
                         id,
-                        disposition: Disposition::Redeliver,
-                        outcome: None,
-                        retry: None,
-                        report: ProcessReport {
+                        Disposition::Poison,
+                        ProcessReport {
                             invalid: 1,
                             ..Default::default()
                         },
-                    });
+                    ));
                 }
             }
         }
@@ -355,17 +438,14 @@ impl Processor {
             Err(err) => {
                 tracing::error!(error = %err, "cannot load tasks; handing the messages back");
                 for (id, _) in parsed {
-                    settled.push(Settled {
+                    settled.push(Settled::hand_back(
                         id,
-                        disposition: Disposition::Redeliver,
-                        outcome: None,
-                        retry: None,
-                        report: ProcessReport {
+                        ProcessReport {
                             received: 1,
                             write_failures: 1,
                             ..Default::default()
                         },
-                    });
+                    ));
                 }
                 return (settled, Vec::new());
             }
@@ -460,44 +540,59 @@ impl Processor {
             return Triage::Settled(Settled::drop_stale(id, release));
         }
         if !message.manual && timing.should_skip(message.occurrence, now) {
+            let run = RunRecord {
+                status: RunStatus::Skipped,
+                attempts: message.attempt as i32,
+                fired_at: None,
+                finished_at: now,
+                http_status: None,
+                latency_ms: None,
+                error: Some("missed its time; catch-up policy is `none`".into()),
+                response_excerpt: None,
+            };
             let report = ProcessReport {
                 skipped: 1,
                 ..Default::default()
             };
-            let outcome = base(OutcomeKind::Finished {
-                run: RunRecord {
-                    status: RunStatus::Skipped,
+            return Triage::Settled(self.finish(id, &message, &task, &timing, run, now, report));
+        }
+        // Never early: hold a message that came a little before its time,
+        // put back one that came far too early.
+        let fire_at = self.fire_at(&message, &task);
+        let hold_until = match firetime::on_arrival(fire_at, now) {
+            Arrival::Fire => None,
+            Arrival::Hold(early) => Some(Instant::now() + early),
+            Arrival::PutBack(early) => {
+                span.in_scope(|| {
+                    tracing::info!(
+                        early_ms = early.as_millis() as u64,
+                        "message arrived far too early; putting it back"
+                    )
+                });
+                return Triage::Settled(self.put_back(id, message, &task, fire_at, early, now));
+            }
+        };
+        let headers = match header_map(&task.headers) {
+            Ok(h) => h.into_iter().collect(),
+            Err(err) => {
+                span.in_scope(|| tracing::warn!(error = %err, "task headers unusable; recording a failed run"));
+                let run = RunRecord {
+                    status: RunStatus::Failed,
                     attempts: message.attempt as i32,
                     fired_at: None,
                     finished_at: now,
                     http_status: None,
                     latency_ms: None,
-                    error: Some("missed its time; catch-up policy is `none`".into()),
+                    error: Some(err.to_string()),
                     response_excerpt: None,
-                },
-                next_run_at: timing.next_after_run(message.occurrence, now),
-                manual: false,
-            });
-            return Triage::Settled(Settled {
-                id,
-                disposition: Disposition::Done,
-                outcome: Some(outcome),
-                retry: None,
-                report,
-            });
-        }
-        let headers = match header_map(&task.headers) {
-            Ok(h) => h.into_iter().collect(),
-            Err(err) => {
-                span.in_scope(|| tracing::warn!(error = %err, "task headers unusable; recording a failed run"));
-                return Triage::Settled(self.finish_without_call(
-                    id,
-                    &message,
-                    &task,
-                    &timing,
-                    err.to_string(),
-                    now,
-                ));
+                };
+                let report = ProcessReport {
+                    failed: 1,
+                    ..Default::default()
+                };
+                return Triage::Settled(
+                    self.finish(id, &message, &task, &timing, run, now, report),
+                );
             }
         };
         let request = FireRequest {
@@ -515,49 +610,112 @@ impl Processor {
                 task,
                 timing,
                 span,
+                hold_until,
             },
             request,
         )
     }
 
-    fn finish_without_call<Id>(
+    /// The instant a message fires: what it says, or (messages of older
+    /// builds) its occurrence plus the task's jitter.
+    fn fire_at(&self, message: &DispatchMessage, task: &Task) -> DateTime<Utc> {
+        match message.fire_at {
+            Some(at) => at,
+            None if message.manual => message.occurrence,
+            None => firetime::fire_at(task.id, message.occurrence, task.jitter_secs),
+        }
+    }
+
+    /// Sends a message that came far too early again with the remaining
+    /// delay, and keeps the lease until well after it.
+    fn put_back<Id>(
+        &self,
+        id: Id,
+        message: DispatchMessage,
+        task: &Task,
+        fire_at: DateTime<Utc>,
+        early: Duration,
+        now: DateTime<Utc>,
+    ) -> Settled<Id> {
+        let lease_until = fire_at + self.lease_after(task);
+        let outcome = (!message.manual).then(|| Outcome {
+            task_id: task.id,
+            version: task.version,
+            occurrence: message.occurrence,
+            kind: OutcomeKind::Retrying {
+                lease_until: lease_until.max(now),
+            },
+        });
+        Settled {
+            outcome,
+            retry: Some(Outgoing {
+                message: message.firing_at(fire_at),
+                delay: early,
+            }),
+            ..Settled::new(
+                id,
+                Disposition::Done,
+                ProcessReport {
+                    put_back: 1,
+                    ..Default::default()
+                },
+            )
+        }
+    }
+
+    /// How long a lease lasts beyond an occurrence's fire time: its
+    /// timeout plus the configured lease.
+    fn lease_after(&self, task: &Task) -> chrono::Duration {
+        chrono::Duration::from_std(
+            Duration::from_millis(task.timeout_ms.max(0) as u64) + self.opts.lease,
+        )
+        .unwrap_or_default()
+    }
+
+    /// The occurrence is finished with `run`: record it, move the schedule
+    /// on (unless manual), and chain the next occurrence of a `forbid` task
+    /// when it is due within the chain horizon.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<Id>(
         &self,
         id: Id,
         message: &DispatchMessage,
         task: &Task,
         timing: &Timing,
-        error: String,
+        run: RunRecord,
         now: DateTime<Utc>,
+        report: ProcessReport,
     ) -> Settled<Id> {
+        let next_run_at = if message.manual {
+            None
+        } else {
+            timing.next_after_run(message.occurrence, now)
+        };
+        let horizon = now + chrono::Duration::from_std(self.opts.chain_horizon).unwrap_or_default();
+        let chain = next_run_at
+            .filter(|next| !message.manual && task.overlap == Overlap::Forbid && *next <= horizon)
+            .map(|next| {
+                let at = firetime::fire_at(task.id, next, task.jitter_secs);
+                DispatchMessage::new(task.id, next, task.version).firing_at(at)
+            });
+        let chain_lease = chain
+            .as_ref()
+            .and_then(|m| m.fire_at)
+            .map(|at| at.max(now) + self.lease_after(task));
         Settled {
-            id,
-            disposition: Disposition::Done,
             outcome: Some(Outcome {
                 task_id: task.id,
                 version: task.version,
                 occurrence: message.occurrence,
                 kind: OutcomeKind::Finished {
-                    run: RunRecord {
-                        status: RunStatus::Failed,
-                        attempts: message.attempt as i32,
-                        fired_at: None,
-                        finished_at: now,
-                        http_status: None,
-                        latency_ms: None,
-                        error: Some(error),
-                        response_excerpt: None,
-                    },
-                    next_run_at: (!message.manual)
-                        .then(|| timing.next_after_run(message.occurrence, now))
-                        .flatten(),
+                    run,
+                    next_run_at,
                     manual: message.manual,
+                    chain_lease,
                 },
             }),
-            retry: None,
-            report: ProcessReport {
-                failed: 1,
-                ..Default::default()
-            },
+            chain,
+            ..Settled::new(id, Disposition::Done, report)
         }
     }
 
@@ -569,10 +727,12 @@ impl Processor {
             task,
             timing,
             span,
+            hold_until,
         } = job;
         let _entered = span.enter();
         let mut report = ProcessReport {
             received: 1,
+            held: u64::from(hold_until.is_some()),
             ..Default::default()
         };
         let result = match fired {
@@ -580,13 +740,7 @@ impl Processor {
             Fired::NotStarted => {
                 report.not_started = 1;
                 tracing::info!("deadline near; handing the message back");
-                return Settled {
-                    id,
-                    disposition: Disposition::Redeliver,
-                    outcome: None,
-                    retry: None,
-                    report,
-                };
+                return Settled::hand_back(id, report);
             }
         };
         report.fired = 1;
@@ -601,12 +755,6 @@ impl Processor {
         }
         let now = Utc::now();
         let attempts_left = (message.attempt as i32) < task.max_attempts;
-        let outcome_of = |kind| Outcome {
-            task_id: task.id,
-            version: task.version,
-            occurrence: message.occurrence,
-            kind,
-        };
         if let Verdict::Retryable {
             retry_after,
             timed_out,
@@ -630,24 +778,21 @@ impl Processor {
                     retry_in_ms = delay.as_millis() as u64,
                     "attempt failed; retrying"
                 );
-                let lease_until = now
-                    + chrono::Duration::from_std(
-                        delay
-                            + Duration::from_millis(task.timeout_ms.max(0) as u64)
-                            + self.opts.lease,
-                    )
-                    .unwrap_or_default();
+                let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                let lease_until = retry_at + self.lease_after(&task);
                 return Settled {
-                    id,
-                    disposition: Disposition::Done,
                     // Manual firings hold no lease.
-                    outcome: (!message.manual)
-                        .then(|| outcome_of(OutcomeKind::Retrying { lease_until })),
+                    outcome: (!message.manual).then(|| Outcome {
+                        task_id: task.id,
+                        version: task.version,
+                        occurrence: message.occurrence,
+                        kind: OutcomeKind::Retrying { lease_until },
+                    }),
                     retry: Some(Outgoing {
-                        message: message.retry(),
+                        message: message.retry(retry_at),
                         delay,
                     }),
-                    report,
+                    ..Settled::new(id, Disposition::Done, report)
                 };
             }
         }
@@ -675,22 +820,7 @@ impl Processor {
             "fired"
         );
         let run = run_record(&result, status, message.attempt);
-        let next_run_at = if message.manual {
-            None
-        } else {
-            timing.next_after_run(message.occurrence, now)
-        };
-        Settled {
-            id,
-            disposition: Disposition::Done,
-            outcome: Some(outcome_of(OutcomeKind::Finished {
-                run,
-                next_run_at,
-                manual: message.manual,
-            })),
-            retry: None,
-            report,
-        }
+        self.finish(id, &message, &task, &timing, run, now, report)
     }
 
     /// Collects settled messages and writes them in batches: retries are
@@ -737,8 +867,9 @@ impl Processor {
     ) where
         F: FnMut(Id, Disposition),
     {
-        // Retries first: an occurrence whose next attempt could not be
-        // queued is handed back whole instead (its lease is not extended).
+        // Retries (and put-backs) first: an occurrence whose next message
+        // could not be queued is handed back whole instead (its lease is
+        // not extended).
         let retry_idx: Vec<usize> = (0..batch.len())
             .filter(|&i| batch[i].retry.is_some())
             .collect();
@@ -758,29 +889,77 @@ impl Processor {
             for k in sent.failed {
                 if let Some(&i) = retry_idx.get(k) {
                     let s = &mut batch[i];
-                    s.disposition = Disposition::Redeliver;
+                    s.disposition = Disposition::HAND_BACK;
                     s.outcome = None;
                     s.report.retried = 0;
+                    s.report.put_back = 0;
                     s.report.write_failures = 1;
                 }
             }
         }
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
-        if let Err(err) = store::record_outcomes(&self.pool, &outcomes).await {
-            // The calls were made but cannot be recorded: hand the messages
-            // back so their outcome is recorded on redelivery (the target
-            // sees the same Idempotency-Key again).
-            tracing::error!(error = %err, outcomes = outcomes.len(), "cannot write outcomes; handing the messages back");
-            for s in &mut batch {
-                if s.outcome.is_some() {
-                    s.disposition = Disposition::Redeliver;
-                    s.report.write_failures = 1;
+        match store::record_outcomes(&self.pool, &outcomes).await {
+            Ok(recorded) => self.enqueue_chained(&batch, &recorded, report).await,
+            Err(err) => {
+                // The calls were made but cannot be recorded: hand the
+                // messages back so their outcome is recorded on redelivery
+                // (the target sees the same Idempotency-Key again).
+                tracing::error!(error = %err, outcomes = outcomes.len(), "cannot write outcomes; handing the messages back");
+                for s in &mut batch {
+                    if s.outcome.is_some() {
+                        s.disposition = Disposition::HAND_BACK;
+                        s.report.write_failures = 1;
+                    }
                 }
             }
         }
         for s in batch {
             report.merge(&s.report);
             done(s.id, s.disposition);
+        }
+    }
+
+    /// Enqueues the next occurrences the write-back leased. One the queue
+    /// refuses is released at once, so the scanner dispatches it; if this
+    /// process dies first, its lease lapses and the scanner does the same.
+    async fn enqueue_chained<Id>(
+        &self,
+        batch: &[Settled<Id>],
+        recorded: &store::Recorded,
+        report: &mut ProcessReport,
+    ) {
+        if recorded.chained.is_empty() {
+            return;
+        }
+        let leased: HashSet<i64> = recorded.chained.iter().copied().collect();
+        let now = Utc::now();
+        let outgoing: Vec<Outgoing> = batch
+            .iter()
+            .filter_map(|s| s.chain.as_ref())
+            .filter(|m| leased.contains(&m.task_id))
+            .map(|m| Outgoing {
+                message: m.clone(),
+                delay: firetime::delay_until(m.fire_at.unwrap_or(m.occurrence), now),
+            })
+            .collect();
+        let sent = self.retries.send(&outgoing).await;
+        report.chained += (outgoing.len() - sent.failed.len()) as u64;
+        if sent.failed.is_empty() {
+            return;
+        }
+        let refused: Vec<(i64, DateTime<Utc>)> = sent
+            .failed
+            .iter()
+            .filter_map(|&k| outgoing.get(k))
+            .map(|o| (o.message.task_id, o.message.occurrence))
+            .collect();
+        tracing::warn!(
+            failed = refused.len(),
+            error = sent.first_error.as_deref().unwrap_or("unknown"),
+            "cannot enqueue next occurrences; releasing them to the scanner"
+        );
+        if let Err(err) = store::release(&self.pool, &refused).await {
+            tracing::warn!(error = %err, "cannot release; the leases lapse and the scanner recovers them");
         }
     }
 }

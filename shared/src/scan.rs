@@ -8,15 +8,16 @@
 //!    nothing is lost when the queue is down.
 //! 4. Stop when nothing is due or the time budget is spent, and report.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::firetime;
 use crate::message::DispatchMessage;
-use crate::queue::{DispatchQueue, Outgoing, MAX_DELAY};
+use crate::queue::{DispatchQueue, Outgoing};
 use crate::store::{self, Advance, ClaimOptions, Claimed, StoreError};
 use crate::task::{Overlap, Timing};
 
@@ -33,6 +34,8 @@ pub struct ScanOptions {
     pub budget: Duration,
     /// Written to `lease_owner`.
     pub owner: String,
+    /// Run history kept by [`tick`]'s purge, in days.
+    pub retention_days: u32,
 }
 
 impl ScanOptions {
@@ -44,6 +47,7 @@ impl ScanOptions {
             lease: settings.lease,
             budget: settings.scan_budget,
             owner: owner.into(),
+            retention_days: settings.run_retention_days,
         }
     }
 }
@@ -57,7 +61,9 @@ pub struct ScanSummary {
     pub invalid: u64,
     /// Occurrences claimed.
     pub claimed: u64,
-    /// Occurrences accepted by the queue.
+    /// Occurrences accepted by the queue (a claimed `overlap = allow` row
+    /// sends every occurrence within the lookahead, so this can exceed
+    /// `claimed`).
     pub enqueued: u64,
     /// Occurrences the queue refused (their leases were released).
     pub failed: u64,
@@ -75,6 +81,8 @@ pub struct ScanSummary {
     pub first_error: Option<String>,
     /// Wall time of the scan.
     pub elapsed_ms: u64,
+    /// Runs deleted by the retention purge of this tick.
+    pub purged_runs: u64,
 }
 
 /// A scan could not talk to the database.
@@ -124,7 +132,8 @@ pub async fn scan(
         summary.pages += 1;
         summary.claimed += claimed.len() as u64;
         let page_was_full = claimed.len() as i64 >= opts.page_size;
-        let sent_ok = dispatch_page(pool, queue, &claimed, now, &mut summary).await?;
+        let horizon = now + claim.lookahead;
+        let sent_ok = dispatch_page(pool, queue, &claimed, now, horizon, &mut summary).await?;
         // A queue that refuses messages is down or throttling hard: stop
         // instead of claiming (and releasing) page after page.
         if !sent_ok || !page_was_full {
@@ -139,11 +148,155 @@ pub async fn scan(
     Ok(summary)
 }
 
-/// Deletes run history older than the retention, a bounded chunk per call
-/// (the scanner calls it after each scan). Returns the rows deleted.
+/// Runs deleted per tick at most (an indexed, bounded `DELETE`).
+pub const PURGE_CHUNK: i64 = 10_000;
+
+/// One scanner tick, the same for the scanner Lambda, `sundial scan` and
+/// `sundial dev`: a [`scan`], then a bounded chunk of the run-history
+/// purge. A failed purge is logged and retried on the next tick; it never
+/// fails the scan.
+pub async fn tick(
+    pool: &PgPool,
+    queue: &dyn DispatchQueue,
+    opts: &ScanOptions,
+) -> Result<ScanSummary, ScanError> {
+    let mut summary = scan(pool, queue, opts).await?;
+    match purge_history(pool, opts.retention_days).await {
+        Ok(n) => summary.purged_runs = n,
+        Err(err) => tracing::warn!(error = %err, "cannot purge old runs; trying again next tick"),
+    }
+    Ok(summary)
+}
+
+/// Scanner figures over many ticks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TickTotals {
+    /// Ticks that completed.
+    pub ticks: u64,
+    /// Ticks that failed (database errors); each was retried after a backoff.
+    pub errors: u64,
+    /// Occurrences claimed.
+    pub claimed: u64,
+    /// Occurrences the queue accepted.
+    pub enqueued: u64,
+    /// Runs deleted by the purges.
+    pub purged_runs: u64,
+}
+
+/// First wait after a failed tick; doubled per failure, with jitter.
+const TICK_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait after failed ticks.
+const TICK_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Ticks every `every` until `shutdown` turns true (or its sender is
+/// gone): the loop of `sundial scan --loop` and `sundial dev`. A failed
+/// tick (database down) is logged and retried after a capped, jittered
+/// backoff; the loop never ends by itself. A tick in progress is finished,
+/// never cancelled, so it cannot leave claimed rows behind.
+pub async fn run_ticks(
+    pool: &PgPool,
+    queue: &dyn DispatchQueue,
+    opts: &ScanOptions,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut each: impl FnMut(&ScanSummary),
+) -> TickTotals {
+    let mut totals = TickTotals::default();
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Fixed-rate, as EventBridge ticks: the next tick is due `every`
+        // after this one started, however long it took.
+        let started = tokio::time::Instant::now();
+        let wait = match tick(pool, queue, opts).await {
+            Ok(summary) => {
+                failures = 0;
+                totals.ticks += 1;
+                totals.claimed += summary.claimed;
+                totals.enqueued += summary.enqueued;
+                totals.purged_runs += summary.purged_runs;
+                each(&summary);
+                every.saturating_sub(started.elapsed())
+            }
+            Err(err) => {
+                totals.errors += 1;
+                let wait = crate::worker::backoff(failures, TICK_BACKOFF, TICK_BACKOFF_MAX);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %err, retry_in_ms = wait.as_millis() as u64, "scan failed; retrying");
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    totals
+}
+
+/// Deletes run history older than the retention, one bounded chunk.
+/// Returns the rows deleted.
 pub async fn purge_history(pool: &PgPool, retention_days: u32) -> Result<u64, ScanError> {
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
-    Ok(store::purge_runs(pool, cutoff, 10_000).await?)
+    Ok(store::purge_runs(pool, cutoff, PURGE_CHUNK).await?)
+}
+
+/// Most occurrences of one `overlap = allow` task sent per claim: enough
+/// for a per-second schedule across the longest lookahead SQS can delay.
+pub const MAX_OCCURRENCES_PER_TASK: usize = 900;
+
+/// The occurrences of one claimed row that this scan sends, and where the
+/// task continues afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// Occurrences to send, in order; the first is the claimed one.
+    pub occurrences: Vec<DateTime<Utc>>,
+    /// For `overlap = allow`: the next occurrence after the window (`None`
+    /// when the schedule ends). `forbid` tasks move on when their run is
+    /// recorded instead.
+    pub next: Option<Option<DateTime<Utc>>>,
+}
+
+/// Which occurrences of a claimed row go out now.
+///
+/// A `forbid` task sends only its claimed occurrence: the next one is
+/// dispatched when this one is recorded (by the processor, within the
+/// lookahead, or by a later scan). An `allow` task sends every occurrence
+/// due up to `horizon` (so sub-minute schedules fire at full rate although
+/// the scanner runs once a minute), after firing an overdue one once
+/// (catch-up `skip`: the rest continues from `now`).
+pub fn window(c: &Claimed, now: DateTime<Utc>, horizon: DateTime<Utc>) -> Window {
+    let mut occurrences = vec![c.occurrence];
+    if c.overlap != Overlap::Allow {
+        return Window {
+            occurrences,
+            next: None,
+        };
+    }
+    let Ok(timing) = Timing::parse(&c.schedule, &c.timezone, Default::default(), 0) else {
+        // Unreadable schedules only come from plain SQL; the processor
+        // drops the message and the row is disabled on its next edit.
+        return Window {
+            occurrences,
+            next: Some(None),
+        };
+    };
+    let mut next = timing
+        .schedule
+        .next_after(c.occurrence.max(now), timing.zone);
+    while let Some(at) = next {
+        if at > horizon || occurrences.len() >= MAX_OCCURRENCES_PER_TASK {
+            break;
+        }
+        occurrences.push(at);
+        next = timing.schedule.next_after(at, timing.zone);
+    }
+    Window {
+        occurrences,
+        next: Some(next),
+    }
 }
 
 /// Sends one claimed page; returns false when the queue refused messages.
@@ -152,22 +305,36 @@ async fn dispatch_page(
     queue: &dyn DispatchQueue,
     claimed: &[Claimed],
     now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
     summary: &mut ScanSummary,
 ) -> Result<bool, ScanError> {
+    let windows: Vec<Window> = claimed.iter().map(|c| window(c, now, horizon)).collect();
     // Delays count from now, after the claim query, so that messages are
     // not late by the time the claim took.
     let send_now = Utc::now();
-    let outgoing: Vec<Outgoing> = claimed
-        .iter()
-        .map(|c| Outgoing {
-            message: DispatchMessage::new(c.task_id, c.occurrence, c.version),
-            delay: delay_until(c, send_now),
-        })
-        .collect();
+    let mut outgoing = Vec::new();
+    let mut owner = Vec::new();
+    for (i, (c, w)) in claimed.iter().zip(&windows).enumerate() {
+        for &occurrence in &w.occurrences {
+            let at = firetime::fire_at(c.task_id, occurrence, c.jitter_secs);
+            outgoing.push(Outgoing {
+                message: DispatchMessage::new(c.task_id, occurrence, c.version).firing_at(at),
+                delay: firetime::delay_until(at, send_now),
+            });
+            owner.push(i);
+        }
+    }
     let report = queue.send(&outgoing).await;
     summary.send_calls += report.calls as u64;
     summary.failed += report.failed.len() as u64;
-    summary.enqueued += (claimed.len() - report.failed.len()) as u64;
+    summary.enqueued += (outgoing.len() - report.failed.len()) as u64;
+    // The first refused occurrence of each row.
+    let mut first_failed: HashMap<usize, DateTime<Utc>> = HashMap::new();
+    for &k in &report.failed {
+        if let (Some(&i), Some(out)) = (owner.get(k), outgoing.get(k)) {
+            first_failed.entry(i).or_insert(out.message.occurrence);
+        }
+    }
     if !report.failed.is_empty() {
         tracing::warn!(
             failed = report.failed.len(),
@@ -177,30 +344,28 @@ async fn dispatch_page(
         if summary.first_error.is_none() {
             summary.first_error = report.first_error.clone();
         }
-        let released: Vec<(i64, DateTime<Utc>)> = report
-            .failed
+        // `forbid` rows: drop the lease, the next scan sends it again.
+        let released: Vec<(i64, DateTime<Utc>)> = first_failed
             .iter()
-            .filter_map(|&i| claimed.get(i))
-            .map(|c| (c.task_id, c.occurrence))
+            .filter(|(i, _)| windows[**i].next.is_none())
+            .map(|(i, at)| (claimed[*i].task_id, *at))
             .collect();
         store::release(pool, &released).await?;
     }
 
-    // Tasks that allow overlap move on now that their occurrence is queued.
-    let failed: std::collections::HashSet<usize> = report.failed.iter().copied().collect();
+    // `allow` rows move on past what is safely queued: to the first refused
+    // occurrence if any (it goes out again next scan), else past the window.
     let advances: Vec<Advance> = claimed
         .iter()
+        .zip(&windows)
         .enumerate()
-        .filter(|(i, c)| c.overlap == Overlap::Allow && !failed.contains(i))
-        .filter_map(|(_, c)| {
-            let timing = Timing::parse(&c.schedule, &c.timezone, Default::default(), 0).ok()?;
+        .filter_map(|(i, (c, w))| {
+            let next = w.next?;
             Some(Advance {
                 task_id: c.task_id,
                 occurrence: c.occurrence,
                 version: c.version,
-                next_run_at: timing
-                    .schedule
-                    .next_after(c.occurrence.max(now), timing.zone),
+                next_run_at: first_failed.get(&i).copied().or(next),
             })
         })
         .collect();
@@ -208,58 +373,72 @@ async fn dispatch_page(
     Ok(report.failed.is_empty())
 }
 
-/// Time from `now` until the occurrence should fire: its due time plus the
-/// task's jitter, capped to what SQS can delay.
-pub fn delay_until(c: &Claimed, now: DateTime<Utc>) -> Duration {
-    let fire_at = c.occurrence + chrono::Duration::milliseconds(jitter_ms(c));
-    (fire_at - now).to_std().unwrap_or_default().min(MAX_DELAY)
-}
-
-/// A stable spread in `0..=jitter_secs` seconds: the same occurrence gets
-/// the same jitter on every dispatch, different tasks different ones.
-fn jitter_ms(c: &Claimed) -> i64 {
-    if c.jitter_secs <= 0 {
-        return 0;
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (c.task_id, c.occurrence.timestamp_millis()).hash(&mut h);
-    (h.finish() % (c.jitter_secs as u64 * 1000 + 1)) as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn claimed(occurrence: DateTime<Utc>, jitter_secs: i32) -> Claimed {
+    fn claimed(schedule: &str, overlap: Overlap, occurrence: DateTime<Utc>) -> Claimed {
         Claimed {
             task_id: 9,
             version: 1,
             occurrence,
-            schedule: "rate(1 minute)".into(),
+            schedule: schedule.into(),
             timezone: "UTC".into(),
-            overlap: Overlap::Forbid,
-            jitter_secs,
+            overlap,
+            jitter_secs: 0,
         }
     }
 
-    #[test]
-    fn delay_matches_the_occurrence() {
-        let now = Utc::now();
-        let c = claimed(now + chrono::Duration::seconds(45), 0);
-        assert_eq!(delay_until(&c, now), Duration::from_secs(45));
-        // Overdue occurrences go at once; far ones are capped at 15 minutes.
-        let c = claimed(now - chrono::Duration::seconds(5), 0);
-        assert_eq!(delay_until(&c, now), Duration::ZERO);
-        let c = claimed(now + chrono::Duration::hours(1), 0);
-        assert_eq!(delay_until(&c, now), MAX_DELAY);
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
     }
 
     #[test]
-    fn jitter_is_stable_and_bounded() {
-        let now = Utc::now();
-        let c = claimed(now, 30);
-        let a = delay_until(&c, now);
-        assert_eq!(a, delay_until(&c, now));
-        assert!(a <= Duration::from_secs(30));
+    fn forbid_sends_only_the_claimed_occurrence() {
+        let now = t("2026-12-01T09:00:00.550Z");
+        let c = claimed(
+            "rate(10 seconds)",
+            Overlap::Forbid,
+            t("2026-12-01T09:00:10Z"),
+        );
+        let w = window(&c, now, now + chrono::Duration::seconds(75));
+        assert_eq!(w.occurrences, vec![t("2026-12-01T09:00:10Z")]);
+        assert_eq!(w.next, None);
+    }
+
+    #[test]
+    fn allow_sends_every_occurrence_within_the_lookahead() {
+        let now = t("2026-12-01T09:00:00.550Z");
+        let c = claimed(
+            "rate(10 seconds)",
+            Overlap::Allow,
+            t("2026-12-01T09:00:10Z"),
+        );
+        let w = window(&c, now, now + chrono::Duration::seconds(75));
+        let expected: Vec<_> = (1..=7)
+            .map(|k| t("2026-12-01T09:00:00Z") + chrono::Duration::seconds(10 * k))
+            .collect();
+        assert_eq!(w.occurrences, expected);
+        assert_eq!(w.next, Some(Some(t("2026-12-01T09:01:20Z"))));
+    }
+
+    #[test]
+    fn allow_fires_an_overdue_occurrence_once_then_continues_from_now() {
+        let now = t("2026-12-01T09:00:00.550Z");
+        let c = claimed("rate(1 minute)", Overlap::Allow, t("2026-12-01T07:00:00Z"));
+        let w = window(&c, now, now + chrono::Duration::seconds(75));
+        assert_eq!(
+            w.occurrences,
+            vec![t("2026-12-01T07:00:00Z"), t("2026-12-01T09:01:00Z")]
+        );
+        assert_eq!(w.next, Some(Some(t("2026-12-01T09:02:00Z"))));
+    }
+
+    #[test]
+    fn a_window_is_bounded() {
+        let now = t("2026-12-01T09:00:00Z");
+        let c = claimed("rate(1 second)", Overlap::Allow, now);
+        let w = window(&c, now, now + chrono::Duration::hours(1));
+        assert_eq!(w.occurrences.len(), MAX_OCCURRENCES_PER_TASK);
     }
 }

@@ -373,7 +373,7 @@ pub struct ClaimOptions {
 
 /// Claims due occurrences: locks them with `FOR UPDATE SKIP LOCKED`, so
 /// concurrent scanners never claim the same row, and leases them until
-/// `max(occurrence, now) + timeout + lease`.
+/// `max(occurrence, now) + jitter + timeout + lease`.
 pub async fn claim_due(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
@@ -393,7 +393,7 @@ pub async fn claim_due(
          ) \
          UPDATE tasks t SET \
              lease_until = GREATEST(t.next_run_at, $2) \
-                 + make_interval(secs => t.timeout_ms / 1000.0 + $4), \
+                 + make_interval(secs => t.jitter_secs + t.timeout_ms / 1000.0 + $4), \
              lease_owner = $5 \
          FROM due WHERE t.id = due.id \
          RETURNING t.id AS task_id, t.version, t.next_run_at AS occurrence, t.schedule, \
@@ -541,6 +541,11 @@ pub enum OutcomeKind {
         next_run_at: Option<DateTime<Utc>>,
         /// Manual firings are recorded but never move the schedule.
         manual: bool,
+        /// Chain the next occurrence: if the task moves on to
+        /// `next_run_at`, lease that occurrence at once until this instant
+        /// (in the same statement, so no scanner can claim it too); the
+        /// caller then enqueues it. See [`Recorded::chained`].
+        chain_lease: Option<DateTime<Utc>>,
     },
     /// The occurrence is already recorded but the task still waits on it
     /// (an earlier write-back was refused by the version guard): move on.
@@ -567,7 +572,7 @@ pub struct RunRecord {
 }
 
 /// What [`record_outcomes`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Recorded {
     /// New rows in `task_runs`.
     pub runs_inserted: i64,
@@ -575,6 +580,9 @@ pub struct Recorded {
     pub advanced: i64,
     /// Leases extended for retries or released.
     pub leases_changed: i64,
+    /// Tasks that moved on and whose next occurrence was leased for
+    /// chaining (`chain_lease`): the caller must enqueue it, or release it.
+    pub chained: Vec<i64>,
 }
 
 /// Writes back all outcomes of a batch in one statement.
@@ -603,24 +611,31 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
     let mut excerpts: Vec<Option<String>> = Vec::with_capacity(n);
     let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut leases: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut chains: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     for o in outcomes {
         task_ids.push(o.task_id);
         versions.push(o.version);
         occurrences.push(o.occurrence);
-        let (kind, run, next, lease) = match &o.kind {
+        let (kind, run, next, lease, chain) = match &o.kind {
             OutcomeKind::Finished {
                 run,
                 next_run_at,
                 manual,
+                chain_lease,
             } => (
                 if *manual { "manual" } else { "finished" },
                 Some(run),
                 *next_run_at,
                 None,
+                chain_lease.filter(|_| !*manual && next_run_at.is_some()),
             ),
-            OutcomeKind::AlreadyRecorded { next_run_at } => ("recorded", None, *next_run_at, None),
-            OutcomeKind::Retrying { lease_until } => ("retrying", None, None, Some(*lease_until)),
-            OutcomeKind::Released => ("released", None, None, None),
+            OutcomeKind::AlreadyRecorded { next_run_at } => {
+                ("recorded", None, *next_run_at, None, None)
+            }
+            OutcomeKind::Retrying { lease_until } => {
+                ("retrying", None, None, Some(*lease_until), None)
+            }
+            OutcomeKind::Released => ("released", None, None, None, None),
         };
         kinds.push(kind);
         statuses.push(run.map(|r| r.status.as_str()));
@@ -633,6 +648,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         excerpts.push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
         nexts.push(next);
         leases.push(lease);
+        chains.push(chain);
     }
     let recorded = sqlx::query_as::<_, Recorded>(RECORD_OUTCOMES_SQL)
         .bind(&task_ids)
@@ -649,6 +665,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         .bind(&nexts)
         .bind(&leases)
         .bind(&excerpts)
+        .bind(&chains)
         .fetch_one(db)
         .await?;
     Ok(recorded)
@@ -659,9 +676,10 @@ WITH input AS (
     SELECT * FROM UNNEST(
         $1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::int[],
         $7::timestamptz[], $8::timestamptz[], $9::int[], $10::int[], $11::text[],
-        $12::timestamptz[], $13::timestamptz[], $14::text[]
+        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[]
     ) AS i(task_id, version, occurrence, kind, status, attempts, fired_at, finished_at,
-           http_status, latency_ms, error, next_run_at, lease_until, response_excerpt)
+           http_status, latency_ms, error, next_run_at, lease_until, response_excerpt,
+           chain_lease)
 ),
 runs AS (
     INSERT INTO task_runs (task_id, scheduled_for, attempts, fired_at, finished_at, status,
@@ -682,8 +700,9 @@ advanced AS (
     UPDATE tasks t SET
         next_run_at = i.next_run_at,
         enabled     = t.enabled AND i.next_run_at IS NOT NULL,
-        lease_until = NULL,
-        lease_owner = NULL,
+        -- Chaining: the next occurrence is leased in this very statement.
+        lease_until = i.chain_lease,
+        lease_owner = CASE WHEN i.chain_lease IS NULL THEN NULL ELSE 'sundial-processor' END,
         last_run_at = CASE WHEN r.task_id IS NOT NULL THEN i.finished_at ELSE t.last_run_at END,
         last_status = CASE WHEN r.task_id IS NOT NULL THEN i.status ELSE t.last_status END,
         last_error  = CASE WHEN r.task_id IS NOT NULL THEN i.error ELSE t.last_error END,
@@ -695,7 +714,7 @@ advanced AS (
     LEFT JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
     WHERE t.id = i.task_id AND i.kind IN ('finished', 'recorded')
       AND t.next_run_at = i.occurrence AND t.version = i.version
-    RETURNING t.id
+    RETURNING t.id, i.chain_lease IS NOT NULL AND t.enabled AS chained
 ),
 noted AS (
     -- Runs recorded for occurrences the task no longer waits on (manual
@@ -727,7 +746,8 @@ leased AS (
 )
 SELECT (SELECT count(*) FROM runs) AS runs_inserted,
        (SELECT count(*) FROM advanced) AS advanced,
-       (SELECT count(*) FROM leased) AS leases_changed";
+       (SELECT count(*) FROM leased) AS leases_changed,
+       ARRAY(SELECT id FROM advanced WHERE chained) AS chained";
 
 fn truncate_error(error: &str) -> String {
     const MAX: usize = 2000;

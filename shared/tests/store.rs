@@ -46,6 +46,7 @@ fn finished(
             },
             next_run_at: next,
             manual: false,
+            chain_lease: None,
         },
     }
 }

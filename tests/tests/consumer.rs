@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::PgPool;
 use sundial::config::Settings;
-use sundial::consume::{consume_sqs, ConsumeOptions};
 use sundial::process::Processor;
 use sundial::scan::{scan, ScanOptions};
 use sundial::target_server::{self, TargetConfig};
+use sundial::worker::{run_worker, SqsInbox, WorkerOptions};
 use sundial_e2e::fresh_queue;
 use tokio::sync::watch;
 
@@ -49,6 +49,7 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
             lease: Duration::from_secs(300),
             budget: Duration::from_secs(30),
             owner: "test".into(),
+            retention_days: 30,
         },
     )
     .await
@@ -68,12 +69,16 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
     let consumer = {
         let queue = queue.clone();
         tokio::spawn(async move {
-            let opts = ConsumeOptions {
-                wait: Duration::from_secs(1),
+            let inbox = Arc::new(SqsInbox::new(
+                queue,
+                Duration::from_secs(1),
+                Some(Duration::from_secs(30)),
+            ));
+            let opts = WorkerOptions {
                 max_outstanding: 100,
-                visibility: Some(Duration::from_secs(30)),
+                deadline: None,
             };
-            consume_sqs(&processor, &queue, &opts, stop_rx).await
+            run_worker(&processor, inbox, &opts, stop_rx).await
         })
     };
     // Wait until every occurrence is recorded.

@@ -321,6 +321,7 @@ async fn processor_binary_hands_back_unstarted_messages_quickly(pool: PgPool) {
             lease: Duration::from_secs(300),
             budget: Duration::from_secs(10),
             owner: "test".into(),
+            retention_days: 30,
         },
     )
     .await

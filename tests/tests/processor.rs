@@ -132,7 +132,7 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
     let (dispositions, report) = processor.process_batch(batch, None).await;
     let by_id: HashMap<String, Disposition> = dispositions.into_iter().collect();
     // Only the unparseable message is handed back (so it reaches the DLQ).
-    assert_eq!(by_id["garbage"], Disposition::Redeliver);
+    assert_eq!(by_id["garbage"], Disposition::Poison);
     for (name, _) in &cases {
         assert_eq!(by_id[*name], Disposition::Done, "{name}");
     }
@@ -429,7 +429,7 @@ async fn the_deadline_guard_hands_back_unstarted_messages(pool: PgPool) {
     let (dispositions, report) = processor.process_batch(batch.clone(), Some(deadline)).await;
     let handed_back: Vec<i32> = dispositions
         .iter()
-        .filter(|(_, d)| *d == Disposition::Redeliver)
+        .filter(|(_, d)| *d == Disposition::HAND_BACK)
         .map(|(i, _)| *i)
         .collect();
     assert!(report.not_started > 0, "{report:?}");

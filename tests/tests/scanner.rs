@@ -22,6 +22,7 @@ fn opts() -> ScanOptions {
         lease: Duration::from_secs(300),
         budget: Duration::from_secs(50),
         owner: "test-scanner".into(),
+        retention_days: 30,
     }
 }
 

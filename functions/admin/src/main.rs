@@ -2,13 +2,10 @@
 //! (or API Gateway HTTP API). Config, pool, queue client and guard are built
 //! once per cold start; the router is the same one `sundial dev` serves.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use sundial::admin::{self, AdminState};
+use sundial::app::{App, QueueNeed};
 use sundial::config::Settings;
-use sundial::fire::guard::TargetGuard;
-use sundial::queue::sqs::SqsQueue;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -38,12 +35,10 @@ async fn build_state() -> anyhow::Result<AdminState> {
     } else {
         Some(settings.require_admin_token()?.to_string())
     };
-    let pool = sundial::store::connect_from_settings(&settings)
+    let app = App::start(settings, QueueNeed::Sqs)
         .await
-        .context("connecting to DATABASE_URL")?;
-    let queue = Arc::new(SqsQueue::from_settings(&settings).await?);
-    let targets =
-        Arc::new(TargetGuard::new(&settings.allow_targets).context("SUNDIAL_ALLOW_TARGETS")?);
+        .context("starting the admin function")?;
+    let (pool, queue, targets) = (app.pool.clone(), app.queue.dispatch(), app.guard.clone());
     Ok(match token {
         Some(token) => AdminState::new(pool, queue, targets, &token),
         None => AdminState::with_delegated_auth(pool, queue, targets),

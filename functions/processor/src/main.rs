@@ -8,35 +8,32 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use sundial::app::{App, QueueNeed};
 use sundial::config::Settings;
-use sundial::message::DispatchMessage;
-use sundial::process::{Disposition, Processor};
+use sundial::process::Processor;
 use sundial::queue::sqs::SqsQueue;
-use sundial::{logging, metrics, store};
+use sundial::worker::{run_worker, EventInbox, WorkerOptions};
+use sundial::{logging, metrics};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     logging::init(logging::LogFormat::Lambda);
-    let settings = Settings::from_env()?;
-    let pool = store::connect_from_settings(&settings).await?;
-    // Retries go back to the dispatch queue itself.
-    let queue = SqsQueue::from_settings(&settings).await?;
-    let processor = Processor::from_settings(pool, &settings, Arc::new(queue.clone()))?;
+    let app = App::start(Settings::from_env()?, QueueNeed::Sqs).await?;
+    // Retries and chained occurrences go back to the dispatch queue itself.
+    let processor = app.processor()?;
+    let queue = app.sqs().cloned();
     let function = logging::function_name("sundial-processor");
-    let (processor, queue, function) = (&processor, &queue, function.as_str());
+    let (processor, queue, function) = (&processor, queue.as_ref(), function.as_str());
     lambda_runtime::run(service_fn(move |event| async move {
-        handle(event, processor, Some(queue), function).await
+        handle(event, processor, queue, function).await
     }))
     .await
 }
 
-/// How soon a message handed back for lack of time (or a database hiccup)
-/// is delivered again. Without this it would wait out the queue's whole
-/// visibility timeout (6 × the function timeout).
-const HANDBACK_DELAY: Duration = Duration::from_secs(2);
-
-/// Processes one SQS batch before the invocation's deadline. `queue` (the
-/// dispatch queue) is used to make handed-back messages visible again soon.
+/// Processes one SQS batch before the invocation's deadline through the
+/// worker: what is not done becomes a batch item failure; handed-back
+/// messages are made visible again after their retry delay (`queue`, the
+/// dispatch queue), not after the visibility timeout.
 async fn handle(
     event: LambdaEvent<SqsEvent>,
     processor: &Processor,
@@ -48,41 +45,26 @@ async fn handle(
         .deadline()
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
-    let deadline = tokio::time::Instant::now() + remaining;
-    let mut failures = Vec::new();
-    let mut messages = Vec::with_capacity(event.payload.records.len());
-    let mut receipts = std::collections::HashMap::new();
-    for record in event.payload.records {
-        if let (Some(id), Some(receipt)) = (&record.message_id, &record.receipt_handle) {
-            receipts.insert(id.clone(), receipt.clone());
-        }
-        match (record.message_id, record.body) {
-            (Some(id), Some(body)) => messages.push((id, body)),
-            // Without a body there is nothing to do but let SQS retry it
-            // into the dead-letter queue.
-            (Some(id), None) => failures.push(id),
-            (None, _) => tracing::warn!("SQS record without a message id"),
-        }
-    }
-    let bodies: std::collections::HashMap<String, bool> = messages
-        .iter()
-        .map(|(id, body)| (id.clone(), DispatchMessage::parse(body).is_ok()))
-        .collect();
-    let (dispositions, report) = processor.process_batch(messages, Some(deadline)).await;
-    for (id, disposition) in dispositions {
-        if disposition != Disposition::Redeliver {
-            continue;
-        }
-        // Readable messages come back soon; unreadable ones wait out the
-        // visibility timeout on their way to the dead-letter queue.
-        let readable = bodies.get(&id).copied().unwrap_or(false);
-        if let (true, Some(queue), Some(receipt)) = (readable, queue, receipts.get(&id)) {
-            if let Err(err) = queue.change_visibility(receipt, HANDBACK_DELAY).await {
-                tracing::warn!(error = %err, message_id = %id, "cannot shorten visibility");
+    let opts = WorkerOptions {
+        max_outstanding: event.payload.records.len().max(1),
+        deadline: Some(tokio::time::Instant::now() + remaining),
+    };
+    let records = event
+        .payload
+        .records
+        .into_iter()
+        .filter_map(|r| match r.message_id {
+            Some(id) => Some((id, r.receipt_handle, r.body)),
+            None => {
+                tracing::warn!("SQS record without a message id");
+                None
             }
-        }
-        failures.push(id);
-    }
+        });
+    let inbox = Arc::new(EventInbox::new(records, queue.cloned()));
+    // The batch ends the run; nothing else stops it.
+    let (_keep, never) = tokio::sync::watch::channel(false);
+    let report = run_worker(processor, inbox.clone(), &opts, never).await;
+    let failures = inbox.failures();
     metrics::for_process(&report).emit(function);
     tracing::info!(?report, failures = failures.len(), "batch processed");
     let mut response = SqsBatchResponse::default();
@@ -101,6 +83,7 @@ async fn handle(
 mod tests {
     use super::*;
     use sqlx::PgPool;
+    use sundial::message::DispatchMessage;
     use sundial::queue::memory::MemoryQueue;
     use sundial::target_server::{self, TargetConfig};
 

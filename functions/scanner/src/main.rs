@@ -8,34 +8,28 @@ use std::time::Duration;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use sqlx::PgPool;
+use sundial::app::{App, QueueNeed};
 use sundial::config::Settings;
-use sundial::queue::sqs::SqsQueue;
 use sundial::queue::DispatchQueue;
-use sundial::scan::{scan, ScanOptions, ScanSummary};
-use sundial::{logging, metrics, store};
+use sundial::scan::{tick, ScanOptions, ScanSummary};
+use sundial::{logging, metrics};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     logging::init(logging::LogFormat::Lambda);
-    let settings = Settings::from_env()?;
-    let pool = store::connect_from_settings(&settings).await?;
-    let queue = SqsQueue::from_settings(&settings).await?;
+    let app = App::start(Settings::from_env()?, QueueNeed::Sqs).await?;
     let function = logging::function_name("sundial-scanner");
-    let opts = ScanOptions::from_settings(&settings, function.clone());
-    let retention_days = settings.run_retention_days;
-    let (pool, queue, opts, function) = (&pool, &queue, &opts, function.as_str());
+    let opts = app.scan_options(function.clone());
+    let queue = app.queue.dispatch();
+    let (pool, queue, opts, function) = (&app.pool, queue.as_ref(), &opts, function.as_str());
     lambda_runtime::run(service_fn(move |event| async move {
-        let summary = handle(event, pool, queue, opts, function).await?;
-        // History retention: a bounded chunk per tick, never failing the scan.
-        if let Err(err) = sundial::scan::purge_history(pool, retention_days).await {
-            tracing::warn!(error = %err, "cannot purge old runs");
-        }
-        Ok::<_, Error>(summary)
+        handle(event, pool, queue, opts, function).await
     }))
     .await
 }
 
-/// Runs one scan within the invocation's time and reports it.
+/// Runs one tick (scan + bounded purge) within the invocation's time and
+/// reports it.
 async fn handle(
     event: LambdaEvent<EventBridgeEvent>,
     pool: &PgPool,
@@ -59,7 +53,7 @@ async fn handle(
         budget_ms = opts.budget.as_millis() as u64,
         "scan started"
     );
-    let summary = scan(pool, queue, &opts).await?;
+    let summary = tick(pool, queue, &opts).await?;
     metrics::for_scan(&summary).emit(function);
     tracing::info!(?summary, "scan finished");
     Ok(summary)
@@ -105,6 +99,7 @@ mod tests {
             lease: Duration::from_secs(300),
             budget: Duration::from_secs(50),
             owner: "test".into(),
+            retention_days: 30,
         };
         let summary = handle(
             LambdaEvent::new(payload, context),

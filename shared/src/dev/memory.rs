@@ -2,28 +2,19 @@
 //! continuous stream, with the graceful shutdown that makes a non-durable
 //! queue safe: unsettled occurrences are handed back to the database.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::{defaults, grace_over, stopped, DevError};
-use crate::message::DispatchMessage;
-use crate::process::{Disposition, ProcessReport, Processor};
+use super::{defaults, grace_over, DevError};
+use crate::process::{ProcessReport, Processor};
 use crate::queue::memory::MemoryQueue;
-use crate::queue::Outgoing;
 use crate::store;
-
-/// Most messages taken from the memory queue per receive.
-const RECEIVE_MAX: usize = 100;
-/// Longest wait of one memory-queue receive (shutdown ends it earlier).
-const RECEIVE_WAIT: Duration = Duration::from_secs(1);
+use crate::worker::{run_worker, MemoryInbox, WorkerOptions};
 
 /// How [`consume_memory`] runs.
 #[derive(Debug, Clone)]
@@ -32,7 +23,8 @@ pub struct MemoryConsumeOptions {
     pub max_outstanding: usize,
     /// Time in-flight requests get after shutdown before they are aborted.
     pub grace: Duration,
-    /// Delay before a handed-back message is delivered again.
+    /// Delay before a handed-back message is delivered again (at most:
+    /// the processor may ask for less).
     pub redeliver_delay: Duration,
 }
 
@@ -68,15 +60,6 @@ pub struct MemoryConsumeReport {
     pub manual_dropped: u64,
 }
 
-/// Messages received from the memory queue and not yet settled, by the id
-/// given to the processor.
-type Outstanding = Arc<Mutex<HashMap<u64, DispatchMessage>>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a single insert/remove/push.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Feeds `queue` to the processor as one continuous stream (no batch
 /// barriers) until `shutdown`; a message handed back (`Redeliver`) is
 /// queued again after `redeliver_delay`.
@@ -93,29 +76,18 @@ pub async fn consume_memory(
     opts: &MemoryConsumeOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(ProcessReport, MemoryConsumeReport), DevError> {
-    let outstanding: Outstanding = Arc::default();
-    let refused: Mutex<Vec<DispatchMessage>> = Mutex::default();
-    let redelivered = AtomicU64::new(0);
-    let inbound = receive_stream(
-        queue.clone(),
-        outstanding.clone(),
-        opts.max_outstanding.max(1),
-        shutdown.clone(),
-    );
-    let settle = |id: u64, disposition: Disposition| {
-        let message = lock(&outstanding).remove(&id);
-        if let (Disposition::Redeliver, Some(message)) = (disposition, message) {
-            redelivered.fetch_add(1, Ordering::Relaxed);
-            let sent = queue.push(&[Outgoing {
-                message: message.clone(),
-                delay: opts.redeliver_delay,
-            }]);
-            if !sent.failed.is_empty() {
-                lock(&refused).push(message);
-            }
-        }
+    let inbox =
+        Arc::new(MemoryInbox::new(queue.clone()).with_redeliver_delay(opts.redeliver_delay));
+    let worker = WorkerOptions {
+        max_outstanding: opts.max_outstanding.max(1),
+        deadline: None,
     };
-    let mut processing = Box::pin(processor.process(inbound, None, settle));
+    let mut processing = Box::pin(run_worker(
+        processor,
+        inbox.clone(),
+        &worker,
+        shutdown.clone(),
+    ));
     let (process, aborted) = tokio::select! {
         report = &mut processing => (report, false),
         () = grace_over(shutdown, opts.grace) => (ProcessReport::default(), true),
@@ -125,8 +97,7 @@ pub async fn consume_memory(
 
     queue.close();
     let drained = queue.drain();
-    let unsettled: Vec<DispatchMessage> = lock(&outstanding).drain().map(|(_, m)| m).collect();
-    let refused = std::mem::take(&mut *lock(&refused));
+    let (unsettled, refused) = inbox.take_unsettled();
     if aborted {
         tracing::warn!(
             aborted = unsettled.len(),
@@ -145,7 +116,7 @@ pub async fn consume_memory(
         aborted,
         unsettled: unsettled.len() as u64,
         drained: drained.len() as u64,
-        redelivered: redelivered.load(Ordering::Relaxed),
+        redelivered: inbox.redelivered(),
         handed_back: occurrences.len() as u64,
         released,
         manual_dropped: all().filter(|m| m.manual).count() as u64,
@@ -183,56 +154,4 @@ async fn release_leases(
                 })
         }
     }
-}
-
-/// Receives from the memory queue while fewer than `max_outstanding`
-/// messages are unsettled, until shutdown or the queue closes.
-fn receive_stream(
-    queue: Arc<MemoryQueue>,
-    outstanding: Outstanding,
-    max_outstanding: usize,
-    shutdown: watch::Receiver<bool>,
-) -> impl Stream<Item = (u64, String)> + Send + 'static {
-    let state = (queue, outstanding, shutdown, 0u64);
-    futures::stream::unfold(
-        state,
-        move |(queue, outstanding, shutdown, mut seq)| async move {
-            loop {
-                if *shutdown.borrow() || queue.is_closed() {
-                    return None;
-                }
-                let room = max_outstanding.saturating_sub(lock(&outstanding).len());
-                if room == 0 {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(10)) => continue,
-                        () = stopped(shutdown.clone()) => return None,
-                    }
-                }
-                let batch = tokio::select! {
-                    batch = queue.receive(room.min(RECEIVE_MAX), RECEIVE_WAIT) => batch,
-                    () = stopped(shutdown.clone()) => return None,
-                };
-                if batch.is_empty() {
-                    continue;
-                }
-                let items: Vec<(u64, String)> = {
-                    let mut map = lock(&outstanding);
-                    batch
-                        .into_iter()
-                        .map(|message| {
-                            seq += 1;
-                            let body = message.to_json();
-                            map.insert(seq, message);
-                            (seq, body)
-                        })
-                        .collect()
-                };
-                return Some((
-                    futures::stream::iter(items),
-                    (queue, outstanding, shutdown, seq),
-                ));
-            }
-        },
-    )
-    .flatten()
 }

@@ -10,7 +10,8 @@
 //!   set), and a **processor** worker with the same firing code as the
 //!   Lambda, fed as a continuous stream ([`consume_memory`]): no batch
 //!   barriers;
-//! * a status line every few seconds, and the run-history purge.
+//! * a status line every few seconds; the run-history purge runs in each
+//!   scanner tick ([`crate::scan::tick`]), as in the scanner Lambda.
 //!
 //! The in-process queue is not durable, so a graceful shutdown hands every
 //! occurrence it did not settle back to the database: it stops claiming and
@@ -40,17 +41,18 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::{App, Queue, QueueNeed, StartError};
 use crate::config::{ConfigError, Settings};
-use crate::consume::{consume_sqs, ConsumeOptions};
 use crate::fire::{GuardError, TargetGuard};
 use crate::process::{ProcessReport, Processor, SetupError};
 use crate::queue::memory::MemoryQueue;
-use crate::queue::sqs::{client_from_env, SqsQueue};
+use crate::queue::sqs::SqsQueue;
 use crate::queue::DispatchQueue;
-use crate::scan::{scan, ScanOptions};
+use crate::scan::ScanOptions;
 use crate::store::{self, StoreError};
 use crate::target_server::{self, TargetConfig, TargetServer};
 use crate::task::{Task, TaskSpec};
+use crate::worker::{run_worker, SqsInbox, WorkerOptions};
 
 /// Defaults of `sundial dev` (the flags document the same values).
 pub mod defaults {
@@ -65,8 +67,6 @@ pub mod defaults {
     /// Interval between scans: the Lambda scans every minute, dev every
     /// second (occurrences still fire on their second thanks to lookahead).
     pub const SCAN_EVERY: Duration = Duration::from_secs(1);
-    /// Interval of the run-history purge (also run at start).
-    pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
     /// Delay before a message the processor handed back is delivered again.
     pub const REDELIVER_DELAY: Duration = Duration::from_secs(1);
     /// Fewest Postgres connections in dev: one process hosts the scanner,
@@ -85,9 +85,6 @@ mod memory;
 
 pub use admin::{admin_router, AdminContext, AdminRouterFn};
 pub use memory::{consume_memory, MemoryConsumeOptions, MemoryConsumeReport};
-
-/// Runs deleted per purge statement.
-const PURGE_BATCH: i64 = 5_000;
 
 /// Why `sundial dev` could not start or stop cleanly. Variants with a
 /// source leave it out of their message: print the chain (`{:#}`).
@@ -117,6 +114,9 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    /// The parts of the process could not be built.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The demo echo endpoint could not start.
     #[error("cannot start the demo echo endpoint")]
     Demo(#[source] std::io::Error),
@@ -150,8 +150,6 @@ pub struct DevOptions {
     pub status_every: Duration,
     /// Interval between scans.
     pub scan_every: Duration,
-    /// Interval of the run-history purge.
-    pub purge_every: Duration,
     /// Builds the admin API; [`admin_router`] unless a caller plugs in
     /// another.
     pub admin_router: AdminRouterFn,
@@ -167,7 +165,6 @@ impl DevOptions {
             demo: false,
             status_every: defaults::STATUS_EVERY,
             scan_every: defaults::SCAN_EVERY,
-            purge_every: defaults::PURGE_EVERY,
             admin_router,
         }
     }
@@ -231,20 +228,13 @@ pub async fn run_dev(
 /// port, the queue, the processor, and the demo.
 pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
     let mut settings = opts.settings.clone();
-    let database_url = settings.require_database_url()?.to_string();
+    settings.require_database_url()?;
     let (token, token_generated) = match settings.admin_token {
         Some(_) => (settings.require_admin_token()?.to_string(), false),
         None => (generate_token(), true),
     };
     // Check the allow-list before touching anything.
     TargetGuard::new(&settings.allow_targets)?;
-    let pool = store::connect(
-        &database_url,
-        settings.db_pool_size.max(defaults::MIN_POOL_SIZE),
-    )
-    .await
-    .map_err(DevError::Connect)?;
-    store::migrate(&pool).await.map_err(DevError::Migrate)?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))
         .await
         .map_err(|source| DevError::Bind {
@@ -278,38 +268,39 @@ pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
         None
     };
 
-    let (queue, dispatch): (QueueMode, Arc<dyn DispatchQueue>) = match &settings.queue_url {
-        Some(url) => {
-            let q = SqsQueue::new(client_from_env().await, url, settings.send_concurrency);
-            (QueueMode::Sqs(q.clone()), Arc::new(q))
-        }
-        None => {
-            let q = Arc::new(MemoryQueue::default());
-            (QueueMode::Memory(q.clone()), q)
-        }
-    };
-    let processor = Arc::new(Processor::from_settings(
-        pool.clone(),
-        &settings,
-        dispatch.clone(),
-    )?);
-    let guard = Arc::new(TargetGuard::new(&settings.allow_targets)?);
+    // One process hosts everything, and dev always migrates.
+    settings.db_pool_size = settings.db_pool_size.max(defaults::MIN_POOL_SIZE);
+    settings.migrate_on_start = true;
+    let app = App::start(settings, QueueNeed::SqsOrMemory)
+        .await
+        .map_err(|err| match err {
+            StartError::Database(e) => DevError::Connect(e),
+            other => DevError::Start(other),
+        })?;
+    let processor = Arc::new(app.processor()?);
     let demo = match demo_server {
         Some(server) => {
-            let task = ensure_demo_task(&pool, &server.url("/echo")).await?;
+            let task = ensure_demo_task(&app.pool, &server.url("/echo")).await?;
             Some((server, task))
         }
         None => None,
     };
     let router = (opts.admin_router)(AdminContext {
-        pool: pool.clone(),
-        queue: dispatch,
-        guard,
+        pool: app.pool.clone(),
+        queue: app.queue.dispatch(),
+        guard: app.guard.clone(),
         token: token.clone(),
     });
+    let queue = match &app.queue {
+        Queue::Sqs(q) => QueueMode::Sqs(q.clone()),
+        Queue::Memory(q) => QueueMode::Memory(q.clone()),
+    };
     Ok(DevRunner {
-        opts: DevOptions { settings, ..opts },
-        pool,
+        opts: DevOptions {
+            settings: app.settings.clone(),
+            ..opts
+        },
+        pool: app.pool,
         token,
         token_generated,
         listener,
@@ -469,12 +460,6 @@ impl DevRunner {
             opts.status_every,
             shutdown.clone(),
         ));
-        let purge = tokio::spawn(purge_loop(
-            pool.clone(),
-            settings.run_retention_days,
-            opts.purge_every,
-            shutdown.clone(),
-        ));
 
         let mut report = DevReport::default();
         match &queue {
@@ -499,21 +484,17 @@ impl DevRunner {
 
         // Everything below has been told to stop; none of it should take
         // long, but a stuck database must not keep the process alive.
-        let (scans, _, _, _) = tokio::join!(
+        let (scans, _, _) = tokio::join!(
             bounded(scanner, Duration::from_secs(5)),
             bounded(admin, Duration::from_secs(1)),
             bounded(status, Duration::from_secs(1)),
-            async {
-                if let Some(purged) = bounded(purge, Duration::from_secs(1)).await {
-                    report.purged_runs = purged;
-                }
-            },
         );
         if let Some(scans) = scans {
-            report.scans = scans.scans;
+            report.scans = scans.ticks;
             report.scan_errors = scans.errors;
             report.claimed = scans.claimed;
             report.enqueued = scans.enqueued;
+            report.purged_runs = scans.purged_runs;
         }
         drop(demo);
         Ok(report)
@@ -563,60 +544,31 @@ async fn serve_admin(
     }
 }
 
-/// Scanner figures over a dev run.
-#[derive(Debug, Default)]
-struct ScanTotals {
-    scans: u64,
-    errors: u64,
-    claimed: u64,
-    enqueued: u64,
-}
-
-/// Scans every `every` until shutdown. A scan in progress is finished,
-/// never cancelled, so it cannot leave claimed rows behind.
+/// Ticks every `every` until shutdown (see [`crate::scan::run_ticks`]).
 async fn scan_loop(
     pool: PgPool,
     queue: Arc<dyn DispatchQueue>,
     opts: ScanOptions,
     every: Duration,
     shutdown: watch::Receiver<bool>,
-) -> ScanTotals {
-    let mut totals = ScanTotals::default();
-    loop {
-        if *shutdown.borrow() {
-            break;
+) -> crate::scan::TickTotals {
+    crate::scan::run_ticks(&pool, queue.as_ref(), &opts, every, shutdown, |summary| {
+        if summary.invalid > 0 {
+            tracing::warn!(
+                invalid = summary.invalid,
+                "tasks with invalid schedules disabled"
+            );
         }
-        match scan(&pool, queue.as_ref(), &opts).await {
-            Ok(summary) => {
-                totals.scans += 1;
-                totals.claimed += summary.claimed;
-                totals.enqueued += summary.enqueued;
-                if summary.invalid > 0 {
-                    tracing::warn!(
-                        invalid = summary.invalid,
-                        "tasks with invalid schedules disabled"
-                    );
-                }
-                if summary.claimed > 0 {
-                    tracing::debug!(
-                        claimed = summary.claimed,
-                        enqueued = summary.enqueued,
-                        failed = summary.failed,
-                        "scanned"
-                    );
-                }
-            }
-            Err(err) => {
-                totals.errors += 1;
-                tracing::warn!(error = %err, "scan failed; retrying on the next tick");
-            }
+        if summary.claimed > 0 {
+            tracing::debug!(
+                claimed = summary.claimed,
+                enqueued = summary.enqueued,
+                failed = summary.failed,
+                "scanned"
+            );
         }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = stopped(shutdown.clone()) => break,
-        }
-    }
-    totals
+    })
+    .await
 }
 
 /// Logs a compact status line every `every`.
@@ -661,37 +613,6 @@ async fn status_loop(
     }
 }
 
-/// Deletes runs older than the retention, at start and every `every`.
-async fn purge_loop(
-    pool: PgPool,
-    retention_days: u32,
-    every: Duration,
-    shutdown: watch::Receiver<bool>,
-) -> u64 {
-    let mut purged = 0;
-    loop {
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
-        loop {
-            match store::purge_runs(&pool, cutoff, PURGE_BATCH).await {
-                Ok(n) => {
-                    purged += n;
-                    if n < PURGE_BATCH as u64 || *shutdown.borrow() {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "run-history purge failed");
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = stopped(shutdown.clone()) => return purged,
-        }
-    }
-}
-
 /// The SQS consumer with a grace period: messages not finished by then
 /// stay on the queue, which delivers them again after their visibility
 /// timeout (no lease to release).
@@ -701,12 +622,10 @@ async fn consume_sqs_with_grace(
     grace: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> ProcessReport {
-    let opts = ConsumeOptions {
-        wait: Duration::from_secs(10),
-        ..Default::default()
-    };
+    let inbox = Arc::new(SqsInbox::new(queue.clone(), Duration::from_secs(10), None));
+    let opts = WorkerOptions::default();
     tokio::select! {
-        report = consume_sqs(processor, queue, &opts, shutdown.clone()) => report,
+        report = run_worker(processor, inbox, &opts, shutdown.clone()) => report,
         () = grace_over(shutdown, grace) => {
             tracing::warn!("grace period over; abandoning in-flight requests (SQS delivers them again)");
             ProcessReport::default()

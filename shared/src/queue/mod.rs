@@ -11,8 +11,7 @@ use crate::message::DispatchMessage;
 pub mod memory;
 pub mod sqs;
 
-/// Longest delay SQS accepts on a message (15 minutes).
-pub const MAX_DELAY: Duration = Duration::from_secs(900);
+pub use crate::firetime::MAX_DELAY;
 
 /// One message to send.
 #[derive(Debug, Clone, PartialEq)]

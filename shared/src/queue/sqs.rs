@@ -11,16 +11,33 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use futures::StreamExt;
 
-use super::{DispatchQueue, Outgoing, SendReport, MAX_DELAY};
+use super::{DispatchQueue, Outgoing, SendReport};
+use crate::firetime::whole_seconds;
 
 /// Entries per `SendMessageBatch` call (the SQS maximum).
 pub const BATCH_SIZE: usize = 10;
 /// Attempts per batch before its remaining entries count as failed.
 const SEND_ATTEMPTS: u32 = 3;
+
+/// Longest long-poll wait SQS allows.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// What a receive's attempt timeout adds to its long-poll wait.
+pub const RECEIVE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Timeouts of a receive with long-poll `wait`: each attempt may take the
+/// wait plus [`RECEIVE_MARGIN`], so the client never gives up first.
+pub fn receive_timeouts(wait: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(wait + RECEIVE_MARGIN)
+        .operation_timeout((wait + RECEIVE_MARGIN) * 2 + Duration::from_secs(5))
+        .build()
+}
 
 /// Builds an SQS client from the environment (region, credentials,
 /// `AWS_ENDPOINT_URL_SQS`), with short timeouts so an unreachable queue is
@@ -130,7 +147,7 @@ impl SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(out.message.to_json())
-                        .delay_seconds(out.delay.min(MAX_DELAY).as_secs() as i32)
+                        .delay_seconds(whole_seconds(out.delay))
                         .build()
                 })
                 .collect();
@@ -186,14 +203,21 @@ impl SqsQueue {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<SqsDelivery>, SqsError> {
+        let wait = wait.min(MAX_WAIT);
         let out = self
             .client
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
             .set_visibility_timeout(visibility.map(|v| v.as_secs() as i32))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            // A receive abandoned before its long poll ends leaves the
+            // messages it picked up invisible: always outwait the poll.
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(receive_timeouts(wait)),
+            )
             .send()
             .await
             .map_err(|e| sqs_error("ReceiveMessage", e))?;
@@ -237,6 +261,36 @@ impl SqsQueue {
                 .send()
                 .await
                 .map_err(|e| sqs_error("DeleteMessageBatch", e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes received messages visible again after their delay (whole
+    /// seconds, rounded down), ten per `ChangeMessageVisibilityBatch` call.
+    pub async fn change_visibility_batch(
+        &self,
+        messages: &[(String, Duration)],
+    ) -> Result<(), SqsError> {
+        for chunk in messages.chunks(BATCH_SIZE) {
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (handle, after))| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .visibility_timeout(whole_seconds(*after))
+                        .build()
+                })
+                .collect();
+            let entries = entries.map_err(|e| sqs_error("ChangeMessageVisibilityBatch", e))?;
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sqs_error("ChangeMessageVisibilityBatch", e))?;
         }
         Ok(())
     }
