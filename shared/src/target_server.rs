@@ -9,6 +9,7 @@
 //! | `/` or `/ok` | 200 `ok` |
 //! | `/status/{code}` | that status (400 if `code` is not a valid status) |
 //! | `/delay/{ms}` | waits `ms` (at most an hour), then 200 |
+//! | `/flaky/{n}` | 503 for the first `n` requests of each idempotency key, then 200 (needs `record`) |
 //! | `/hang` | never answers (sleeps an hour; ends on shutdown) |
 //! | `/retry-after/{secs}` | 429 with `Retry-After: {secs}` |
 //! | `/redirect?to={url}` | 302 to `url` |
@@ -267,6 +268,23 @@ async fn handle(
                 (StatusCode::OK, "ok").into_response()
             }
             Err(_) => (StatusCode::BAD_REQUEST, "bad delay").into_response(),
+        },
+        ["flaky", n] => match n.parse::<usize>() {
+            // Needs `record`: the count comes from the stored requests.
+            Ok(n) => {
+                let seen = state
+                    .stats
+                    .lock_records()
+                    .iter()
+                    .filter(|r| r.idempotency_key == idempotency_key)
+                    .count();
+                if seen <= n {
+                    (StatusCode::SERVICE_UNAVAILABLE, "flaky").into_response()
+                } else {
+                    (StatusCode::OK, "ok").into_response()
+                }
+            }
+            Err(_) => (StatusCode::BAD_REQUEST, "bad failure count").into_response(),
         },
         ["hang"] => {
             wait(MAX_WAIT, state.shutdown).await;

@@ -159,3 +159,76 @@ impl Child {
         self.stderr.lock().unwrap().clone()
     }
 }
+
+/// A TCP proxy in front of Postgres that a test can cut: [`PgProxy::cut`]
+/// drops every open connection and refuses new ones (as a stopped
+/// Postgres does) until [`PgProxy::restore`]. Loopback only.
+pub struct PgProxy {
+    addr: std::net::SocketAddr,
+    database_url: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl PgProxy {
+    /// Proxies the server of `database_url`.
+    pub async fn start(database_url: &str) -> PgProxy {
+        let url = url::Url::parse(database_url).expect("database URL");
+        let upstream = format!(
+            "{}:{}",
+            url.host_str().expect("database host"),
+            url.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        let mut proxied = url.clone();
+        proxied.set_host(Some("127.0.0.1")).expect("host");
+        proxied.set_port(Some(addr.port())).expect("port");
+        PgProxy {
+            addr,
+            database_url: proxied.to_string(),
+            cut,
+        }
+    }
+
+    /// The database URL through the proxy.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone()
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
+}

@@ -154,10 +154,13 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
         run_of(&pool, "missing").await,
         Some(("failed".into(), Some(404), 1))
     );
+    // Their next occurrence (a minute on, within the lookahead) is chained:
+    // leased in the same write and queued by the processor.
+    assert_eq!(report.chained, 2, "{report:?}");
     for name in ["ok", "missing"] {
         let t = task_by_name(&pool, name).await;
         assert_advanced(t.next_run_at, due, name);
-        assert!(t.lease_until.is_none());
+        assert!(t.lease_until > t.next_run_at, "{name}: next occurrence leased");
     }
     // Retryable ones: no run yet, the schedule waits, the lease is extended.
     for name in ["err500", "throttled", "hangs", "refused"] {
