@@ -65,8 +65,8 @@ dev: ## Postgres + `sundial dev --demo` (extra flags: DEV_ARGS="--port 9090")
 dev-smoke: ## prove `make dev` works: demo fires twice, clean SIGTERM
 	@$(SERVICES) run --pg-only -- scripts/dev-smoke.sh
 
-bench: ## quick benchmarks (release build) against local Postgres
-	@$(SERVICES) run --pg-only -- cargo run --release -p sundial-cli --bin sundial -- bench all --quick
+bench: ## quick benchmarks (release build) against local Postgres + the SQS emulator
+	@$(SERVICES) run -- cargo run --release -p sundial-cli --bin sundial -- bench all --quick
 
 build: ## Lambda artifacts in target/lambda/<fn>/bootstrap (ARCH=arm64|x86_64)
 	@$(STEP) "build $(ARCH)" scripts/build-lambda.sh $(ARCH)

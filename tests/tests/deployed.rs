@@ -84,16 +84,16 @@ fn stop(child: &Child) {
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
-async fn the_lambda_path_fires_on_the_second_never_early_and_sub_minute_at_full_rate(
-    pool: PgPool,
-) {
+async fn the_lambda_path_fires_on_the_second_never_early_and_sub_minute_at_full_rate(pool: PgPool) {
     let server = target_server::spawn(TargetConfig::default()).await.unwrap();
     let queue = fresh_queue("deployed").await;
     let env = env_for(&database_url_for(&pool), queue.queue_url());
 
     // GIVEN 120 one-shot-like tasks due on whole seconds over the next
     // 50 s, and two `rate(10 seconds)` tasks, `forbid` and `allow`.
-    let base = Utc::now().duration_trunc(chrono::Duration::seconds(1)).unwrap()
+    let base = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .unwrap()
         + chrono::Duration::seconds(4);
     sqlx::query(
         "INSERT INTO tasks (name, schedule, url, next_run_at, timeout_ms) \
@@ -140,7 +140,10 @@ async fn the_lambda_path_fires_on_the_second_never_early_and_sub_minute_at_full_
         }
         *per_occurrence.entry((id, at)).or_default() += 1;
     }
-    assert!(early.is_empty(), "fired early (task, occurrence, ms): {early:?}");
+    assert!(
+        early.is_empty(),
+        "fired early (task, occurrence, ms): {early:?}"
+    );
 
     let seconds: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
         "SELECT id, $1 + ((substring(name from 8)::int) % 50) * interval '1 second' \
@@ -185,7 +188,9 @@ async fn the_lambda_path_fires_on_the_second_never_early_and_sub_minute_at_full_
         let runs = runs_of(&pool, id).await;
         let distinct: HashSet<_> = runs.iter().collect();
         assert_eq!(distinct.len(), runs.len(), "{name}: recorded twice");
-        let first = started.duration_trunc(chrono::Duration::seconds(10)).unwrap()
+        let first = started
+            .duration_trunc(chrono::Duration::seconds(10))
+            .unwrap()
             + chrono::Duration::seconds(10);
         let last_due = ended - chrono::Duration::seconds(3);
         let expected: Vec<DateTime<Utc>> = (0..)
@@ -201,7 +206,11 @@ async fn the_lambda_path_fires_on_the_second_never_early_and_sub_minute_at_full_
             expected.len()
         );
         for occ in &expected {
-            assert_eq!(per_occurrence.get(&(id, *occ)), Some(&1), "{name} {occ} fired once");
+            assert_eq!(
+                per_occurrence.get(&(id, *occ)),
+                Some(&1),
+                "{name} {occ} fired once"
+            );
         }
     }
 
@@ -272,10 +281,11 @@ async fn scan_loop_and_process_outlive_a_database_outage(pool: PgPool) {
     // THEN every occurrence fires once after the database returns.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let runs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         if runs >= 35 || tokio::time::Instant::now() > deadline {
             break;
         }
@@ -308,7 +318,10 @@ async fn scan_loop_and_process_outlive_a_database_outage(pool: PgPool) {
         server.stats.requests()
     );
     let after = runs.iter().filter(|(_, at)| *at >= outage_to).count();
-    assert!(after >= 10, "occurrences due in the outage fired after it: {after}");
+    assert!(
+        after >= 10,
+        "occurrences due in the outage fired after it: {after}"
+    );
     let during_outage = runs
         .iter()
         .filter(|(_, at)| *at > outage_from && *at < outage_to)
@@ -317,4 +330,77 @@ async fn scan_loop_and_process_outlive_a_database_outage(pool: PgPool) {
     // Both said what happened and went on.
     let scan_err = scanner.stderr_lines().join("\n");
     assert!(scan_err.contains("scan failed; retrying"), "{scan_err}");
+}
+
+/// A 100 ms backoff through SQS (whose delays are whole seconds): the
+/// retry arrives at once and is held until its time; never fired early.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn a_sub_second_retry_backoff_is_honoured_on_sqs(pool: PgPool) {
+    use std::sync::Arc;
+    use sundial::message::DispatchMessage;
+    use sundial::process::Processor;
+    use sundial_e2e::drain_queue;
+
+    let server = target_server::spawn(TargetConfig::default()).await.unwrap();
+    let queue = fresh_queue("backoff").await;
+    let mut settings_env = HashMap::new();
+    settings_env.insert(
+        "SUNDIAL_ALLOW_TARGETS".to_string(),
+        "127.0.0.1/32".to_string(),
+    );
+    let settings = sundial::config::Settings::from_map(&settings_env).unwrap();
+    let processor =
+        Processor::from_settings(pool.clone(), &settings, Arc::new(queue.clone())).unwrap();
+    let due = Utc::now()
+        .duration_trunc(chrono::Duration::milliseconds(1))
+        .unwrap();
+    let mut held = 0;
+    for round in 0..5 {
+        let (id, version): (i64, i64) = sqlx::query_as(
+            "INSERT INTO tasks (name, schedule, url, next_run_at, retry_backoff_ms, max_attempts, \
+                                lease_until) \
+             VALUES ($1, 'rate(1 hour)', $2, $3, 100, 3, now() + interval '5 minutes') \
+             RETURNING id, version",
+        )
+        .bind(format!("flaky-{round}"))
+        .bind(server.url("/flaky/1"))
+        .bind(due)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let first = DispatchMessage::new(id, due, version);
+        let (_, report) = processor
+            .process_batch(vec![(0, first.to_json())], None)
+            .await;
+        assert_eq!(report.retried, 1, "{report:?}");
+        let got = drain_queue(&queue, 1, Duration::from_secs(10)).await;
+        assert_eq!(got.len(), 1);
+        let retry = DispatchMessage::parse(&got[0].0.body).unwrap();
+        let fire_at = retry.fire_at.expect("a retry carries its fire time");
+        let (_, report) = processor
+            .process_batch(vec![(1, retry.to_json())], None)
+            .await;
+        assert_eq!(report.succeeded, 1, "{report:?}");
+        held += report.held;
+        let second = server
+            .stats
+            .records()
+            .into_iter()
+            .filter(|r| r.idempotency_key.as_deref() == Some(first.idempotency_key().as_str()))
+            .nth(1)
+            .expect("second attempt");
+        assert!(
+            second.received_at >= fire_at,
+            "attempt 2 fired {} ms before its backoff ended",
+            (fire_at - second.received_at).num_milliseconds()
+        );
+        assert!(
+            second.received_at - fire_at < chrono::Duration::milliseconds(500),
+            "attempt 2 came {} ms after its backoff",
+            (second.received_at - fire_at).num_milliseconds()
+        );
+    }
+    // SQS could only deliver at once (DelaySeconds 0): most retries were
+    // held by the processor until their instant.
+    assert!(held >= 1, "no retry was held");
 }

@@ -160,7 +160,10 @@ async fn a_mixed_batch_settles_each_message_correctly(pool: PgPool) {
     for name in ["ok", "missing"] {
         let t = task_by_name(&pool, name).await;
         assert_advanced(t.next_run_at, due, name);
-        assert!(t.lease_until > t.next_run_at, "{name}: next occurrence leased");
+        assert!(
+            t.lease_until > t.next_run_at,
+            "{name}: next occurrence leased"
+        );
     }
     // Retryable ones: no run yet, the schedule waits, the lease is extended.
     for name in ["err500", "throttled", "hangs", "refused"] {

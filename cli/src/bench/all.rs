@@ -12,6 +12,7 @@ use chrono::Utc;
 use clap::Args;
 
 use super::burst::{self, BurstResults};
+use super::lambda_path::{self, LambdaPathResults};
 use super::memory::{self, MemoryResults};
 use super::phases::{self, PhasesResults};
 use super::report::{self, num, ResultFile, Table};
@@ -19,7 +20,14 @@ use super::scan::{self, ScanResults};
 use super::slow::{self, SlowResults};
 use super::Common;
 
-const SCENARIOS: [&str; 5] = ["burst", "slow-endpoints", "memory", "scan", "phases"];
+const SCENARIOS: [&str; 6] = [
+    "burst",
+    "slow-endpoints",
+    "memory",
+    "scan",
+    "phases",
+    "lambda-path",
+];
 const NOTES_BEGIN: &str = "<!-- notes:begin -->";
 const NOTES_END: &str = "<!-- notes:end -->";
 
@@ -148,6 +156,7 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     let memory: Option<ResultFile<MemoryResults>> = report::read(out, "memory").ok();
     let scan: Option<ResultFile<ScanResults>> = report::read(out, "scan").ok();
     let phases: Option<ResultFile<PhasesResults>> = report::read(out, "phases").ok();
+    let lambda_path: Option<ResultFile<LambdaPathResults>> = report::read(out, "lambda-path").ok();
 
     let machine = burst
         .as_ref()
@@ -180,6 +189,23 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     md.push_str("## Targets\n\n");
     md.push_str(&targets_table(&burst, &slow, &memory, &scan).markdown());
     md.push('\n');
+
+    md.push_str("## Lambda path: scanner once a minute, SQS, the long-polling consumer\n\n");
+    if let Some(f) = &lambda_path {
+        let r = &f.results;
+        md.push_str(&format!(
+            "The deployed shape: `scan::run_ticks` every 60 s (first tick at x.55 s), the SQS \
+             adapter against the emulator, the worker of `sundial process` (20 s long poll). \
+             {} tasks due on whole seconds; two `rate(10 seconds)` tasks (`forbid`, `allow`) \
+             over {} s. Lag = arrival at the target − occurrence; it includes the emulator's \
+             own delivery (long-poll wake-up) and the hold that makes early arrivals wait.\n\n",
+            r.tasks, r.seconds
+        ));
+        md.push_str(&lambda_path::table(r).markdown());
+        md.push('\n');
+    } else {
+        md.push_str("_Not run._\n\n");
+    }
 
     md.push_str("## Burst: N tasks due at the same instant\n\n");
     if let Some(f) = &burst {

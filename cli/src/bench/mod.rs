@@ -19,6 +19,7 @@ use serde::Serialize;
 mod all;
 mod burst;
 mod env;
+mod lambda_path;
 mod measure;
 mod memory;
 mod phases;
@@ -47,6 +48,9 @@ enum Scenario {
     Scan(scan::ScanArgs),
     /// Arrival phases like a load test; lag per phase.
     Phases(phases::PhasesArgs),
+    /// The deployed shape: scanner once a minute, SQS (emulator), the
+    /// long-polling consumer; early firings, lag, sub-minute schedules.
+    LambdaPath(lambda_path::LambdaPathArgs),
     /// Every scenario (`--quick`: in a few minutes), then docs/BENCHMARKS.md.
     All(all::AllArgs),
     /// Serve the bench target (started by the other scenarios).
@@ -144,6 +148,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Memory(a) => memory::run(a).await,
         Scenario::Scan(a) => scan::run(a).await,
         Scenario::Phases(a) => phases::run(a).await,
+        Scenario::LambdaPath(a) => lambda_path::run(a).await,
         Scenario::All(a) => all::run(a).await,
         Scenario::Target => target::serve().await,
     }
