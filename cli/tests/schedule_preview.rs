@@ -70,3 +70,32 @@ fn invalid_expression_or_zone_fails_clearly() {
     assert!(!ok);
     assert!(err.contains("--from"), "{err}");
 }
+
+#[test]
+fn shows_the_stable_jitter_offset_of_a_task() {
+    let args = [
+        "schedule",
+        "preview",
+        "0 9 * * *",
+        "--from",
+        "2026-11-30T12:00:00Z",
+        "--count",
+        "1",
+        "--jitter",
+        "30",
+        "--task-id",
+        "42",
+    ];
+    let (ok, out, err) = sundial(&args);
+    assert!(ok, "{err}");
+    // The same offset as `firetime::jitter_offsets_are_pinned` pins for
+    // task 42 at this occurrence.
+    assert_eq!(
+        out.trim(),
+        "2026-12-01T09:00:00Z  fires 2026-12-01T09:00:14.561Z (+14561 ms jitter)"
+    );
+    // Asked twice, the same answer.
+    assert_eq!(sundial(&args).1, out);
+    let (ok, _, err) = sundial(&["schedule", "preview", "0 9 * * *", "--jitter", "30"]);
+    assert!(!ok && err.contains("--task-id"), "{err}");
+}

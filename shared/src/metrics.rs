@@ -123,6 +123,7 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
         .value("Enqueued", Unit::Count, summary.enqueued as f64)
         .value("EnqueueFailed", Unit::Count, summary.failed as f64)
         .value("InvalidSchedules", Unit::Count, summary.invalid as f64)
+        .value("PurgedRuns", Unit::Count, summary.purged_runs as f64)
         .value(
             "ScanDurationMs",
             Unit::Milliseconds,
@@ -144,6 +145,9 @@ pub fn for_process(report: &ProcessReport) -> MetricSet {
         .value("InvalidMessages", Unit::Count, report.invalid as f64)
         .value("HandedBack", Unit::Count, report.not_started as f64)
         .value("WriteFailures", Unit::Count, report.write_failures as f64)
+        .value("HeldEarly", Unit::Count, report.held as f64)
+        .value("PutBack", Unit::Count, report.put_back as f64)
+        .value("Chained", Unit::Count, report.chained as f64)
         .sample("FireLagMs", Unit::Milliseconds, &report.fire_lag_ms)
         .sample("TargetLatencyMs", Unit::Milliseconds, &report.latency_ms);
     m

@@ -210,3 +210,71 @@ async fn scan_and_process_commands_work_end_to_end(pool: PgPool) {
         .iter()
         .any(|l| l.contains("fired 5 succeeded 5")));
 }
+
+/// A message the processor hands back (here: the database is away) comes
+/// back within seconds, not after the queue's visibility timeout, and
+/// fires once the database is back.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn handed_back_messages_return_in_seconds_not_after_the_visibility_timeout(pool: PgPool) {
+    let server = target_server::spawn(TargetConfig::default()).await.unwrap();
+    let queue = fresh_queue("handback").await;
+    let proxy = sundial_e2e::PgProxy::start(&sundial_e2e::database_url_for(&pool)).await;
+    let lazy = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(&proxy.database_url())
+        .unwrap();
+    let (id, version, due): (i64, i64, chrono::DateTime<Utc>) = sqlx::query_as(
+        "INSERT INTO tasks (name, schedule, url, next_run_at, lease_until) \
+         VALUES ('back', 'rate(1 hour)', $1, now(), now() + interval '5 minutes') \
+         RETURNING id, version, next_run_at",
+    )
+    .bind(server.url("/ok"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let message = sundial::message::DispatchMessage::new(id, due, version);
+    let sent = sundial::queue::DispatchQueue::send(
+        &queue,
+        &[sundial::queue::Outgoing {
+            message,
+            delay: Duration::ZERO,
+        }],
+    )
+    .await;
+    assert!(sent.failed.is_empty());
+
+    let mut env = HashMap::new();
+    env.insert("SUNDIAL_ALLOW_TARGETS".to_string(), "127.0.0.1/32".to_string());
+    let settings = Settings::from_map(&env).unwrap();
+    let processor = Processor::from_settings(lazy, &settings, Arc::new(queue.clone())).unwrap();
+    proxy.cut();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            // A 30 s visibility timeout: without the early hand-back, the
+            // message would not be seen again within this test's window.
+            let inbox = Arc::new(SqsInbox::new(
+                queue,
+                Duration::from_secs(1),
+                Some(Duration::from_secs(30)),
+            ));
+            run_worker(&processor, inbox, &WorkerOptions::default(), stop_rx).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.stats.requests() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_tx.send(true).unwrap();
+    let report = worker.await.unwrap();
+    assert!(
+        report.write_failures >= 2,
+        "handed back and received again within 9 s: {report:?}"
+    );
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(server.stats.requests(), 1);
+}

@@ -364,3 +364,19 @@ impl DispatchQueue for SqsQueue {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_always_outwaits_its_long_poll() {
+        for secs in [0, 1, 10, 19, 20] {
+            let wait = Duration::from_secs(secs);
+            let t = receive_timeouts(wait);
+            let attempt = t.operation_attempt_timeout().unwrap_or_default();
+            assert!(attempt > wait + Duration::from_secs(5), "{secs}: {attempt:?}");
+            assert!(t.operation_timeout().unwrap_or_default() > attempt);
+        }
+    }
+}
