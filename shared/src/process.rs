@@ -766,7 +766,22 @@ impl Processor {
             }
         }
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
-        if let Err(err) = store::record_outcomes(&self.pool, &outcomes).await {
+        // A poisoned outcome is stored as a failed run, or, if it cannot be
+        // stored at all, dropped (the store logs it): its message is done
+        // either way, since handing it back would poison the next flush.
+        let written = store::record_outcomes_isolating(&self.pool, &outcomes).await;
+        if let Ok(write) = &written {
+            let owners: Vec<usize> = (0..batch.len())
+                .filter(|&i| batch[i].outcome.is_some())
+                .collect();
+            for &k in &write.rewritten {
+                if let Some(r) = owners.get(k).map(|&i| &mut batch[i].report) {
+                    r.failed += r.succeeded + r.timed_out + r.skipped;
+                    (r.succeeded, r.timed_out, r.skipped) = (0, 0, 0);
+                }
+            }
+        }
+        if let Err(err) = written {
             // The calls were made but cannot be recorded: hand the messages
             // back so their outcome is recorded on redelivery (the target
             // sees the same Idempotency-Key again).

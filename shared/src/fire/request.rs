@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
@@ -17,6 +19,7 @@ use super::client::{build_http_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
 use super::signing::Signer;
 use super::FireError;
+use crate::sanitise::{body_excerpt, clean_text, BodyInfo};
 
 /// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -110,10 +113,12 @@ pub struct FireResult {
     pub verdict: Verdict,
     /// HTTP status, when the target answered.
     pub http_status: Option<u16>,
-    /// Error description, at most [`EXCERPT_BYTES`]; never contains header
-    /// values or the URL (either may carry credentials).
+    /// Error description, at most [`EXCERPT_BYTES`], sanitised
+    /// ([`crate::sanitise::clean_text`]); never contains header values or
+    /// the URL (either may carry credentials).
     pub error: Option<String>,
-    /// First [`EXCERPT_BYTES`] of the response body (lossy UTF-8), if any.
+    /// First [`EXCERPT_BYTES`] of the response body as sanitised text, or a
+    /// description such as `<binary, 5.2 KiB, image/png>`, if any.
     pub response_excerpt: Option<String>,
 }
 
@@ -188,7 +193,7 @@ impl Firer {
             latency: start.elapsed(),
             verdict,
             http_status,
-            error: error.map(|e| truncate_utf8(e, EXCERPT_BYTES)),
+            error: error.map(|e| clean_text(&e, EXCERPT_BYTES)),
             response_excerpt: excerpt,
         };
 
@@ -311,11 +316,21 @@ impl Firer {
     }
 
     /// Read up to `max_body_bytes`, keeping only the first [`EXCERPT_BYTES`]:
-    /// memory per request stays at one chunk plus the excerpt.
+    /// memory per request stays at one chunk plus the excerpt. The excerpt
+    /// is sanitised text, or a description of a binary body
+    /// ([`crate::sanitise::body_excerpt`]).
     async fn read_excerpt(
         &self,
         response: &mut reqwest::Response,
     ) -> (Option<String>, Option<reqwest::Error>) {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let content_type = header(CONTENT_TYPE);
+        let content_encoding = header(CONTENT_ENCODING);
         let mut excerpt = Vec::new();
         let mut read = 0usize;
         let mut error = None;
@@ -333,12 +348,13 @@ impl Firer {
                 }
             }
         }
-        let excerpt = (!excerpt.is_empty()).then(|| {
-            truncate_utf8(
-                String::from_utf8_lossy(&excerpt).into_owned(),
-                EXCERPT_BYTES,
-            )
-        });
+        let info = BodyInfo {
+            content_type: content_type.as_deref(),
+            content_encoding: content_encoding.as_deref(),
+            bytes_read: read,
+            cut_off: error.is_some() || read >= self.max_body_bytes,
+        };
+        let excerpt = (!excerpt.is_empty()).then(|| body_excerpt(&excerpt, info, EXCERPT_BYTES));
         (excerpt, error)
     }
 }
