@@ -668,23 +668,6 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Redirect policy: at most `max_hops` redirects, and every hop's URL must
-/// pass [`TargetGuard::check_literal`] (host names are covered by the
-/// resolver when the hop connects).
-pub fn redirect_policy(guard: Arc<TargetGuard>, max_hops: usize) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        // `previous` holds the URLs already requested, the original included,
-        // so it equals the number of this hop.
-        if attempt.previous().len() > max_hops {
-            return attempt.error(GuardError::TooManyRedirects { max: max_hops });
-        }
-        match guard.check_literal(attempt.url()) {
-            Ok(()) => attempt.follow(),
-            Err(e) => attempt.error(e),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
