@@ -704,7 +704,9 @@ pub async fn record_outcomes_isolating(
     outcomes: &[Outcome],
 ) -> Result<IsolatedWrite> {
     let mut write = IsolatedWrite::default();
-    let mut pending = vec![0..outcomes.len()];
+    // Ranges of `outcomes` still to write, the next one last.
+    let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+    pending.push(0..outcomes.len());
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;
