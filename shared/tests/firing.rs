@@ -207,6 +207,12 @@ async fn metadata_address_is_refused_even_under_broad_allow_entries() {
             "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
             "http://[::ffff:169.254.169.254]/latest/meta-data/",
             "http://[fd00:ec2::254]/latest/meta-data/",
+            // The same address inside IPv6 forms that carry IPv4.
+            "http://[::ffff:0:a9fe:a9fe]/latest/meta-data/",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/",
+            "http://[2002:a9fe:a9fe::]/latest/meta-data/",
+            "http://[2001:0:808:808::5601:5601]/latest/meta-data/",
         ] {
             // A 200 ms timeout: had a connection been attempted the verdict
             // would be a timeout or connect error, not Refused.

@@ -403,13 +403,38 @@ pub fn is_forbidden_by_default(ip: IpAddr) -> bool {
 }
 
 /// Is `ip` a cloud metadata / credential endpoint, or a form that carries
-/// one (`::ffff:169.254.169.254`, `2002:a9fe:a9fe::`)?
+/// one (`::ffff:169.254.169.254`, `2002:a9fe:a9fe::`) or may carry one
+/// (`64:ff9b:1::a9fe:a9fe`)?
 pub fn is_metadata_address(ip: IpAddr) -> bool {
-    METADATA.contains(&canonical(ip))
-        || embedded_ipv4(ip)
-            .into_iter()
-            .any(|v4| METADATA.contains(&IpAddr::V4(v4)))
+    !carried_metadata(ip).is_empty()
 }
+
+/// The metadata addresses `ip` is, carries, or, in the local-use NAT64
+/// block, may carry under any of the RFC 6052 layouts its translator might
+/// use (prefix lengths 48, 56, 64 and 96).
+fn carried_metadata(ip: IpAddr) -> Vec<IpAddr> {
+    let canon = canonical(ip);
+    let mut candidates: Vec<IpAddr> = vec![canon];
+    candidates.extend(embedded_ipv4(canon).into_iter().map(IpAddr::V4));
+    if let IpAddr::V6(v6) = canon {
+        if LOCAL_USE_NAT64.contains(canon) {
+            let bits = u128::from(v6);
+            // RFC 6052 §2.2: bits 64..72 (the "u" octet) never carry IPv4.
+            let squeezed = ((bits >> 64) << 56) | (bits & ((1u128 << 56) - 1));
+            for prefix in [48u32, 56, 64] {
+                let v4 = (squeezed >> (120 - prefix - 32)) as u32;
+                candidates.push(IpAddr::V4(Ipv4Addr::from(v4)));
+            }
+            candidates.push(IpAddr::V4(Ipv4Addr::from(bits as u32)));
+        }
+    }
+    candidates.retain(|a| METADATA.contains(a));
+    candidates.dedup();
+    candidates
+}
+
+/// The local-use IPv4/IPv6 translation prefix (RFC 8215).
+const LOCAL_USE_NAT64: Cidr = Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48);
 
 /// Decides which targets may be fired; see the module docs.
 #[derive(Debug, Clone, Default)]
@@ -493,14 +518,20 @@ impl TargetGuard {
         };
         match special_range(canon).map(|r| r.treatment) {
             None | Some(Public) => true,
-            Some(Forbidden) => opened(),
+            // A form that may carry a metadata address (local-use NAT64)
+            // also needs that address's exact entry.
+            Some(Forbidden) => {
+                opened()
+                    && carried_metadata(canon)
+                        .iter()
+                        .all(|m| self.exact.contains(m))
+            }
             Some(Embeds(_)) => {
                 let carried = embedded_ipv4(canon);
-                let carries_metadata = carried.iter().any(|v4| METADATA.contains(&IpAddr::V4(*v4)));
                 // Each carried address must be allowed on its own, or the
                 // whole carrier opened (never for a metadata address).
                 carried.iter().all(|v4| self.is_ip_allowed(IpAddr::V4(*v4)))
-                    || (!carries_metadata && opened())
+                    || (carried_metadata(canon).is_empty() && opened())
             }
         }
     }
@@ -853,7 +884,9 @@ mod tests {
                 "{bad} carries {carried}"
             );
         }
-        // Local-use NAT64 is refused whatever it carries.
+        // Local-use NAT64 is refused whatever it carries; opening the
+        // block does not open what may be a metadata address, in any of
+        // the RFC 6052 layouts (/48, /56, /64, /96).
         for bad in [
             "64:ff9b:1::a9fe:a9fe",
             "64:ff9b:1::808:808",
@@ -861,6 +894,19 @@ mod tests {
         ] {
             assert!(!g.is_ip_allowed(ip(bad)), "{bad}");
         }
+        let local_use = guard(&["64:ff9b:1::/48", "::/0"]);
+        for form in [
+            "64:ff9b:1:a9fe:a9:fe00::",
+            "64:ff9b:1:a9:fe:a9fe::",
+            "64:ff9b:1:0:a9:fea9:fe00:0",
+            "64:ff9b:1::a9fe:a9fe",
+        ] {
+            assert!(is_metadata_address(ip(form)), "{form}");
+            assert!(!local_use.is_ip_allowed(ip(form)), "{form}");
+            let exact = guard(&["64:ff9b:1::/48", "169.254.169.254"]);
+            assert!(exact.is_ip_allowed(ip(form)), "{form}");
+        }
+        assert!(local_use.is_ip_allowed(ip("64:ff9b:1::808:808")));
         // Metadata, whatever form it arrives in, needs its exact entry.
         for form in [
             "::ffff:169.254.169.254",
