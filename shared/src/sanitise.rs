@@ -15,10 +15,10 @@ const ELLIPSIS: char = '…';
 /// Longest content type / encoding quoted in a binary description.
 const MAX_LABEL: usize = 100;
 
-/// `text` with control characters other than `\n` and `\t` removed (`\r`
-/// silently, so CRLF reads as LF; others become U+FFFD, so the reader sees
-/// that something was there), cut on a character boundary to at most
-/// `max_bytes` bytes, `…` included when cut.
+/// `text` without control characters other than `\n` and `\t` (`\r` is
+/// dropped, so CRLF reads as LF; the others, NUL included, become U+FFFD,
+/// so the reader sees that something was there), cut on a character
+/// boundary to at most `max_bytes` bytes, `…` included when cut.
 pub fn clean_text(text: &str, max_bytes: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_bytes.saturating_add(4)));
     for c in text.chars() {
@@ -218,6 +218,21 @@ mod tests {
         let long = "x".repeat(10_000);
         let cut = clean_text(&long, 1024);
         assert!(cut.len() <= 1024 && cut.ends_with('…'));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn clean_text_always_fits_a_text_column(s in ".*", max in 0usize..64) {
+            let cleaned = clean_text(&s, max);
+            proptest::prop_assert!(cleaned.len() <= max);
+            proptest::prop_assert!(!cleaned.chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
+        }
+
+        #[test]
+        fn body_excerpts_never_hold_nul(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let excerpt = body_excerpt(&bytes, text_info(bytes.len()), 32);
+            proptest::prop_assert!(excerpt.len() <= 32 && !excerpt.contains('\0'));
+        }
     }
 
     #[test]
