@@ -14,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod process;
 pub mod queue;
+pub mod sanitise;
 pub mod scan;
 pub mod schedule;
 pub mod store;

@@ -898,8 +898,22 @@ impl Processor {
             }
         }
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
-        match store::record_outcomes(&self.pool, &outcomes).await {
-            Ok(recorded) => self.enqueue_chained(&batch, &recorded, report).await,
+        // A poisoned outcome is stored as a failed run, or, if it cannot be
+        // stored at all, dropped (the store logs it): its message is done
+        // either way, since handing it back would poison the next flush.
+        match store::record_outcomes_isolating(&self.pool, &outcomes).await {
+            Ok(write) => {
+                let owners: Vec<usize> = (0..batch.len())
+                    .filter(|&i| batch[i].outcome.is_some())
+                    .collect();
+                for &k in &write.rewritten {
+                    if let Some(r) = owners.get(k).map(|&i| &mut batch[i].report) {
+                        r.failed += r.succeeded + r.timed_out + r.skipped;
+                        (r.succeeded, r.timed_out, r.skipped) = (0, 0, 0);
+                    }
+                }
+                self.enqueue_chained(&batch, &write.recorded, report).await;
+            }
             Err(err) => {
                 // The calls were made but cannot be recorded: hand the
                 // messages back so their outcome is recorded on redelivery

@@ -671,6 +671,154 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
     Ok(recorded)
 }
 
+/// What [`record_outcomes_isolating`] wrote and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IsolatedWrite {
+    /// Totals over every statement that succeeded.
+    pub recorded: Recorded,
+    /// Indexes (into the given outcomes) that Postgres refused as they were
+    /// and that were recorded instead as a failed run saying why.
+    pub rewritten: Vec<usize>,
+    /// Indexes that could not be stored in any form: nothing was written
+    /// for them. Retrying them cannot help; the caller drops them (with a
+    /// log line) rather than handing them back forever.
+    pub refused: Vec<usize>,
+}
+
+impl Recorded {
+    fn add(&mut self, other: Recorded) {
+        self.runs_inserted += other.runs_inserted;
+        self.advanced += other.advanced;
+        self.leases_changed += other.leases_changed;
+        self.chained.extend(other.chained);
+    }
+}
+
+/// Is this a refusal of the data (SQLSTATE class 22 data exception or 23
+/// integrity violation) rather than an outage? Only data errors are worth
+/// isolating: splitting a batch cannot help against a lost connection.
+pub fn is_data_error(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// [`record_outcomes`], but one poisoned outcome never fails the others.
+///
+/// The whole batch is tried in one statement first (the usual case costs
+/// nothing extra). When Postgres refuses it for its *data*
+/// ([`is_data_error`]), the batch is bisected and the halves retried, so
+/// every good row is written in `O(bad · log n)` statements. A row refused
+/// alone is rewritten as a failed run whose error says why it could not be
+/// stored, and tried once more; if that is refused too, it is reported in
+/// [`IsolatedWrite::refused`]. Any other error (connection lost, pool
+/// timeout) is returned as is: the caller hands everything back, as after
+/// [`record_outcomes`] (rows already written stay; the write is idempotent).
+pub async fn record_outcomes_isolating(
+    pool: &PgPool,
+    outcomes: &[Outcome],
+) -> Result<IsolatedWrite> {
+    let mut write = IsolatedWrite::default();
+    // Ranges of `outcomes` still to write, the next one last.
+    let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+    pending.push(0..outcomes.len());
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        let err = match record_outcomes(pool, &outcomes[range.clone()]).await {
+            Ok(recorded) => {
+                write.recorded.add(recorded);
+                continue;
+            }
+            Err(err) if !is_data_error(&err) => return Err(err),
+            Err(err) => err,
+        };
+        if range.len() > 1 {
+            let mid = range.start + range.len() / 2;
+            // Popped in order: the first half is tried first.
+            pending.push(mid..range.end);
+            pending.push(range.start..mid);
+            continue;
+        }
+        let index = range.start;
+        let poisoned = &outcomes[index];
+        let Some(rewrite) = unstorable_as_failed(poisoned, &err) else {
+            tracing::error!(task_id = poisoned.task_id, occurrence = %poisoned.occurrence,
+                error = %err, "outcome refused by the database; dropping it");
+            write.refused.push(index);
+            continue;
+        };
+        match record_outcomes(pool, std::slice::from_ref(&rewrite)).await {
+            Ok(recorded) => {
+                tracing::warn!(task_id = poisoned.task_id, occurrence = %poisoned.occurrence,
+                    error = %err, "outcome refused by the database; recorded as a failed run");
+                write.recorded.add(recorded);
+                write.rewritten.push(index);
+            }
+            Err(again) if is_data_error(&again) => {
+                tracing::error!(task_id = poisoned.task_id, occurrence = %poisoned.occurrence,
+                    error = %err, rewrite_error = %again,
+                    "outcome refused by the database, even as a failed run; dropping it");
+                write.refused.push(index);
+            }
+            Err(outage) => return Err(outage),
+        }
+    }
+    write.rewritten.sort_unstable();
+    write.refused.sort_unstable();
+    Ok(write)
+}
+
+/// A finished outcome that Postgres refused, rewritten with only values
+/// Sundial controls: a failed run (attempts at least 1, finished now) whose
+/// error says why the original could not be stored. The occurrence, the
+/// next run and the manual flag are kept: they identify the run and move
+/// the schedule on. Other kinds carry no run to rewrite.
+fn unstorable_as_failed(outcome: &Outcome, err: &StoreError) -> Option<Outcome> {
+    let OutcomeKind::Finished {
+        run,
+        next_run_at,
+        manual,
+        chain_lease,
+    } = &outcome.kind
+    else {
+        return None;
+    };
+    let code = match err {
+        StoreError::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    let reason = format!(
+        "the outcome ({}, HTTP {}) could not be stored (SQLSTATE {}: {err}); recorded as failed",
+        run.status.as_str(),
+        run.http_status
+            .map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        code.as_deref().unwrap_or("?"),
+    );
+    Some(Outcome {
+        kind: OutcomeKind::Finished {
+            run: RunRecord {
+                status: RunStatus::Failed,
+                attempts: run.attempts.max(1),
+                fired_at: None,
+                finished_at: Utc::now(),
+                http_status: None,
+                latency_ms: None,
+                error: Some(truncate_error(&reason)),
+                response_excerpt: None,
+            },
+            next_run_at: *next_run_at,
+            manual: *manual,
+            chain_lease: *chain_lease,
+        },
+        ..outcome.clone()
+    })
+}
+
 const RECORD_OUTCOMES_SQL: &str = "\
 WITH input AS (
     SELECT * FROM UNNEST(
@@ -749,16 +897,13 @@ SELECT (SELECT count(*) FROM runs) AS runs_inserted,
        (SELECT count(*) FROM leased) AS leases_changed,
        ARRAY(SELECT id FROM advanced WHERE chained) AS chained";
 
+/// Error texts and excerpts as stored: sanitised again (no NUL, no control
+/// characters but `\n` and `\t`, see [`crate::sanitise`]) whoever produced
+/// them, as the last line of defence for the batch statement, and bounded
+/// well inside the columns' CHECK constraints.
 fn truncate_error(error: &str) -> String {
     const MAX: usize = 2000;
-    if error.len() <= MAX {
-        return error.to_string();
-    }
-    let mut end = MAX;
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &error[..end])
+    crate::sanitise::clean_text(error, MAX)
 }
 
 /// Due work not yet claimed by anyone.

@@ -12,9 +12,10 @@
 //! | `/flaky/{n}` | 503 for the first `n` requests of each idempotency key, then 200 (needs `record`) |
 //! | `/hang` | never answers (sleeps an hour; ends on shutdown) |
 //! | `/retry-after/{secs}` | 429 with `Retry-After: {secs}` |
-//! | `/redirect?to={url}` | 302 to `url` |
+//! | `/redirect?to={url}[&status={code}]` | 302 (or `code`, e.g. 307) to `url` |
 //! | `/redirect-chain/{n}` | 302 to `/redirect-chain/{n-1}`; `n = 0` → 200 |
 //! | `/bytes/{n}` | 200 with an `n`-byte body, streamed in 16 KiB chunks |
+//! | `/binary/{kind}` | 200 with a body that is not text: `nul` (`a\0b`), `invalid-utf8`, `gzip` (`Content-Encoding: gzip`), `png` (`Content-Type: image/png`) |
 //! | `/echo` | 200 JSON: method, path, query, idempotency key, signature check, body |
 //!
 //! Every request is counted and its concurrency tracked ([`TargetStats`]);
@@ -84,6 +85,18 @@ pub struct RequestRecord {
     pub received_at: DateTime<Utc>,
     /// Request body length in bytes.
     pub body_len: usize,
+    /// Request headers, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestRecord {
+    /// The first value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Counters shared between the server and whoever inspects it.
@@ -251,6 +264,13 @@ async fn handle(
             signature_valid,
             received_at: Utc::now(),
             body_len: body.len(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (n.as_str().to_owned(), value)
+                })
+                .collect(),
         });
     }
 
@@ -297,7 +317,11 @@ async fn handle(
         )
             .into_response(),
         ["redirect"] => match query_param(&uri, "to") {
-            Some(to) => redirect(&to),
+            Some(to) => match query_param(&uri, "status").map(|c| c.parse::<u16>()) {
+                None => redirect(&to),
+                Some(Ok(code @ 300..=399)) => redirect_with(code, &to),
+                Some(_) => (StatusCode::BAD_REQUEST, "bad redirect status").into_response(),
+            },
             None => (StatusCode::BAD_REQUEST, "missing ?to=").into_response(),
         },
         ["redirect-chain", n] => match n.parse::<u32>() {
@@ -305,6 +329,7 @@ async fn handle(
             Ok(n) => redirect(&format!("/redirect-chain/{}", n - 1)),
             Err(_) => (StatusCode::BAD_REQUEST, "bad hop count").into_response(),
         },
+        ["binary", kind] => binary_body(kind),
         ["bytes", n] => match n.parse::<u64>() {
             Ok(n) => streamed_body(n),
             Err(_) => (StatusCode::BAD_REQUEST, "bad length").into_response(),
@@ -361,12 +386,46 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 fn redirect(location: &str) -> Response {
+    redirect_with(302, location)
+}
+
+fn redirect_with(code: u16, location: &str) -> Response {
     (
-        StatusCode::FOUND,
+        StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND),
         [(header::LOCATION, location.to_owned())],
         "redirecting",
     )
         .into_response()
+}
+
+/// Bodies a target may well send and Postgres would refuse as text.
+fn binary_body(kind: &str) -> Response {
+    // The first bytes of a gzip stream and of a PNG file.
+    const GZIP: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00,
+    ];
+    const TEXT: (header::HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    const PNG: &[u8] = &[
+        0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', 0, 0, 0, 0x0d,
+    ];
+    match kind {
+        // Both claim to be text, so only their bytes give them away.
+        "nul" => (StatusCode::OK, [TEXT], &b"a\0b"[..]).into_response(),
+        "invalid-utf8" => {
+            (StatusCode::OK, [TEXT], &[b'a', 0xff, 0xfe, b'b', 0xe9][..]).into_response()
+        }
+        "gzip" => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            GZIP,
+        )
+            .into_response(),
+        "png" => (StatusCode::OK, [(header::CONTENT_TYPE, "image/png")], PNG).into_response(),
+        _ => (StatusCode::NOT_FOUND, "no such binary body").into_response(),
+    }
 }
 
 fn streamed_body(len: u64) -> Response {

@@ -207,6 +207,12 @@ async fn metadata_address_is_refused_even_under_broad_allow_entries() {
             "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
             "http://[::ffff:169.254.169.254]/latest/meta-data/",
             "http://[fd00:ec2::254]/latest/meta-data/",
+            // The same address inside IPv6 forms that carry IPv4.
+            "http://[::ffff:0:a9fe:a9fe]/latest/meta-data/",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/",
+            "http://[2002:a9fe:a9fe::]/latest/meta-data/",
+            "http://[2001:0:808:808::5601:5601]/latest/meta-data/",
         ] {
             // A 200 ms timeout: had a connection been attempted the verdict
             // would be a timeout or connect error, not Refused.
@@ -283,6 +289,145 @@ async fn redirects_are_guarded_and_limited() {
     let too_long = fire(&firer, srv.url("/redirect-chain/4")).await;
     assert_eq!(too_long.verdict, Verdict::Failed);
     assert!(too_long.error.unwrap().contains("more than 3 redirects"));
+    srv.shutdown().await.unwrap();
+}
+
+/// A request carrying credentials of its own, as tasks do.
+fn with_credentials(url: impl Into<String>) -> FireRequest {
+    let mut req = get(url, Duration::from_secs(5));
+    req.headers = vec![
+        ("X-Api-Key".into(), "task-secret".into()),
+        ("Authorization".into(), "Bearer task-token".into()),
+        ("Cookie".into(), "session=1".into()),
+    ];
+    req
+}
+
+const CREDENTIALS: [&str; 5] = [
+    "x-api-key",
+    "authorization",
+    "cookie",
+    "idempotency-key",
+    "sundial-signature",
+];
+
+fn redirect_to(from: &TargetServer, to: &str) -> String {
+    format!("{}?to={}", from.url("/redirect"), urlencode(to))
+}
+
+async fn signed_server() -> TargetServer {
+    target_server::spawn(TargetConfig {
+        secrets: vec!["redirect-secret".into()],
+        ..TargetConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_origin_redirects_carry_no_task_headers() {
+    // Two servers on 127.0.0.1: different ports are different origins.
+    let a = signed_server().await;
+    let b = signed_server().await;
+    let firer = firer_with("127.0.0.1/32", &["redirect-secret"]);
+
+    let result = firer
+        .fire(&with_credentials(redirect_to(&a, &b.url("/echo"))))
+        .await;
+    assert_eq!(result.verdict, Verdict::Succeeded);
+    let at_a = &a.stats.records()[0];
+    for name in CREDENTIALS {
+        assert!(at_a.header(name).is_some(), "A should get {name}");
+    }
+    assert_eq!(at_a.signature_valid, Some(true));
+    let at_b = b.stats.records();
+    assert_eq!(at_b.len(), 1);
+    for name in CREDENTIALS {
+        assert_eq!(at_b[0].header(name), None, "B must not get {name}");
+    }
+
+    // Back to the first origin after leaving it: still nothing (the
+    // other origin chose that hop).
+    let back = redirect_to(&b, &a.url("/echo"));
+    let result = firer.fire(&with_credentials(redirect_to(&a, &back))).await;
+    assert_eq!(result.verdict, Verdict::Succeeded);
+    let last = a.stats.records().pop().unwrap();
+    assert_eq!(last.path, "/echo");
+    for name in CREDENTIALS {
+        assert_eq!(last.header(name), None, "A via B must not get {name}");
+    }
+
+    // A 307 repeats the request, body included, but still without the
+    // task's headers.
+    let mut post = with_credentials(format!("{}&status=307", redirect_to(&a, &b.url("/echo"))));
+    post.method = "POST".into();
+    post.body = Some("{\"n\":1}".into());
+    let result = firer.fire(&post).await;
+    assert_eq!(result.verdict, Verdict::Succeeded);
+    let echo: serde_json::Value =
+        serde_json::from_str(result.response_excerpt.as_deref().unwrap()).unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body"], "{\"n\":1}");
+    assert_eq!(echo["content_type"], "application/json");
+    let at_b = b.stats.records().pop().unwrap();
+    for name in CREDENTIALS {
+        assert_eq!(at_b.header(name), None, "B must not get {name} on a 307");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_origin_redirects_keep_task_headers() {
+    let a = signed_server().await;
+    let firer = firer_with("127.0.0.1/32", &["redirect-secret"]);
+
+    for to in [a.url("/echo"), "/echo".to_string()] {
+        let result = firer.fire(&with_credentials(redirect_to(&a, &to))).await;
+        assert_eq!(result.verdict, Verdict::Succeeded, "{to}");
+        let last = a.stats.records().pop().unwrap();
+        assert_eq!(last.path, "/echo");
+        assert_eq!(last.header("x-api-key"), Some("task-secret"), "{to}");
+        assert_eq!(last.header("authorization"), Some("Bearer task-token"));
+        assert_eq!(
+            last.header("idempotency-key"),
+            Some("task-1:2024-01-01T00:00:00Z")
+        );
+        assert_eq!(last.signature_valid, Some(true));
+    }
+
+    // A 303 turns a POST into a GET without a body; the signature is
+    // made again over the empty body, so it still verifies.
+    let mut post = with_credentials(format!("{}&status=303", redirect_to(&a, "/echo")));
+    post.method = "POST".into();
+    post.body = Some("{\"n\":1}".into());
+    let result = firer.fire(&post).await;
+    assert_eq!(result.verdict, Verdict::Succeeded);
+    let last = a.stats.records().pop().unwrap();
+    assert_eq!((last.method.as_str(), last.body_len), ("GET", 0));
+    assert_eq!(last.header("x-api-key"), Some("task-secret"));
+    assert_eq!(last.header("content-type"), None);
+    assert_eq!(last.signature_valid, Some(true));
+    assert_eq!(a.stats.bad_signatures(), 0);
+    a.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------- bodies
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_are_not_text_are_described() {
+    let srv = server().await;
+    let firer = local_firer();
+    for (kind, excerpt) in [
+        ("nul", "<binary, 3 B, text/plain; charset=utf-8>"),
+        ("invalid-utf8", "<binary, 5 B, text/plain; charset=utf-8>"),
+        ("gzip", "<binary, 11 B, application/json, gzip>"),
+        ("png", "<binary, 12 B, image/png>"),
+    ] {
+        let result = fire(&firer, srv.url(&format!("/binary/{kind}"))).await;
+        assert_eq!(result.verdict, Verdict::Succeeded, "{kind}");
+        assert_eq!(result.response_excerpt.as_deref(), Some(excerpt), "{kind}");
+    }
     srv.shutdown().await.unwrap();
 }
 

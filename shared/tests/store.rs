@@ -696,3 +696,134 @@ async fn old_runs_are_purged_in_bounded_chunks(pool: PgPool) {
         .unwrap();
     assert_eq!(left, 1);
 }
+
+// ------------------------------------------------- poisoned write-back
+
+async fn runs_by_task(pool: &PgPool) -> Vec<(i64, String, i32, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT task_id, status, attempts, error, response_excerpt FROM task_runs ORDER BY task_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn nul_bytes_from_targets_are_stored_sanitised(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 1, "rate(1 minute)", Some(now)).await;
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    let mut outcome = finished(
+        c.task_id,
+        c.version,
+        c.occurrence,
+        Some(now + Duration::minutes(1)),
+    );
+    if let OutcomeKind::Finished { run, .. } = &mut outcome.kind {
+        run.response_excerpt = Some("a\0b\u{1}c".into());
+        run.error = Some(format!("bad\0{}", "x".repeat(5000)));
+    }
+    // The plain write, not the isolating one: sanitising alone keeps it valid.
+    let r = store::record_outcomes(&pool, &[outcome]).await.unwrap();
+    assert_eq!((r.runs_inserted, r.advanced), (1, 1));
+    let runs = runs_by_task(&pool).await;
+    assert_eq!(runs[0].4.as_deref(), Some("a\u{fffd}b\u{fffd}c"));
+    let error = runs[0].3.clone().unwrap();
+    assert!(
+        error.starts_with("bad\u{fffd}x") && error.ends_with('…'),
+        "{error}"
+    );
+    assert!(error.len() <= 2000);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn one_refused_outcome_does_not_fail_the_others(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 9, "rate(1 minute)", Some(now)).await;
+    let claimed = store::claim_due(&pool, now, &claim_opts(20)).await.unwrap();
+    assert_eq!(claimed.len(), 9);
+    let next = Some(now + Duration::minutes(1));
+    let mut outcomes: Vec<Outcome> = claimed
+        .iter()
+        .map(|c| finished(c.task_id, c.version, c.occurrence, next))
+        .collect();
+    outcomes.sort_by_key(|o| o.task_id);
+    let set_run = |o: &mut Outcome, f: &dyn Fn(&mut RunRecord)| {
+        if let OutcomeKind::Finished { run, .. } = &mut o.kind {
+            f(run)
+        }
+    };
+    // Refused by CHECK (task_runs_attempts_positive): rewritten.
+    set_run(&mut outcomes[2], &|r| r.attempts = 0);
+    // Refused as out of Postgres' timestamp range: rewritten (finished now).
+    set_run(&mut outcomes[4], &|r| {
+        r.finished_at = DateTime::<Utc>::MIN_UTC
+    });
+    // The occurrence itself is out of range: nothing can be stored.
+    outcomes[6].occurrence = DateTime::<Utc>::MIN_UTC;
+    // A retry whose lease cannot be stored: no run to rewrite it as.
+    outcomes[7].kind = OutcomeKind::Retrying {
+        lease_until: DateTime::<Utc>::MIN_UTC,
+    };
+
+    // The plain write fails as a whole, for its data.
+    let err = store::record_outcomes(&pool, &outcomes).await.unwrap_err();
+    assert!(store::is_data_error(&err), "{err}");
+    assert!(runs_by_task(&pool).await.is_empty());
+
+    let write = store::record_outcomes_isolating(&pool, &outcomes)
+        .await
+        .unwrap();
+    assert_eq!(write.rewritten, vec![2, 4]);
+    assert_eq!(write.refused, vec![6, 7]);
+    assert_eq!(write.recorded.runs_inserted, 7);
+    assert_eq!(write.recorded.advanced, 7);
+
+    let runs = runs_by_task(&pool).await;
+    assert_eq!(runs.len(), 7);
+    for (i, o) in outcomes.iter().enumerate() {
+        let run = runs.iter().find(|r| r.0 == o.task_id);
+        let task = store::get_task(&pool, o.task_id).await.unwrap();
+        match i {
+            2 | 4 => {
+                let (_, status, attempts, error, excerpt) = run.unwrap().clone();
+                assert_eq!((status.as_str(), attempts), ("failed", 1), "#{i}");
+                let error = error.unwrap();
+                assert!(error.contains("could not be stored"), "{error}");
+                assert!(error.contains("succeeded, HTTP 200"), "{error}");
+                assert_eq!(excerpt, None);
+                assert_eq!(task.next_run_at, next, "#{i} moves on");
+                assert_eq!(task.last_status.as_deref(), Some("failed"));
+            }
+            6 | 7 => {
+                assert!(run.is_none(), "#{i}");
+                assert_eq!(task.next_run_at, Some(now), "#{i} waits");
+            }
+            _ => {
+                assert_eq!(run.unwrap().1, "succeeded", "#{i}");
+                assert_eq!(task.next_run_at, next, "#{i}");
+            }
+        }
+    }
+
+    // Written again (a redelivery): nothing new, nothing refused twice over.
+    let again = store::record_outcomes_isolating(&pool, &outcomes[..6])
+        .await
+        .unwrap();
+    assert_eq!(again.recorded.runs_inserted, 0);
+    assert!(again.refused.is_empty());
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn an_outage_is_not_isolated_but_returned(pool: PgPool) {
+    let now = minute(Utc::now());
+    insert_sql_tasks(&pool, 1, "rate(1 minute)", Some(now)).await;
+    let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
+    let outcome = finished(c.task_id, c.version, c.occurrence, None);
+    let closed = pool.clone();
+    closed.close().await;
+    let err = store::record_outcomes_isolating(&closed, &[outcome])
+        .await
+        .unwrap_err();
+    assert!(!store::is_data_error(&err), "{err}");
+}

@@ -244,7 +244,10 @@ async fn handed_back_messages_return_in_seconds_not_after_the_visibility_timeout
     assert!(sent.failed.is_empty());
 
     let mut env = HashMap::new();
-    env.insert("SUNDIAL_ALLOW_TARGETS".to_string(), "127.0.0.1/32".to_string());
+    env.insert(
+        "SUNDIAL_ALLOW_TARGETS".to_string(),
+        "127.0.0.1/32".to_string(),
+    );
     let settings = Settings::from_map(&env).unwrap();
     let processor = Processor::from_settings(lazy, &settings, Arc::new(queue.clone())).unwrap();
     proxy.cut();

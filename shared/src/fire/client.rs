@@ -2,13 +2,13 @@
 //!
 //! Build it once per process (Lambda cold start, `sundial dev`) and share
 //! it: its connection pool is what makes repeated calls to the same host
-//! cheap, and its resolver and redirect policy are where the target guard
-//! is enforced at connect time.
+//! cheap, and its resolver is where the target guard is enforced at
+//! connect time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::guard::{redirect_policy, GuardedResolver, TargetGuard};
+use super::guard::{GuardedResolver, TargetGuard};
 use super::FireError;
 
 /// `User-Agent` sent with every request.
@@ -25,7 +25,7 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How long idle pooled connections are kept.
     pub pool_idle_timeout: Duration,
-    /// Maximum redirect hops followed.
+    /// Maximum redirect hops followed (by the [`Firer`](super::Firer)).
     pub max_redirects: usize,
 }
 
@@ -42,7 +42,7 @@ impl Default for ClientOptions {
 
 /// Build the client: rustls, no system proxy (a proxy would resolve names
 /// itself and bypass the guard), keep-alive pool, TCP nodelay, the guarded
-/// resolver and the guarded redirect policy.
+/// resolver, and no redirect following (the [`Firer`](super::Firer) does it).
 pub fn build_http_client(
     guard: Arc<TargetGuard>,
     opts: &ClientOptions,
@@ -55,8 +55,11 @@ pub fn build_http_client(
         .connect_timeout(opts.connect_timeout)
         .pool_max_idle_per_host(opts.concurrency.max(1))
         .pool_idle_timeout(opts.pool_idle_timeout)
-        .dns_resolver(GuardedResolver::new(Arc::clone(&guard)))
-        .redirect(redirect_policy(guard, opts.max_redirects))
+        .dns_resolver(GuardedResolver::new(guard))
+        // The firer follows redirects itself, so that it can choose each
+        // hop's headers (see `Firer::with_max_redirects`); the guard checks
+        // each hop there and in the resolver.
+        .redirect(reqwest::redirect::Policy::none())
         // The Referer would leak the previous URL (and its query) to the
         // redirect target.
         .referer(false)

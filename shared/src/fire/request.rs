@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
@@ -17,6 +19,7 @@ use super::client::{build_http_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
 use super::signing::Signer;
 use super::FireError;
+use crate::sanitise::{body_excerpt, clean_text, BodyInfo};
 
 /// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -110,10 +113,12 @@ pub struct FireResult {
     pub verdict: Verdict,
     /// HTTP status, when the target answered.
     pub http_status: Option<u16>,
-    /// Error description, at most [`EXCERPT_BYTES`]; never contains header
-    /// values or the URL (either may carry credentials).
+    /// Error description, at most [`EXCERPT_BYTES`], sanitised
+    /// ([`crate::sanitise::clean_text`]); never contains header values or
+    /// the URL (either may carry credentials).
     pub error: Option<String>,
-    /// First [`EXCERPT_BYTES`] of the response body (lossy UTF-8), if any.
+    /// First [`EXCERPT_BYTES`] of the response body as sanitised text, or a
+    /// description such as `<binary, 5.2 KiB, image/png>`, if any.
     pub response_excerpt: Option<String>,
 }
 
@@ -124,6 +129,7 @@ pub struct Firer {
     signer: Arc<Signer>,
     guard: Arc<TargetGuard>,
     max_body_bytes: usize,
+    max_redirects: usize,
 }
 
 /// A request that passed local validation, ready to send.
@@ -132,6 +138,8 @@ struct Prepared {
     url: Url,
     headers: HeaderMap,
     body: Option<String>,
+    /// The signature's timestamp, for re-signing when a redirect drops the body.
+    signed_at: i64,
 }
 
 /// What came back from the target before the body was consumed.
@@ -145,13 +153,15 @@ struct Answer {
 impl Firer {
     /// A firer over an existing client. `client` must have been built by
     /// [`build_http_client`] with the same `guard`, or connect-time checks
-    /// are lost.
+    /// are lost (and redirects would be followed by reqwest, not by the
+    /// firer's [redirect policy](Self::with_max_redirects)).
     pub fn new(client: reqwest::Client, signer: Signer, guard: Arc<TargetGuard>) -> Self {
         Self {
             client,
             signer: Arc::new(signer),
             guard,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_redirects: ClientOptions::default().max_redirects,
         }
     }
 
@@ -162,7 +172,16 @@ impl Firer {
         opts: &ClientOptions,
     ) -> Result<Self, FireError> {
         let client = build_http_client(Arc::clone(&guard), opts)?;
-        Ok(Self::new(client, signer, guard))
+        Ok(Self::new(client, signer, guard).with_max_redirects(opts.max_redirects))
+    }
+
+    /// Follow at most this many redirects (default 3). Every hop's URL
+    /// passes the guard; a hop to another origin (scheme, host or port)
+    /// carries none of the task's headers and no `Idempotency-Key` or
+    /// signature, and neither does any hop after it.
+    pub fn with_max_redirects(mut self, max_redirects: usize) -> Self {
+        self.max_redirects = max_redirects;
+        self
     }
 
     /// Read at most this many response-body bytes (default 64 KiB). Bodies
@@ -188,7 +207,7 @@ impl Firer {
             latency: start.elapsed(),
             verdict,
             http_status,
-            error: error.map(|e| truncate_utf8(e, EXCERPT_BYTES)),
+            error: error.map(|e| clean_text(&e, EXCERPT_BYTES)),
             response_excerpt: excerpt,
         };
 
@@ -223,6 +242,13 @@ impl Firer {
                 let verdict = classify_error(&e);
                 finish(verdict, None, Some(describe_error(e)), None)
             }
+            Err(SendError::Guard(e)) => {
+                let verdict = match e {
+                    GuardError::TooManyRedirects { .. } => Verdict::Failed,
+                    _ => Verdict::Refused,
+                };
+                finish(verdict, None, Some(e.to_string()), None)
+            }
         }
     }
 
@@ -253,12 +279,7 @@ impl Firer {
         })?;
         headers.insert(HeaderName::from_static("idempotency-key"), key);
         let body = req.body.as_deref().unwrap_or("");
-        if let Some(signature) = self.signer.sign(body.as_bytes(), now_unix) {
-            // Hex and digits only, so always a valid header value.
-            if let Ok(value) = HeaderValue::from_str(&signature) {
-                headers.insert(HeaderName::from_static("sundial-signature"), value);
-            }
-        }
+        self.sign(&mut headers, body.as_bytes(), now_unix);
         if req.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -267,21 +288,92 @@ impl Firer {
             url,
             headers,
             body: req.body.clone(),
+            signed_at: now_unix,
         })
     }
 
-    async fn exchange(&self, prepared: Prepared, deadline: Instant) -> Result<Answer, SendError> {
-        let mut builder = self
-            .client
-            .request(prepared.method, prepared.url)
-            .headers(prepared.headers);
-        if let Some(body) = prepared.body {
-            builder = builder.body(body);
+    /// Send `prepared`, following redirects by hand (the client follows
+    /// none) so that each hop's headers can be chosen; see
+    /// [`Self::with_max_redirects`].
+    async fn send_following(
+        &self,
+        prepared: Prepared,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, SendError> {
+        let Prepared {
+            mut method,
+            mut url,
+            mut headers,
+            mut body,
+            signed_at,
+        } = prepared;
+        let origin = url.origin();
+        let mut left_origin = false;
+        let mut hops = 0;
+        loop {
+            let mut builder = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(body) = &body {
+                builder = builder.body(body.clone());
+            }
+            let response = tokio::time::timeout_at(deadline, builder.send())
+                .await
+                .map_err(|_| SendError::TimedOut)?
+                .map_err(SendError::Http)?;
+            let Some(next) = redirect_location(&response, &url) else {
+                return Ok(response);
+            };
+            if hops == self.max_redirects {
+                return Err(SendError::Guard(GuardError::TooManyRedirects {
+                    max: self.max_redirects,
+                }));
+            }
+            hops += 1;
+            // Host names are checked by the resolver when the hop connects.
+            self.guard.check_literal(&next).map_err(SendError::Guard)?;
+            let status = response.status();
+            // 303, and 301/302 after a POST, continue as a GET without a
+            // body, as browsers do; 307 and 308 repeat the request.
+            if (status == StatusCode::SEE_OTHER && method != Method::HEAD)
+                || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                    && method == Method::POST)
+            {
+                method = Method::GET;
+                body = None;
+                headers.remove(CONTENT_TYPE);
+                if !left_origin {
+                    self.sign(&mut headers, b"", signed_at);
+                }
+            }
+            if !left_origin && next.origin() != origin {
+                // The task's headers (credentials, API keys), the signature
+                // and the idempotency key are meant for the task's origin.
+                left_origin = true;
+                let content_type = headers.remove(CONTENT_TYPE);
+                headers.clear();
+                if let (Some(value), Some(_)) = (content_type, &body) {
+                    headers.insert(CONTENT_TYPE, value);
+                }
+            }
+            url = next;
         }
-        let mut response = tokio::time::timeout_at(deadline, builder.send())
-            .await
-            .map_err(|_| SendError::TimedOut)?
-            .map_err(SendError::Http)?;
+    }
+
+    /// Set (or, with no signing secret, leave out) `Sundial-Signature` over `body`.
+    fn sign(&self, headers: &mut HeaderMap, body: &[u8], signed_at: i64) {
+        headers.remove(SIGNATURE_HEADER_NAME);
+        if let Some(signature) = self.signer.sign(body, signed_at) {
+            // Hex and digits only, so always a valid header value.
+            if let Ok(value) = HeaderValue::from_str(&signature) {
+                headers.insert(HeaderName::from_static(SIGNATURE_HEADER_NAME), value);
+            }
+        }
+    }
+
+    async fn exchange(&self, prepared: Prepared, deadline: Instant) -> Result<Answer, SendError> {
+        let mut response = self.send_following(prepared, deadline).await?;
 
         let status = response.status();
         let retry_after = response
@@ -311,11 +403,21 @@ impl Firer {
     }
 
     /// Read up to `max_body_bytes`, keeping only the first [`EXCERPT_BYTES`]:
-    /// memory per request stays at one chunk plus the excerpt.
+    /// memory per request stays at one chunk plus the excerpt. The excerpt
+    /// is sanitised text, or a description of a binary body
+    /// ([`crate::sanitise::body_excerpt`]).
     async fn read_excerpt(
         &self,
         response: &mut reqwest::Response,
     ) -> (Option<String>, Option<reqwest::Error>) {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let content_type = header(CONTENT_TYPE);
+        let content_encoding = header(CONTENT_ENCODING);
         let mut excerpt = Vec::new();
         let mut read = 0usize;
         let mut error = None;
@@ -333,12 +435,13 @@ impl Firer {
                 }
             }
         }
-        let excerpt = (!excerpt.is_empty()).then(|| {
-            truncate_utf8(
-                String::from_utf8_lossy(&excerpt).into_owned(),
-                EXCERPT_BYTES,
-            )
-        });
+        let info = BodyInfo {
+            content_type: content_type.as_deref(),
+            content_encoding: content_encoding.as_deref(),
+            bytes_read: read,
+            cut_off: error.is_some() || read >= self.max_body_bytes,
+        };
+        let excerpt = (!excerpt.is_empty()).then(|| body_excerpt(&excerpt, info, EXCERPT_BYTES));
         (excerpt, error)
     }
 }
@@ -346,6 +449,29 @@ impl Firer {
 enum SendError {
     TimedOut,
     Http(reqwest::Error),
+    /// A redirect hop the guard refused, or one hop too many.
+    Guard(GuardError),
+}
+
+/// `Sundial-Signature`, as the lower-case name `HeaderName` requires.
+const SIGNATURE_HEADER_NAME: &str = "sundial-signature";
+
+/// Where a redirect answer points, if it is one to follow: 301, 302, 303,
+/// 307 or 308 with a `Location` that resolves against `current`. Other
+/// 3xx (304, 300) and unusable locations are answers, not hops.
+fn redirect_location(response: &reqwest::Response, current: &Url) -> Option<Url> {
+    if !matches!(
+        response.status(),
+        StatusCode::MOVED_PERMANENTLY
+            | StatusCode::FOUND
+            | StatusCode::SEE_OTHER
+            | StatusCode::TEMPORARY_REDIRECT
+            | StatusCode::PERMANENT_REDIRECT
+    ) {
+        return None;
+    }
+    let location = response.headers().get(LOCATION)?.to_str().ok()?;
+    current.join(location).ok()
 }
 
 /// Headers Sundial sets itself or that would corrupt message framing

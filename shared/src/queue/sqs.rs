@@ -375,7 +375,10 @@ mod tests {
             let wait = Duration::from_secs(secs);
             let t = receive_timeouts(wait);
             let attempt = t.operation_attempt_timeout().unwrap_or_default();
-            assert!(attempt > wait + Duration::from_secs(5), "{secs}: {attempt:?}");
+            assert!(
+                attempt > wait + Duration::from_secs(5),
+                "{secs}: {attempt:?}"
+            );
             assert!(t.operation_timeout().unwrap_or_default() > attempt);
         }
     }
