@@ -108,7 +108,11 @@ async fn binary_bodies_are_recorded_once_and_do_not_poison_the_batch(pool: PgPoo
             .unwrap()
             .unwrap();
         assert!(task.next_run_at > Some(due), "{name} moves on");
-        assert!(task.lease_until.is_none(), "{name}");
+        // No lease left on this occurrence (the next may be chained).
+        assert!(
+            task.lease_until.is_none() || task.lease_until > task.next_run_at,
+            "{name}"
+        );
     }
     // The target was hit once per occurrence.
     assert_eq!(server.stats.requests(), cases.len() as u64);
