@@ -90,3 +90,22 @@ fn a_small_scan_claims_exactly_the_due_rows() {
     assert!(f64_at(r, "/per_second") > 0.0);
     assert!(u64_at(r, "/claim_ms/count") >= 1);
 }
+
+#[test]
+fn a_short_lambda_path_run_fires_every_whole_second_task_and_none_early() {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL_SQS").is_ok(),
+        "AWS_ENDPOINT_URL_SQS is not set: run `eval \"$(make -s services)\"` or `make test`"
+    );
+    let v = bench("lambda-path", &["--tasks", "10", "--seconds", "20"]);
+    assert_eq!(u64_at(&v, "/results/tasks"), 10);
+    assert_eq!(u64_at(&v, "/results/fired"), 10, "{v:#}");
+    assert_eq!(u64_at(&v, "/results/early"), 0, "{v:#}");
+    assert!(u64_at(&v, "/results/ticks") >= 1);
+    assert_eq!(
+        u64_at(&v, "/results/sub_minute_fired"),
+        u64_at(&v, "/results/sub_minute_expected"),
+        "{v:#}"
+    );
+    assert!(f64_at(&v, "/results/lag_ms/max") >= 0.0);
+}

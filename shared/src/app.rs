@@ -149,11 +149,10 @@ impl App {
             QueueNeed::SqsOrMemory => settings.queue_url.clone(),
         };
         let queue = match url {
-            Some(url) => Queue::Sqs(SqsQueue::new(
-                client_from_env().await,
-                url,
-                settings.send_concurrency,
-            )),
+            Some(url) => Queue::Sqs(
+                SqsQueue::new(client_from_env().await, url, settings.send_concurrency)
+                    .with_delivery_lead(settings.delivery_lead),
+            ),
             None => Queue::Memory(Arc::new(MemoryQueue::default())),
         };
         Ok(App {

@@ -34,6 +34,15 @@ pub mod defaults {
     pub const DEADLINE_MARGIN_MS: u64 = 2_000;
     /// Run history kept (`SUNDIAL_RUN_RETENTION_DAYS`).
     pub const RUN_RETENTION_DAYS: u32 = 30;
+    /// How much earlier than its fire instant an SQS message is made due
+    /// (`SUNDIAL_DELIVERY_LEAD_MS`): a delayed message becomes receivable a
+    /// little after its delay, so it is aimed early and held by the
+    /// processor until its instant. 0 saves the hold (processor wall time)
+    /// at the price of firing as late as the queue delivers.
+    pub const DELIVERY_LEAD_MS: u64 = 1_000;
+    /// [`DELIVERY_LEAD_MS`] as a duration.
+    pub const DELIVERY_LEAD: std::time::Duration =
+        std::time::Duration::from_millis(DELIVERY_LEAD_MS);
 }
 
 /// A setting that is missing or cannot be used.
@@ -92,6 +101,8 @@ pub struct Settings {
     pub deadline_margin: Duration,
     /// `SUNDIAL_RUN_RETENTION_DAYS`.
     pub run_retention_days: u32,
+    /// `SUNDIAL_DELIVERY_LEAD_MS`.
+    pub delivery_lead: Duration,
     /// `SUNDIAL_MIGRATE_ON_START`: apply pending migrations when a binary
     /// starts (`true`/`false`, default false; `sundial dev` always does).
     pub migrate_on_start: bool,
@@ -182,6 +193,13 @@ impl Settings {
                 defaults::DEADLINE_MARGIN_MS,
                 0,
                 60_000,
+            )?),
+            delivery_lead: Duration::from_millis(number(
+                env,
+                "SUNDIAL_DELIVERY_LEAD_MS",
+                defaults::DELIVERY_LEAD_MS,
+                0,
+                crate::firetime::MAX_DELIVERY_LEAD.as_millis() as u64,
             )?),
             run_retention_days: number(
                 env,

@@ -22,8 +22,23 @@ use chrono::{DateTime, Utc};
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 /// A message that arrives at most this early is held until its instant;
-/// earlier ones are put back on the queue with the remaining delay.
-pub const HOLD_MAX: Duration = Duration::from_secs(2);
+/// earlier ones are put back on the queue with the remaining delay. It
+/// covers the SQS adapter's delivery lead (at most
+/// [`MAX_DELIVERY_LEAD`]) plus the second lost to rounding down, with room
+/// to spare.
+pub const HOLD_MAX: Duration = Duration::from_secs(3);
+
+/// Longest delivery lead a queue adapter may use (see
+/// `SUNDIAL_DELIVERY_LEAD_MS`).
+pub const MAX_DELIVERY_LEAD: Duration = Duration::from_secs(1);
+
+/// A delay as `DelaySeconds` for a queue that delivers up to `lead` late
+/// (SQS makes a delayed message receivable a little after its delay; the
+/// emulator up to a second after): aim `lead` earlier, round down, and let
+/// the processor hold the message until its instant.
+pub fn delay_seconds_with_lead(delay: Duration, lead: Duration) -> i32 {
+    whole_seconds(delay.saturating_sub(lead.min(MAX_DELIVERY_LEAD)))
+}
 
 /// The jitter offset of an occurrence: stable, in `0..=jitter_secs` seconds
 /// at millisecond resolution.
@@ -140,7 +155,8 @@ mod tests {
         assert_eq!(at("2026-12-01T08:59:59.001Z"), Arrival::Hold(ms(999)));
         assert_eq!(at("2026-12-01T08:59:59.000Z"), Arrival::Hold(ms(1000)));
         assert_eq!(at("2026-12-01T08:59:58.000Z"), Arrival::Hold(ms(2000)));
-        assert_eq!(at("2026-12-01T08:59:57.999Z"), Arrival::PutBack(ms(2001)));
+        assert_eq!(at("2026-12-01T08:59:57.000Z"), Arrival::Hold(ms(3000)));
+        assert_eq!(at("2026-12-01T08:59:56.999Z"), Arrival::PutBack(ms(3001)));
         assert_eq!(
             at("2026-12-01T08:45:00.000Z"),
             Arrival::PutBack(ms(900_000))
@@ -148,6 +164,23 @@ mod tests {
         assert_eq!(at("2026-12-01T09:00:00.000Z"), Arrival::Fire);
         assert_eq!(at("2026-12-01T09:00:00.001Z"), Arrival::Fire);
         assert_eq!(at("2026-12-01T10:00:00.000Z"), Arrival::Fire);
+    }
+
+    #[test]
+    fn a_delivery_lead_makes_messages_due_earlier_but_never_later() {
+        let lead = ms(1000);
+        assert_eq!(delay_seconds_with_lead(ms(0), lead), 0);
+        assert_eq!(delay_seconds_with_lead(ms(999), lead), 0);
+        assert_eq!(delay_seconds_with_lead(ms(1999), lead), 0);
+        assert_eq!(delay_seconds_with_lead(ms(2000), lead), 1);
+        assert_eq!(delay_seconds_with_lead(ms(900_000), lead), 899);
+        // Capped lead: a message is never due more than lead + 1 s early,
+        // which the hold covers.
+        for d in (0..5000).step_by(7) {
+            let sent = delay_seconds_with_lead(ms(d), ms(60_000)) as u64 * 1000;
+            assert!(sent <= d && d - sent < (MAX_DELIVERY_LEAD + ms(1000)).as_millis() as u64);
+            assert!(MAX_DELIVERY_LEAD + ms(1000) < HOLD_MAX);
+        }
     }
 
     /// Pinned: a change of these values moves every jittered task's fire

@@ -17,7 +17,7 @@ use aws_sdk_sqs::types::{
 use futures::StreamExt;
 
 use super::{DispatchQueue, Outgoing, SendReport};
-use crate::firetime::whole_seconds;
+use crate::firetime::{delay_seconds_with_lead, whole_seconds};
 
 /// Entries per `SendMessageBatch` call (the SQS maximum).
 pub const BATCH_SIZE: usize = 10;
@@ -63,6 +63,9 @@ pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     concurrency: usize,
+    /// Messages are made due this much before their delay (see
+    /// [`crate::firetime::delay_seconds_with_lead`]).
+    lead: Duration,
 }
 
 /// A received message.
@@ -107,7 +110,16 @@ impl SqsQueue {
             client,
             queue_url: queue_url.into(),
             concurrency: concurrency.max(1),
+            lead: crate::config::defaults::DELIVERY_LEAD,
         }
+    }
+
+    /// Makes messages due `lead` before their delay, so a queue that
+    /// delivers late still delivers before the fire instant (the processor
+    /// holds them until then). Capped at [`crate::firetime::MAX_DELIVERY_LEAD`].
+    pub fn with_delivery_lead(mut self, lead: Duration) -> Self {
+        self.lead = lead.min(crate::firetime::MAX_DELIVERY_LEAD);
+        self
     }
 
     /// The dispatch queue named by `SUNDIAL_QUEUE_URL`, with the client from
@@ -116,11 +128,10 @@ impl SqsQueue {
         settings: &crate::config::Settings,
     ) -> Result<Self, crate::config::ConfigError> {
         let url = settings.require_queue_url()?;
-        Ok(SqsQueue::new(
-            client_from_env().await,
-            url,
-            settings.send_concurrency,
-        ))
+        Ok(
+            SqsQueue::new(client_from_env().await, url, settings.send_concurrency)
+                .with_delivery_lead(settings.delivery_lead),
+        )
     }
 
     pub fn client(&self) -> &aws_sdk_sqs::Client {
@@ -147,7 +158,7 @@ impl SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(out.message.to_json())
-                        .delay_seconds(whole_seconds(out.delay))
+                        .delay_seconds(delay_seconds_with_lead(out.delay, self.lead))
                         .build()
                 })
                 .collect();
