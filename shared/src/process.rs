@@ -153,6 +153,14 @@ pub struct ProcessReport {
     /// Target latency per request, milliseconds.
     #[serde(skip)]
     pub latency_ms: Vec<f64>,
+    /// How late the queue delivered each message after its fire instant
+    /// (0 when it came early and was held), milliseconds.
+    #[serde(skip)]
+    pub delivery_late_ms: Vec<f64>,
+    /// The processor's own delay: request start − max(fire instant,
+    /// arrival), milliseconds. What Sundial adds beyond the queue.
+    #[serde(skip)]
+    pub start_delay_ms: Vec<f64>,
 }
 
 impl ProcessReport {
@@ -175,6 +183,9 @@ impl ProcessReport {
         self.chained += other.chained;
         self.fire_lag_ms.extend_from_slice(&other.fire_lag_ms);
         self.latency_ms.extend_from_slice(&other.latency_ms);
+        self.delivery_late_ms
+            .extend_from_slice(&other.delivery_late_ms);
+        self.start_delay_ms.extend_from_slice(&other.start_delay_ms);
     }
 }
 
@@ -250,6 +261,10 @@ struct InFlight<Id> {
     span: tracing::Span,
     /// Hold until this instant before firing (the message came early).
     hold_until: Option<Instant>,
+    /// When the message was both in hand and due: max(fire instant, arrival).
+    ready_at: DateTime<Utc>,
+    /// How late the queue delivered it after its fire instant (zero if early).
+    delivery_late: chrono::Duration,
 }
 
 impl Processor {
@@ -611,6 +626,8 @@ impl Processor {
                 timing,
                 span,
                 hold_until,
+                ready_at: fire_at.max(now),
+                delivery_late: (now - fire_at).max(chrono::Duration::zero()),
             },
             request,
         )
@@ -728,6 +745,8 @@ impl Processor {
             timing,
             span,
             hold_until,
+            ready_at,
+            delivery_late,
         } = job;
         let _entered = span.enter();
         let mut report = ProcessReport {
@@ -747,6 +766,11 @@ impl Processor {
         report
             .latency_ms
             .push(result.latency.as_secs_f64() * 1000.0);
+        let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        report.delivery_late_ms.push(ms(delivery_late));
+        report
+            .start_delay_ms
+            .push(ms(result.started_at - ready_at).max(0.0));
         if message.attempt == 1 && !message.manual {
             let lag = (result.started_at - message.occurrence)
                 .num_microseconds()
