@@ -1002,6 +1002,9 @@ impl Processor {
     }
 }
 
+/// What [`Processor::triage`] decided. A short-lived return value, moved
+/// once per message: boxing either variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Triage<Id> {
     Settled(Settled<Id>),
     Fire(InFlight<Id>, FireRequest),
