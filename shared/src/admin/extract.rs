@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use chrono::{DateTime, Datelike, Utc};
 use serde::de::DeserializeOwned;
 
 use super::error::AdminError;
@@ -127,6 +128,29 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
                     format!("`{shown}` is not a task id (a positive integer)"),
                 )
             })
+    }
+}
+
+/// Earliest instant a request may name: the first of year 1 (RFC 3339 has
+/// four-digit years; Postgres' own range, 4713 BC to 294276 AD, is wider).
+pub const EARLIEST_INSTANT: &str = "0001-01-01T00:00:00Z";
+/// Latest instant a request may name.
+pub const LATEST_INSTANT: &str = "9999-12-31T23:59:59.999999Z";
+
+/// `t` if it lies within [`EARLIEST_INSTANT`]..=[`LATEST_INSTANT`], so that
+/// Postgres and the schedule engine can hold it; else a 400 naming `field`.
+pub fn instant_in_range(
+    field: &'static str,
+    t: DateTime<Utc>,
+) -> Result<DateTime<Utc>, AdminError> {
+    let year = t.year();
+    if (1..=9999).contains(&year) {
+        Ok(t)
+    } else {
+        Err(AdminError::invalid(
+            field,
+            format!("must lie between {EARLIEST_INSTANT} and {LATEST_INSTANT}"),
+        ))
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{AdminError, ErrorBody, Result};
-use super::extract::JsonBody;
+use super::extract::{instant_in_range, JsonBody};
 use super::AdminState;
 use crate::schedule;
 use crate::store::{self, RunStats};
@@ -115,7 +115,10 @@ pub async fn preview(JsonBody(req): JsonBody<PreviewRequest>) -> Result<Json<Pre
         ));
     }
     let timezone = req.timezone.unwrap_or_else(|| "UTC".to_string());
-    let from = req.from.unwrap_or_else(Utc::now);
+    let from = match req.from {
+        Some(from) => instant_in_range("from", from)?,
+        None => Utc::now(),
+    };
     let occurrences = schedule::preview(&req.schedule, &timezone, from, count)
         .map_err(|err| AdminError::invalid(err.field(), err.to_string()))?;
     Ok(Json(Preview {
