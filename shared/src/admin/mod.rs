@@ -28,6 +28,7 @@ use crate::queue::DispatchQueue;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod serve;
 pub mod status;
 pub mod tasks;
 
