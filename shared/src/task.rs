@@ -30,8 +30,8 @@ pub const MAX_SCHEDULE_CHARS: usize = 200;
 pub const MAX_URL_CHARS: usize = 2048;
 /// Longest header name, in bytes.
 pub const MAX_HEADER_NAME_BYTES: usize = 256;
-/// Longest header value, in bytes.
-pub const MAX_HEADER_VALUE_BYTES: usize = 8192;
+/// Longest header value, in characters.
+pub const MAX_HEADER_VALUE_CHARS: usize = 8192;
 /// Headers Sundial sets itself; a task cannot override them.
 pub const RESERVED_HEADERS: &[&str] = &[
     "idempotency-key",
@@ -238,7 +238,7 @@ impl TaskSpec {
     /// separate: see [`crate::fire::guard`].
     pub fn validate(&mut self) -> Result<(Schedule, Tz), InvalidField> {
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        if name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
             return Err(InvalidField::new(
                 "name",
                 format!("must be 1 to {MAX_NAME_CHARS} characters"),
@@ -274,6 +274,7 @@ impl TaskSpec {
             ));
         }
         let zone = parse_zone(&self.timezone)?;
+        self.timezone = self.timezone.trim().to_string();
         self.method = self.method.trim().to_ascii_uppercase();
         if !METHODS.contains(&self.method.as_str()) {
             let shown: String = self.method.chars().filter(|c| !c.is_control()).take(20).collect();
@@ -346,8 +347,8 @@ fn in_range(field: &'static str, value: i32, (min, max): (i32, i32)) -> Result<(
 
 /// A target URL must be absolute http(s) with a host, spelled the way
 /// every parser reads alike: `http://` or `https://` first, no backslashes,
-/// no control or whitespace characters (leading and trailing spaces are
-/// trimmed). Returns the parsed URL, whose serialisation is what is stored.
+/// no control or whitespace characters (leading and trailing whitespace
+/// is trimmed). Returns the parsed URL, whose serialisation is what is stored.
 ///
 /// The `url` crate follows the WHATWG rules, which accept `http:8.8.8.8`,
 /// `http:/x`, `http:\\x\` and strip leading controls; other tools read
@@ -359,7 +360,7 @@ pub fn validate_url(raw: &str) -> Result<url::Url, InvalidField> {
             format!("longer than {MAX_URL_CHARS} characters"),
         ));
     }
-    let text = raw.trim_matches(' ');
+    let text = raw.trim();
     if text.chars().any(|c| is_unsafe_char(c) || c.is_whitespace()) {
         return Err(InvalidField::new(
             "url",
@@ -441,7 +442,7 @@ fn validate_header(name: &str, value: &str) -> Result<(), InvalidField> {
             format!("`{name}` is set by Sundial and cannot be overridden"),
         ));
     }
-    if value.len() > MAX_HEADER_VALUE_BYTES
+    if value.chars().count() > MAX_HEADER_VALUE_CHARS
         || value.chars().any(|c| c != '\t' && is_unsafe_char(c))
     {
         return Err(InvalidField::new(

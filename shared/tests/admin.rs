@@ -519,25 +519,45 @@ async fn hostile_input_is_a_400_naming_the_field(pool: PgPool) {
     }
     for query in [
         "before=-4714-11-23T00:00:00Z",
-        "before=0000-12-31T23:59:59Z",
-        "before=%2B10000-01-01T00:00:00Z",
+        "before=-0001-06-01T00:00:00Z",
+        "before=%2B10001-01-01T00:00:00Z",
     ] {
         let (status, err) = api
             .call("GET", &format!("/v1/tasks/{id}/runs?{query}"), None)
             .await;
         assert_invalid(status, &err, "before");
     }
-    let (status, page) = api
-        .call("GET", &format!("/v1/tasks/{id}/runs?before=0001-01-01T00:00:00Z"), None)
+    // Every RFC 3339 timestamp is in range, whatever its offset.
+    for before in [
+        "0000-01-01T00:00:00%2B23:59",
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999999-23:59",
+    ] {
+        let (status, page) = api
+            .call("GET", &format!("/v1/tasks/{id}/runs?before={before}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{before}: {page}");
+    }
+    let (status, preview) = api
+        .call(
+            "POST",
+            "/v1/schedules/preview",
+            Some(json!({"schedule": "@yearly", "from": "9999-06-01T00:00:00Z", "count": 3})),
+        )
         .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let (status, err) = api.call("GET", "/v1/tasks?cursor=-1", None).await;
-    assert_invalid(status, &err, "cursor");
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["occurrences"], json!([]), "{preview}");
+    for cursor in ["-1", "%2B1", "1234567890123456789", "", "1.0"] {
+        let (status, err) = api
+            .call("GET", &format!("/v1/tasks?cursor={cursor}"), None)
+            .await;
+        assert_invalid(status, &err, "cursor");
+    }
     let (status, err) = api
         .call(
             "POST",
             "/v1/schedules/preview",
-            Some(json!({"schedule": "rate(1 minute)", "from": "-0001-01-01T00:00:00Z"})),
+            Some(json!({"schedule": "rate(1 minute)", "from": "-0002-01-01T00:00:00Z"})),
         )
         .await;
     assert_invalid(status, &err, "from");

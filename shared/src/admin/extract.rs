@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::error::AdminError;
@@ -131,27 +131,36 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     }
 }
 
-/// Earliest instant a request may name: the first of year 1 (RFC 3339 has
-/// four-digit years; Postgres' own range, 4713 BC to 294276 AD, is wider).
-pub const EARLIEST_INSTANT: &str = "0001-01-01T00:00:00Z";
-/// Latest instant a request may name.
-pub const LATEST_INSTANT: &str = "9999-12-31T23:59:59.999999Z";
+/// Earliest instant a request may name: the earliest RFC 3339 timestamp
+/// (`0000-01-01T00:00:00+23:59`), in UTC.
+pub const EARLIEST_INSTANT: &str = "-0001-12-31T00:01:00Z";
+/// Latest instant a request may name: the latest RFC 3339 timestamp
+/// (`9999-12-31T23:59:59.999999999-23:59`), in UTC.
+pub const LATEST_INSTANT: &str = "+10000-01-01T23:58:59.999999999Z";
 
-/// `t` if it lies within [`EARLIEST_INSTANT`]..=[`LATEST_INSTANT`], so that
-/// Postgres and the schedule engine can hold it; else a 400 naming `field`.
+/// `t` if some RFC 3339 timestamp (a four-digit year, any offset) names
+/// it; else a 400 naming `field`. Postgres' range (4713 BC to 294276 AD)
+/// is wider, chrono's too; RFC 3339 is what the API promises.
 pub fn instant_in_range(
     field: &'static str,
     t: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, AdminError> {
-    let year = t.year();
-    if (1..=9999).contains(&year) {
-        Ok(t)
-    } else {
-        Err(AdminError::invalid(
+    let earliest = DateTime::parse_from_rfc3339("0000-01-01T00:00:00+23:59");
+    let latest = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999-23:59");
+    match (earliest, latest) {
+        (Ok(earliest), Ok(latest)) if t >= earliest && t <= latest => Ok(t),
+        _ => Err(AdminError::invalid(
             field,
-            format!("must lie between {EARLIEST_INSTANT} and {LATEST_INSTANT}"),
-        ))
+            "must be an RFC 3339 timestamp with a four-digit year",
+        )),
     }
+}
+
+/// Latest instant an answer shows: later ones have no RFC 3339 form in UTC.
+pub fn last_showable_instant() -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z")
+        .ok()
+        .map(|t| t.to_utc())
 }
 
 /// A query string parsed into `T`; errors name the parameter.

@@ -134,9 +134,10 @@ pub async fn list_tasks(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|id| *id >= 0)
+            // At most 18 digits: every such number is an i64.
+            Some(c)
+                .filter(|c| (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|c| c.parse::<i64>().ok())
                 .ok_or_else(|| {
                     AdminError::invalid("cursor", "is not a cursor from a previous page")
                 })
