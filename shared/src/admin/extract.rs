@@ -64,8 +64,9 @@ fn is_json(content_type: &str) -> bool {
 /// shape, where every failure belongs to a field. serde_json alone reports
 /// some type errors (a boolean where an enum goes) as syntax errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(AdminError::MalformedJson)?;
+    integral_floats_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
         let field = top_field(err.path()).or_else(|| field_in_message(&err.inner().to_string()));
         let inner = err.into_inner();
@@ -74,6 +75,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
             None => AdminError::MalformedJson(inner),
         }
     })
+}
+
+/// JSON (and JSON Schema) has one number type: `81.0` is the integer 81,
+/// as a client generating from the OpenAPI document may well write it.
+/// serde's integer fields refuse floats, so integral ones are rewritten.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            // Both bounds are exact powers of two, so the casts are exact.
+            if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) {
+                *value = Value::from(f as i64);
+            } else if f.fract() == 0.0 && f >= 0.0 && f < 2f64.powi(64) {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// The first segment of an error path: `headers` for `headers.X-Env`.
@@ -223,6 +245,23 @@ mod tests {
         assert_eq!(
             field_of(&format!("{{{base},\"catch_up\":\"sometimes\"}}")).as_deref(),
             Some("catch_up")
+        );
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let base = r#""name":"a","schedule":"rate(1 minute)","url":"https://x.io""#;
+        let spec: TaskSpec =
+            parse_json(format!("{{{base},\"timeout_ms\":1000.0,\"jitter_secs\":1e1}}").as_bytes())
+                .unwrap();
+        assert_eq!((spec.timeout_ms, spec.jitter_secs), (1000, 10));
+        assert_eq!(
+            field_of(&format!("{{{base},\"timeout_ms\":1000.5}}")).as_deref(),
+            Some("timeout_ms")
+        );
+        assert_eq!(
+            field_of(&format!("{{{base},\"timeout_ms\":1e300}}")).as_deref(),
+            Some("timeout_ms")
         );
     }
 
