@@ -743,7 +743,10 @@ mod tests {
             );
         }
         let shown = task_detail(&task);
-        assert!(shown.contains("https://x.io/\\u{1b}[2J\\u{9b}31m"), "{shown}");
+        assert!(
+            shown.contains("https://x.io/\\u{1b}[2J\\u{9b}31m"),
+            "{shown}"
+        );
         assert!(shown.contains("line\\nnext\\\\n"), "{shown}");
         // --json stays JSON, with the same strings.
         let back: Value = serde_json::from_str(&render(true, &task, String::new)).unwrap();

@@ -337,6 +337,10 @@ async fn stored_control_characters_are_escaped(pool: PgPool) {
         assert!(out.stdout.contains("evil"), "{args:?}: {}", out.stdout);
     }
     let out = sundial(&api, Some(TOKEN), &["tasks", "show", &id_s]).await;
-    assert!(out.stdout.contains("https://x.io/\\u{1b}[2J"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("https://x.io/\\u{1b}[2J"),
+        "{}",
+        out.stdout
+    );
     server.abort();
 }

@@ -82,8 +82,8 @@ async fn main() -> Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
-        .execute(&admin_pool)
-        .await?;
+    .execute(&admin_pool)
+    .await?;
     served?;
     Ok(())
 }

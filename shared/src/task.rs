@@ -277,7 +277,12 @@ impl TaskSpec {
         self.timezone = self.timezone.trim().to_string();
         self.method = self.method.trim().to_ascii_uppercase();
         if !METHODS.contains(&self.method.as_str()) {
-            let shown: String = self.method.chars().filter(|c| !c.is_control()).take(20).collect();
+            let shown: String = self
+                .method
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(20)
+                .collect();
             return Err(InvalidField::new(
                 "method",
                 format!("`{shown}` is not one of {}", METHODS.join(", ")),
@@ -642,7 +647,10 @@ mod tests {
             ("name", Box::new(|s| s.name = "a\u{0}b".into())),
             ("name", Box::new(|s| s.name = "a\u{1b}[2Jb".into())),
             ("name", Box::new(|s| s.name = "a\u{9b}b".into())),
-            ("schedule", Box::new(|s| s.schedule = "rate(1 minute)\u{0}".into())),
+            (
+                "schedule",
+                Box::new(|s| s.schedule = "rate(1 minute)\u{0}".into()),
+            ),
             ("timezone", Box::new(|s| s.timezone = "UTC\u{0}".into())),
             ("body", Box::new(|s| s.body = Some("a\u{0}b".into()))),
             ("body", Box::new(|s| s.body = Some("\u{1b}[2J".into()))),

@@ -167,8 +167,10 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         ]
         .boxed(),
         "method" => prop_oneof![
-            prop::sample::select(vec!["GET", "post", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
-                .prop_map(|m| json!(m)),
+            prop::sample::select(vec![
+                "GET", "post", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
+            ])
+            .prop_map(|m| json!(m)),
             hostile_text().prop_map(Value::String),
         ]
         .boxed(),
@@ -182,8 +184,7 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         "headers" => prop_oneof![
             prop::collection::btree_map("[A-Za-z\\-]{1,12}", hostile_text(), 0..3)
                 .prop_map(|m| json!(m)),
-            prop::collection::btree_map(hostile_text(), "[ -~]{0,10}", 0..3)
-                .prop_map(|m| json!(m)),
+            prop::collection::btree_map(hostile_text(), "[ -~]{0,10}", 0..3).prop_map(|m| json!(m)),
             Just(json!({"Idempotency-Key": "x"})),
         ]
         .boxed(),
@@ -396,15 +397,15 @@ fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
 }
 
 fn attempt() -> impl Strategy<Value = Attempt> {
-    (route(), query(), headers(), body()).prop_map(
-        |((method, path), query, headers, body)| Attempt {
+    (route(), query(), headers(), body()).prop_map(|((method, path), query, headers, body)| {
+        Attempt {
             method,
             path,
             query,
             headers,
             body,
-        },
-    )
+        }
+    })
 }
 
 /// Sends one attempt; `None` when the request cannot even be built (the
@@ -434,7 +435,8 @@ async fn random_requests_never_get_a_5xx(pool: PgPool) {
     let router = admin::router(state);
     // Ids 1 and 2 exist, so some requests reach real rows.
     for name in ["first", "second"] {
-        let body = json!({"name": name, "schedule": "rate(1 minute)", "url": "https://example.com/"});
+        let body =
+            json!({"name": name, "schedule": "rate(1 minute)", "url": "https://example.com/"});
         let attempt = Attempt {
             method: Method::POST,
             path: "/v1/tasks".into(),
@@ -450,7 +452,9 @@ async fn random_requests_never_get_a_5xx(pool: PgPool) {
     }
 
     let handle = tokio::runtime::Handle::current();
-    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new()));
+    let seen = Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeMap::<u16, u32>::new(),
+    ));
     let tally = seen.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut runner = TestRunner::new(Config {

@@ -135,7 +135,9 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let mut holders = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         holders.push(s);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -163,15 +163,24 @@ fn task_fields() -> Map<String, Value> {
     );
     fields.insert(
         "timeout_ms".into(),
-        ranged(TIMEOUT_MS_RANGE, "Per-attempt timeout in milliseconds (default 30000)."),
+        ranged(
+            TIMEOUT_MS_RANGE,
+            "Per-attempt timeout in milliseconds (default 30000).",
+        ),
     );
     fields.insert(
         "max_attempts".into(),
-        ranged(ATTEMPTS_RANGE, "Attempts per occurrence, the first included (default 3)."),
+        ranged(
+            ATTEMPTS_RANGE,
+            "Attempts per occurrence, the first included (default 3).",
+        ),
     );
     fields.insert(
         "retry_backoff_ms".into(),
-        ranged(BACKOFF_MS_RANGE, "First retry delay in milliseconds; later ones double (default 2000)."),
+        ranged(
+            BACKOFF_MS_RANGE,
+            "First retry delay in milliseconds; later ones double (default 2000).",
+        ),
     );
     fields.insert(
         "catch_up".into(),
@@ -180,7 +189,10 @@ fn task_fields() -> Map<String, Value> {
     );
     fields.insert(
         "catch_up_max_age_secs".into(),
-        ranged(CATCH_UP_AGE_RANGE, "Oldest missed occurrence `catch_up: all` still fires, in seconds (default 3600)."),
+        ranged(
+            CATCH_UP_AGE_RANGE,
+            "Oldest missed occurrence `catch_up: all` still fires, in seconds (default 3600).",
+        ),
     );
     fields.insert(
         "overlap".into(),
@@ -189,7 +201,10 @@ fn task_fields() -> Map<String, Value> {
     );
     fields.insert(
         "jitter_secs".into(),
-        ranged(JITTER_SECS_RANGE, "Fire up to this many seconds late, at random (default 0)."),
+        ranged(
+            JITTER_SECS_RANGE,
+            "Fire up to this many seconds late, at random (default 0).",
+        ),
     );
     fields.insert(
         "enabled".into(),
@@ -323,7 +338,10 @@ fn document_statuses(doc: &mut Value) {
             add("401", "Missing or wrong bearer token (`unauthorized`)");
         }
         if has_id {
-            add("400", "The `{id}` is not a task id, 1 to 2^63-1 (`invalid_field`, field `id`)");
+            add(
+                "400",
+                "The `{id}` is not a task id, 1 to 2^63-1 (`invalid_field`, field `id`)",
+            );
             add("404", "No such task (`task_not_found`)");
         }
         if has_query {
@@ -331,7 +349,10 @@ fn document_statuses(doc: &mut Value) {
         }
         if has_body {
             add("400", "Invalid field or malformed JSON (`invalid_field` naming the field, `malformed_json`)");
-            add("415", "A Content-Type other than JSON (`unsupported_media_type`)");
+            add(
+                "415",
+                "A Content-Type other than JSON (`unsupported_media_type`)",
+            );
         }
         add(
             "408",

@@ -147,7 +147,10 @@ async fn read_body_within(State(limits): State<ServeLimits>, req: Request, next:
     let (parts, body) = req.into_parts();
     let read = axum::body::to_bytes(body, MAX_REQUEST_BYTES);
     match tokio::time::timeout(limits.body_read_timeout, read).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Ok(Err(err)) => {
             let too_large = std::error::Error::source(&err)
                 .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
