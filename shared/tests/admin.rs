@@ -937,6 +937,99 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
     }
 }
 
+/// The document states what the API enforces: the statuses every route
+/// can answer, the ranges of the validation's own constants, the enums.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn openapi_states_the_rules(pool: PgPool) {
+    use sundial::task;
+    let api = Api::new(pool);
+    let (_, doc) = api.call("GET", "/openapi.json", None).await;
+    for (method, path) in documented_routes(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let responses = op["responses"].as_object().unwrap();
+        let has = |status: &str| responses.contains_key(status);
+        let label = format!("{method} {path}");
+        if path != "/healthz" {
+            assert!(has("401"), "{label}: no 401");
+        }
+        if path.contains("{id}") {
+            assert!(has("400") && has("404"), "{label}: no 400/404");
+            let id = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "id")
+                .unwrap();
+            assert_eq!(id["schema"]["minimum"], 1, "{label}");
+        }
+        if op.get("requestBody").is_some() {
+            assert!(has("400") && has("413") && has("415"), "{label}");
+        }
+        assert!(has("408") && has("500"), "{label}");
+        for (status, response) in responses {
+            if !status.starts_with('2') {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{label} {status}"
+                );
+            }
+        }
+    }
+    let spec = &doc["components"]["schemas"]["TaskSpec"]["properties"];
+    for (field, (min, max)) in [
+        ("timeout_ms", task::TIMEOUT_MS_RANGE),
+        ("max_attempts", task::ATTEMPTS_RANGE),
+        ("retry_backoff_ms", task::BACKOFF_MS_RANGE),
+        ("jitter_secs", task::JITTER_SECS_RANGE),
+        ("catch_up_max_age_secs", task::CATCH_UP_AGE_RANGE),
+    ] {
+        assert_eq!(spec[field]["minimum"], min, "{field}");
+        assert_eq!(spec[field]["maximum"], max, "{field}");
+        let patched = &doc["components"]["schemas"]["TaskPatch"]["properties"][field];
+        assert_eq!(patched["maximum"], max, "{field}");
+        assert_eq!(patched["type"], json!(["integer", "null"]), "{field}");
+    }
+    assert_eq!(spec["catch_up"]["enum"], json!(["skip", "all", "none"]));
+    assert_eq!(spec["overlap"]["enum"], json!(["allow", "forbid"]));
+    assert_eq!(spec["method"]["enum"], json!(task::METHODS));
+    assert!(spec["timezone"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("Europe/Paris")));
+    let preview = &doc["components"]["schemas"]["PreviewRequest"]["properties"];
+    assert_eq!(preview["count"]["minimum"], 1);
+    assert_eq!(preview["count"]["maximum"], 100);
+    let limit = doc["paths"]["/v1/tasks"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(200))
+    );
+    assert_eq!(doc["paths"]["/v1/tasks"]["post"]["responses"]["201"]["description"], "Created");
+
+    // The patterns promise acceptance: their documented examples pass.
+    for (schedule, url) in [
+        ("rate(5 minutes)", "https://hooks.example/run"),
+        ("@daily", "http://a.example:8080/x?y=1"),
+        ("30 2 28 2 6", "https://example.com/"),
+    ] {
+        let mut body = spec_json(schedule, url);
+        body["headers"] = json!({"X-Env": "prod\tone"});
+        let (status, task) = api.call("POST", "/v1/tasks", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{schedule} {url}: {task}");
+    }
+}
+
+fn spec_json(schedule: &str, url: &str) -> Value {
+    json!({"name": format!("{schedule} {url}"), "schedule": schedule, "url": url})
+}
+
 /// Requests no client should send: none may get a 500 or kill the service.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn malformed_requests_never_500(pool: PgPool) {
