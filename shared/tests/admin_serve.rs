@@ -200,3 +200,19 @@ async fn shutdown_stops_accepting_and_returns() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn idle_kept_alive_connections_are_closed() {
+    let (addr, _stop) = start(limits(500, 5_000, 16)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // No next request: the header timer closes the connection.
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "idle connection still open after {:?}", started.elapsed());
+}
