@@ -72,7 +72,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     limits: ServeLimits,
 ) -> std::io::Result<()> {
-    let max_connections = limits.max_connections.max(1);
+    // Within what a semaphore (and `acquire_many`) can count.
+    let max_connections = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let slots = Arc::new(Semaphore::new(max_connections));
     let service = router.layer(middleware::from_fn_with_state(limits, read_body_within));
     let (stop_tx, stop_rx) = watch::channel(false);
