@@ -1011,7 +1011,10 @@ async fn openapi_states_the_rules(pool: PgPool) {
         (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
         (&json!(1), &json!(200))
     );
-    assert_eq!(doc["paths"]["/v1/tasks"]["post"]["responses"]["201"]["description"], "Created");
+    assert_eq!(
+        doc["paths"]["/v1/tasks"]["post"]["responses"]["201"]["description"],
+        "Created"
+    );
 
     // The patterns promise acceptance: their documented examples pass.
     for (schedule, url) in [

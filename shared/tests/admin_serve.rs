@@ -214,5 +214,9 @@ async fn idle_kept_alive_connections_are_closed() {
     // No next request: the header timer closes the connection.
     let started = Instant::now();
     let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
-    assert!(closed, "idle connection still open after {:?}", started.elapsed());
+    assert!(
+        closed,
+        "idle connection still open after {:?}",
+        started.elapsed()
+    );
 }
