@@ -245,7 +245,14 @@ fn object_of(
 
 /// Bodies shaped like a create, a patch or a preview request.
 fn task_shaped() -> impl Strategy<Value = Value> {
+    // A create that is valid but for chance collisions of its name, so
+    // that creates, edits and deletes of real rows are always exercised.
+    let valid = ("[a-z]{4,12}", prop::sample::select(vec!["rate(1 minute)", "@daily", "*/5 * * * *"]))
+        .prop_map(|(name, schedule)| {
+            json!({"name": name, "schedule": schedule, "url": "https://example.com/hook"})
+        });
     prop_oneof![
+        6 => valid,
         5 => object_of(&["name", "schedule", "url"], OPTIONAL_FIELDS),
         2 => object_of(&[], &["name", "schedule", "url", "timezone", "body", "enabled", "jitter_secs"]),
         1 => object_of(&["schedule"], &["timezone", "count", "from"]),
@@ -499,5 +506,5 @@ async fn random_requests_never_get_a_5xx(pool: PgPool) {
     let ok = seen.range(200..300).map(|(_, n)| n).sum::<u32>();
     let refused = seen.get(&400).copied().unwrap_or(0);
     let created = seen.get(&201).copied().unwrap_or(0);
-    assert!(ok >= 10 && created >= 1 && refused >= 10, "{seen:?}");
+    assert!(ok >= 10 && created >= 2 && refused >= 10, "{seen:?}");
 }
