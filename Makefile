@@ -1,7 +1,8 @@
 # Sundial entry points. The logic lives in scripts/; this file stays thin.
 #
 #   make dev            Postgres + `sundial dev --demo` (in-process queue)
-#   make test           lint, local services, every test in the workspace
+#   make test           lint, local services, every test in the workspace,
+#                       then schemathesis against the admin API (make api-fuzz)
 #   make services       start Postgres + SQS emulator; prints `export` lines:
 #                         eval "$(make -s services)"
 #   make build          Lambda artifacts (ARCH=arm64 default, or x86_64)
@@ -26,7 +27,7 @@ SAM_ARGS ?=
 STEP := scripts/step.sh
 SERVICES := scripts/services.sh
 
-.PHONY: help dev dev-smoke test lint fmt-check clippy bench build deploy lint-infra \
+.PHONY: help dev dev-smoke test api-fuzz lint fmt-check clippy bench build deploy lint-infra \
         services services-pg services-stop services-status services-check ci
 
 help: ## list the targets
@@ -55,9 +56,13 @@ fmt-check:
 clippy:
 	@$(STEP) clippy cargo clippy --workspace --all-targets -- -D warnings
 
-test: lint ## lint, then all tests against local Postgres + SQS emulator
+test: lint ## lint, then all tests against local Postgres + SQS emulator, then api-fuzz
 	@$(STEP) services $(SERVICES) up >/dev/null
 	@$(STEP) tests $(SERVICES) run -- scripts/cargo-test.sh $(TEST_ARGS)
+	@$(MAKE) api-fuzz
+
+api-fuzz: ## schemathesis against the admin API's OpenAPI document (API_FUZZ_EXAMPLES, API_FUZZ_SEED)
+	@$(STEP) api-fuzz $(SERVICES) run --pg-only -- scripts/api-fuzz.sh
 
 dev: ## Postgres + `sundial dev --demo` (extra flags: DEV_ARGS="--port 9090")
 	@$(SERVICES) run --pg-only -- cargo run -p sundial-cli --bin sundial -- dev --demo $(DEV_ARGS)

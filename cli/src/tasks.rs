@@ -298,12 +298,57 @@ pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()
 
 fn render(json_out: bool, value: &Value, human: impl FnOnce() -> String) -> String {
     if json_out {
-        let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+        let mut s = json_for_terminal(&serde_json::to_string_pretty(value).unwrap_or_default());
         s.push('\n');
         s
     } else {
         human()
     }
+}
+
+/// Would printing `c` to a terminal do something else than show a glyph?
+/// C0/C1 controls and DEL move the cursor, retitle windows or clear the
+/// screen; bidirectional overrides show text in another order than it is.
+fn is_unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Stored text made safe to print: every unprintable character is written
+/// as an escape (`\n`, `\u{1b}`), so rows inserted with plain SQL cannot
+/// drive the terminal. Backslashes are doubled, so the escape is unambiguous.
+fn printable(text: &str) -> String {
+    if !text.chars().any(|c| is_unprintable(c) || c == '\\') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unprintable(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// serde_json escapes C0 controls but prints DEL, C1 controls and bidi
+/// overrides as they are; `\uXXXX` them too (still valid JSON: they can
+/// only occur inside strings).
+fn json_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if is_unprintable(c) && !matches!(c, '\n' | ' ') {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The JSON body of `tasks add`: only what was given.
@@ -381,9 +426,10 @@ async fn list_tasks(api: &Client, list: &ListArgs) -> anyhow::Result<Value> {
     Ok(json!({"tasks": tasks, "next_cursor": cursor}))
 }
 
+/// A field of an API answer, safe to print (see [`printable`]).
 fn str_of(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -476,7 +522,7 @@ fn task_detail(t: &Value) -> String {
             "request",
             format!("{} {}", str_of(&t["method"]), str_of(&t["url"])),
         ),
-        ("headers", t["headers"].to_string()),
+        ("headers", printable(&t["headers"].to_string())),
         ("body", str_of(&t["body"])),
         ("timeout_ms", str_of(&t["timeout_ms"])),
         (
@@ -642,13 +688,20 @@ fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
         .map(|v| &v["error"])
         .filter(|e| e.is_object())
     else {
-        let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        let text: String = printable(&String::from_utf8_lossy(body))
+            .chars()
+            .take(200)
+            .collect();
         return anyhow!("the admin API answered {status}: {text}");
     };
     let message = str_of(&err["message"]);
     let code = str_of(&err["code"]);
     match err["field"].as_str() {
-        Some(field) => anyhow!("{field}: {message} (HTTP {} {code})", status.as_u16()),
+        Some(field) => anyhow!(
+            "{}: {message} (HTTP {} {code})",
+            printable(field),
+            status.as_u16()
+        ),
         None => anyhow!("{message} (HTTP {} {code})", status.as_u16()),
     }
 }
@@ -664,6 +717,45 @@ mod tests {
         assert_eq!(err, "url: forbidden (HTTP 400 invalid_field)");
         let err = api_error(StatusCode::BAD_GATEWAY, b"<html>").to_string();
         assert!(err.contains("502"), "{err}");
+    }
+
+    #[test]
+    fn stored_text_cannot_drive_the_terminal() {
+        let task = json!({
+            "id": 1,
+            "name": "evil\u{1b}]0;owned\u{7}",
+            "schedule": "rate(1 minute)",
+            "url": "https://x.io/\u{1b}[2J\u{9b}31m",
+            "headers": {"X-A": "a\u{7f}\u{202e}b"},
+            "body": "line\nnext\\n",
+            "last_error": "\u{0}",
+            "next_occurrences": [],
+        });
+        let page = json!({"tasks": [task.clone()]});
+        for text in [
+            task_detail(&task),
+            task_table(&page),
+            render(true, &task, String::new),
+        ] {
+            assert!(
+                !text.chars().any(|c| is_unprintable(c) && c != '\n'),
+                "{text:?}"
+            );
+        }
+        let shown = task_detail(&task);
+        assert!(
+            shown.contains("https://x.io/\\u{1b}[2J\\u{9b}31m"),
+            "{shown}"
+        );
+        assert!(shown.contains("line\\nnext\\\\n"), "{shown}");
+        // --json stays JSON, with the same strings.
+        let back: Value = serde_json::from_str(&render(true, &task, String::new)).unwrap();
+        assert_eq!(back, task);
+        let err = api_error(
+            StatusCode::BAD_REQUEST,
+            "{\"error\":{\"code\":\"x\",\"field\":\"url\",\"message\":\"\\u001b[2J\"}}".as_bytes(),
+        );
+        assert!(!err.to_string().contains('\u{1b}'), "{err}");
     }
 
     #[test]

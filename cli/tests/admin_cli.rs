@@ -301,3 +301,46 @@ async fn tasks_and_status_commands(pool: PgPool) {
 
     server.abort();
 }
+
+/// Rows written with plain SQL skip the API's checks: `tasks list` and
+/// `tasks show` must still not write their control characters to the
+/// terminal.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn stored_control_characters_are_escaped(pool: PgPool) {
+    let queue = Arc::new(CaptureQueue::default());
+    let state = AdminState::new(pool.clone(), queue, Arc::new(NoMetadata), TOKEN);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let router = admin::router(state);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO tasks (name, schedule, url, body) \
+         VALUES (E'evil\\x1b]0;owned\\x07', 'rate(1 minute)', E'https://x.io/\\x1b[2J', E'a\\x1bb') \
+         RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let id_s = id.to_string();
+    for args in [
+        vec!["tasks", "list"],
+        vec!["tasks", "show", &id_s],
+        vec!["tasks", "list", "--json"],
+    ] {
+        let out = sundial(&api, Some(TOKEN), &args).await;
+        assert!(out.ok, "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("evil"), "{args:?}: {}", out.stdout);
+    }
+    let out = sundial(&api, Some(TOKEN), &["tasks", "show", &id_s]).await;
+    assert!(
+        out.stdout.contains("https://x.io/\\u{1b}[2J"),
+        "{}",
+        out.stdout
+    );
+    server.abort();
+}

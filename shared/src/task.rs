@@ -20,8 +20,18 @@ pub const BACKOFF_MS_RANGE: (i32, i32) = (100, 3_600_000);
 pub const JITTER_SECS_RANGE: (i32, i32) = (0, 900);
 /// Bounds of `catch_up_max_age_secs`.
 pub const CATCH_UP_AGE_RANGE: (i32, i32) = (0, 604_800);
-/// Largest request body a task may carry.
+/// Largest request body a task may carry (mirrors `tasks_body_size`).
 pub const MAX_BODY_BYTES: usize = 65_536;
+/// Longest task name, in characters (mirrors `tasks_name_length`).
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest schedule text, in characters (mirrors `tasks_schedule_length`).
+pub const MAX_SCHEDULE_CHARS: usize = 200;
+/// Longest target URL, as given and as normalised (mirrors `tasks_url_http`).
+pub const MAX_URL_CHARS: usize = 2048;
+/// Longest header name, in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 256;
+/// Longest header value, in characters.
+pub const MAX_HEADER_VALUE_CHARS: usize = 8192;
 /// Headers Sundial sets itself; a task cannot override them.
 pub const RESERVED_HEADERS: &[&str] = &[
     "idempotency-key",
@@ -228,39 +238,64 @@ impl TaskSpec {
     /// separate: see [`crate::fire::guard`].
     pub fn validate(&mut self) -> Result<(Schedule, Tz), InvalidField> {
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(InvalidField::new("name", "must be 1 to 200 characters"));
+        if name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
+            return Err(InvalidField::new(
+                "name",
+                format!("must be 1 to {MAX_NAME_CHARS} characters"),
+            ));
         }
-        if name.chars().any(char::is_control) {
+        if name.chars().any(is_unsafe_char) {
             return Err(InvalidField::new(
                 "name",
                 "must not contain control characters",
             ));
         }
         self.name = name.to_string();
-        if self.schedule.len() > 200 {
-            return Err(InvalidField::new("schedule", "longer than 200 characters"));
-        }
-        let schedule = Schedule::parse(&self.schedule)?;
-        let zone = parse_zone(&self.timezone)?;
-        self.method = self.method.trim().to_ascii_uppercase();
-        if !METHODS.contains(&self.method.as_str()) {
+        // What is stored is what was parsed: the trimmed text.
+        let schedule_text = self.schedule.trim();
+        if schedule_text.chars().count() > MAX_SCHEDULE_CHARS {
             return Err(InvalidField::new(
-                "method",
-                format!("`{}` is not one of {}", self.method, METHODS.join(", ")),
+                "schedule",
+                format!("longer than {MAX_SCHEDULE_CHARS} characters"),
             ));
         }
-        validate_url(&self.url)?;
+        if schedule_text.chars().any(is_unsafe_char) {
+            return Err(InvalidField::new(
+                "schedule",
+                "must not contain control characters",
+            ));
+        }
+        self.schedule = schedule_text.to_string();
+        let schedule = Schedule::parse(&self.schedule)?;
+        if self.timezone.chars().any(is_unsafe_char) || self.timezone.len() > 64 {
+            return Err(InvalidField::new(
+                "timezone",
+                "is not an IANA time zone name",
+            ));
+        }
+        let zone = parse_zone(&self.timezone)?;
+        self.timezone = self.timezone.trim().to_string();
+        self.method = self.method.trim().to_ascii_uppercase();
+        if !METHODS.contains(&self.method.as_str()) {
+            let shown: String = self
+                .method
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(20)
+                .collect();
+            return Err(InvalidField::new(
+                "method",
+                format!("`{shown}` is not one of {}", METHODS.join(", ")),
+            ));
+        }
+        // Parse once: the canonical form is stored, checked by the target
+        // guard, and fired, so no second parser reads the text differently.
+        self.url = validate_url(&self.url)?.into();
         for (name, value) in &self.headers {
             validate_header(name, value)?;
         }
         if let Some(body) = &self.body {
-            if body.len() > MAX_BODY_BYTES {
-                return Err(InvalidField::new(
-                    "body",
-                    format!("larger than {MAX_BODY_BYTES} bytes"),
-                ));
-            }
+            validate_body(body)?;
         }
         in_range("timeout_ms", self.timeout_ms, TIMEOUT_MS_RANGE)?;
         in_range("max_attempts", self.max_attempts, ATTEMPTS_RANGE)?;
@@ -275,6 +310,36 @@ impl TaskSpec {
     }
 }
 
+/// Characters no stored text may hold: C0 and C1 controls and DEL (NUL
+/// cannot be stored by Postgres at all; the others rewrite terminals and
+/// logs), and the Unicode bidirectional overrides that make text display
+/// in another order than it is read.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A body is text: no NUL or control characters but tab, CR and LF.
+fn validate_body(body: &str) -> Result<(), InvalidField> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(InvalidField::new(
+            "body",
+            format!("larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if let Some(at) = body
+        .chars()
+        .position(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(InvalidField::new(
+            "body",
+            format!(
+                "holds a control character at character {at} (only tab, CR and LF are allowed)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn in_range(field: &'static str, value: i32, (min, max): (i32, i32)) -> Result<(), InvalidField> {
     if value < min || value > max {
         return Err(InvalidField::new(
@@ -285,12 +350,52 @@ fn in_range(field: &'static str, value: i32, (min, max): (i32, i32)) -> Result<(
     Ok(())
 }
 
-/// A target URL must be absolute http(s) with a host.
+/// A target URL must be absolute http(s) with a host, spelled the way
+/// every parser reads alike: `http://` or `https://` first, no backslashes,
+/// no control or whitespace characters (leading and trailing whitespace
+/// is trimmed). Returns the parsed URL, whose serialisation is what is stored.
+///
+/// The `url` crate follows the WHATWG rules, which accept `http:8.8.8.8`,
+/// `http:/x`, `http:\\x\` and strip leading controls; other tools read
+/// those differently, so they are refused rather than guessed at.
 pub fn validate_url(raw: &str) -> Result<url::Url, InvalidField> {
-    if raw.len() > 2048 {
-        return Err(InvalidField::new("url", "longer than 2048 characters"));
+    if raw.len() > MAX_URL_CHARS {
+        return Err(InvalidField::new(
+            "url",
+            format!("longer than {MAX_URL_CHARS} characters"),
+        ));
     }
-    let url = url::Url::parse(raw.trim())
+    let text = raw.trim();
+    if text.chars().any(|c| is_unsafe_char(c) || c.is_whitespace()) {
+        return Err(InvalidField::new(
+            "url",
+            "must not contain control or whitespace characters (percent-encode them)",
+        ));
+    }
+    if text.contains('\\') {
+        return Err(InvalidField::new(
+            "url",
+            "must not contain backslashes (percent-encode them as %5C)",
+        ));
+    }
+    let scheme_ok = text
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+        || text
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"));
+    if !scheme_ok {
+        let scheme = text.split(':').next().unwrap_or("");
+        let reason = if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        {
+            "must start with `http://` or `https://`".to_string()
+        } else {
+            let shown: String = scheme.chars().take(20).collect();
+            format!("scheme `{shown}` is not http or https")
+        };
+        return Err(InvalidField::new("url", reason));
+    }
+    let url = url::Url::parse(text)
         .map_err(|e| InvalidField::new("url", format!("not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(InvalidField::new(
@@ -307,12 +412,26 @@ pub fn validate_url(raw: &str) -> Result<url::Url, InvalidField> {
             "must not carry credentials; use an Authorization header",
         ));
     }
-    Ok(url)
+    // Percent-encoding can make the canonical form longer than the input.
+    if url.as_str().len() > MAX_URL_CHARS {
+        return Err(InvalidField::new(
+            "url",
+            format!("longer than {MAX_URL_CHARS} characters once normalised"),
+        ));
+    }
+    // What is stored is parsed again when fired: it must read the same.
+    match url::Url::parse(url.as_str()) {
+        Ok(again) if again == url => Ok(url),
+        _ => Err(InvalidField::new(
+            "url",
+            "does not have a stable normalised form",
+        )),
+    }
 }
 
 fn validate_header(name: &str, value: &str) -> Result<(), InvalidField> {
     let valid_name = !name.is_empty()
-        && name.len() <= 256
+        && name.len() <= MAX_HEADER_NAME_BYTES
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
@@ -328,7 +447,9 @@ fn validate_header(name: &str, value: &str) -> Result<(), InvalidField> {
             format!("`{name}` is set by Sundial and cannot be overridden"),
         ));
     }
-    if value.len() > 8192 || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if value.chars().count() > MAX_HEADER_VALUE_CHARS
+        || value.chars().any(|c| c != '\t' && is_unsafe_char(c))
+    {
         return Err(InvalidField::new(
             "headers",
             format!("value of `{name}` is too long or holds control characters"),
@@ -484,6 +605,78 @@ mod tests {
             let err = s.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+
+    #[test]
+    fn ambiguous_url_spellings_are_refused() {
+        for raw in [
+            "http:8.8.8.8",
+            "http:/8.8.8.8/",
+            "http:\\\\8.8.8.8\\",
+            "http://8.8.8.8\\x",
+            "\u{1}http://8.8.8.8/",
+            "http://8.8.8.8/\u{0}",
+            "http://example.com/\u{1b}[2J",
+            "http://exa mple.com/",
+            "http://example.com/a\tb",
+            "http://example.com/\u{202e}",
+            "javascript:alert(1)",
+            "//example.com/",
+        ] {
+            let err = validate_url(raw).unwrap_err();
+            assert_eq!(err.field, "url", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_stored_url_is_the_canonical_one() {
+        let mut s = spec();
+        s.url = "  HTTPS://Example.COM:443/a/../b?q=é  ".into();
+        s.validate().unwrap();
+        assert_eq!(s.url, "https://example.com/b?q=%C3%A9");
+        // Long once percent-encoded: refused, not cut.
+        let long = format!("https://example.com/{}", "é".repeat(700));
+        assert!(long.len() <= MAX_URL_CHARS);
+        assert_eq!(validate_url(&long).unwrap_err().field, "url");
+    }
+
+    #[test]
+    fn text_fields_refuse_control_characters() {
+        type Mutation = Box<dyn Fn(&mut TaskSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("name", Box::new(|s| s.name = "a\u{0}b".into())),
+            ("name", Box::new(|s| s.name = "a\u{1b}[2Jb".into())),
+            ("name", Box::new(|s| s.name = "a\u{9b}b".into())),
+            (
+                "schedule",
+                Box::new(|s| s.schedule = "rate(1 minute)\u{0}".into()),
+            ),
+            ("timezone", Box::new(|s| s.timezone = "UTC\u{0}".into())),
+            ("body", Box::new(|s| s.body = Some("a\u{0}b".into()))),
+            ("body", Box::new(|s| s.body = Some("\u{1b}[2J".into()))),
+            (
+                "headers",
+                Box::new(|s| {
+                    s.headers.insert("X-A".into(), "a\u{0}".into());
+                }),
+            ),
+            (
+                "headers",
+                Box::new(|s| {
+                    s.headers.insert("X-A".into(), "a\u{85}".into());
+                }),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+        let mut s = spec();
+        s.body = Some("line 1\r\n\tline 2\n".into());
+        s.headers.insert("X-A".into(), "a\tb".into());
+        s.validate().unwrap();
     }
 
     #[test]

@@ -463,6 +463,140 @@ async fn bad_input_is_a_400_naming_the_field(pool: PgPool) {
     }
 }
 
+/// Text Postgres cannot store, URL spellings the parser accepts but other
+/// readers (and the table's CHECK) do not, and instants out of range: each
+/// was a 500 once, and must be a 400 naming the field.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn hostile_input_is_a_400_naming_the_field(pool: PgPool) {
+    let api = Api::new(pool.clone());
+    let with = |key: &str, value: Value| {
+        let mut s = spec("hostile");
+        s[key] = value;
+        s
+    };
+    let cases = [
+        (with("body", json!("a\u{0}b")), "body"),
+        (with("body", json!("\u{1b}[2J")), "body"),
+        (with("url", json!("https://example.com/a\u{0}b")), "url"),
+        (with("url", json!("http:8.8.8.8")), "url"),
+        (with("url", json!("http:/8.8.8.8/")), "url"),
+        (with("url", json!("http:\\\\8.8.8.8\\")), "url"),
+        (with("url", json!("\u{1}http://8.8.8.8/")), "url"),
+        (with("url", json!("http://example.com/\u{1b}[2J")), "url"),
+        (with("name", json!("a\u{0}b")), "name"),
+        (with("name", json!("\u{1b}]0;owned\u{7}")), "name"),
+        (with("schedule", json!("rate(1 minute)\u{0}")), "schedule"),
+        (with("timezone", json!("UTC\u{0}")), "timezone"),
+        (with("method", json!("GET\u{0}")), "method"),
+        (with("headers", json!({"X-A": "a\u{0}b"})), "headers"),
+        (with("headers", json!({"X-\u{0}": "a"})), "headers"),
+    ];
+    for (body, field) in &cases {
+        let (status, err) = api.call("POST", "/v1/tasks", Some(body.clone())).await;
+        assert_invalid(status, &err, field);
+        // The same with an Idempotency-Key (another code path).
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/tasks")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", "hostile-1")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let (status, err) = api.send(req).await;
+        assert_invalid(status, &err, field);
+    }
+    let (status, task) = api.call("POST", "/v1/tasks", Some(spec("target"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    for (body, field) in &cases {
+        let key = *field;
+        let patch = json!({ key: body[key] });
+        let (status, err) = api
+            .call("PATCH", &format!("/v1/tasks/{id}"), Some(patch.clone()))
+            .await;
+        assert_invalid(status, &err, field);
+    }
+    for query in [
+        "before=-4714-11-23T00:00:00Z",
+        "before=-0001-06-01T00:00:00Z",
+        "before=%2B10001-01-01T00:00:00Z",
+    ] {
+        let (status, err) = api
+            .call("GET", &format!("/v1/tasks/{id}/runs?{query}"), None)
+            .await;
+        assert_invalid(status, &err, "before");
+    }
+    // Every RFC 3339 timestamp is in range, whatever its offset.
+    for before in [
+        "0000-01-01T00:00:00%2B23:59",
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999999-23:59",
+    ] {
+        let (status, page) = api
+            .call("GET", &format!("/v1/tasks/{id}/runs?before={before}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{before}: {page}");
+    }
+    let (status, preview) = api
+        .call(
+            "POST",
+            "/v1/schedules/preview",
+            Some(json!({"schedule": "@yearly", "from": "9999-06-01T00:00:00Z", "count": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["occurrences"], json!([]), "{preview}");
+    for cursor in ["-1", "%2B1", "1234567890123456789", "", "1.0"] {
+        let (status, err) = api
+            .call("GET", &format!("/v1/tasks?cursor={cursor}"), None)
+            .await;
+        assert_invalid(status, &err, "cursor");
+    }
+    let (status, err) = api
+        .call(
+            "POST",
+            "/v1/schedules/preview",
+            Some(json!({"schedule": "rate(1 minute)", "from": "-0002-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_invalid(status, &err, "from");
+    // Nothing of the above reached the table.
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+/// What the target guard checked is what is stored and fired: the URL in
+/// its parsed, canonical form.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn urls_are_stored_in_canonical_form(pool: PgPool) {
+    let api = Api::new(pool.clone());
+    let mut body = spec("canonical");
+    body["url"] = json!(" HTTPS://Example.COM:443/a/./b/../c?q=é ");
+    let (status, task) = api.call("POST", "/v1/tasks", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    assert_eq!(task["url"], "https://example.com/a/c?q=%C3%A9");
+    let id = task["id"].as_i64().unwrap();
+    let stored: String = sqlx::query_scalar("SELECT url FROM tasks WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "https://example.com/a/c?q=%C3%A9");
+    let (status, task) = api
+        .call(
+            "PATCH",
+            &format!("/v1/tasks/{id}"),
+            Some(json!({"url": "http://EXAMPLE.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["url"], "http://example.com/");
+}
+
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn conflicts_sizes_and_unknowns(pool: PgPool) {
     let api = Api::new(pool);
@@ -801,6 +935,102 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
             "{method} {path} answered {status}: {body}"
         );
     }
+}
+
+/// The document states what the API enforces: the statuses every route
+/// can answer, the ranges of the validation's own constants, the enums.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn openapi_states_the_rules(pool: PgPool) {
+    use sundial::task;
+    let api = Api::new(pool);
+    let (_, doc) = api.call("GET", "/openapi.json", None).await;
+    for (method, path) in documented_routes(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let responses = op["responses"].as_object().unwrap();
+        let has = |status: &str| responses.contains_key(status);
+        let label = format!("{method} {path}");
+        if path != "/healthz" {
+            assert!(has("401"), "{label}: no 401");
+        }
+        if path.contains("{id}") {
+            assert!(has("400") && has("404"), "{label}: no 400/404");
+            let id = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "id")
+                .unwrap();
+            assert_eq!(id["schema"]["minimum"], 1, "{label}");
+        }
+        if op.get("requestBody").is_some() {
+            assert!(has("400") && has("413") && has("415"), "{label}");
+        }
+        assert!(has("408") && has("500"), "{label}");
+        for (status, response) in responses {
+            if !status.starts_with('2') {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{label} {status}"
+                );
+            }
+        }
+    }
+    let spec = &doc["components"]["schemas"]["TaskSpec"]["properties"];
+    for (field, (min, max)) in [
+        ("timeout_ms", task::TIMEOUT_MS_RANGE),
+        ("max_attempts", task::ATTEMPTS_RANGE),
+        ("retry_backoff_ms", task::BACKOFF_MS_RANGE),
+        ("jitter_secs", task::JITTER_SECS_RANGE),
+        ("catch_up_max_age_secs", task::CATCH_UP_AGE_RANGE),
+    ] {
+        assert_eq!(spec[field]["minimum"], min, "{field}");
+        assert_eq!(spec[field]["maximum"], max, "{field}");
+        let patched = &doc["components"]["schemas"]["TaskPatch"]["properties"][field];
+        assert_eq!(patched["maximum"], max, "{field}");
+        assert_eq!(patched["type"], json!(["integer", "null"]), "{field}");
+    }
+    assert_eq!(spec["catch_up"]["enum"], json!(["skip", "all", "none"]));
+    assert_eq!(spec["overlap"]["enum"], json!(["allow", "forbid"]));
+    assert_eq!(spec["method"]["enum"], json!(task::METHODS));
+    assert!(spec["timezone"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("Europe/Paris")));
+    let preview = &doc["components"]["schemas"]["PreviewRequest"]["properties"];
+    assert_eq!(preview["count"]["minimum"], 1);
+    assert_eq!(preview["count"]["maximum"], 100);
+    let limit = doc["paths"]["/v1/tasks"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(200))
+    );
+    assert_eq!(
+        doc["paths"]["/v1/tasks"]["post"]["responses"]["201"]["description"],
+        "Created"
+    );
+
+    // The patterns promise acceptance: their documented examples pass.
+    for (schedule, url) in [
+        ("rate(5 minutes)", "https://hooks.example/run"),
+        ("@daily", "http://a.example:8080/x?y=1"),
+        ("30 2 28 2 6", "https://example.com/"),
+    ] {
+        let mut body = spec_json(schedule, url);
+        body["headers"] = json!({"X-Env": "prod\tone"});
+        let (status, task) = api.call("POST", "/v1/tasks", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{schedule} {url}: {task}");
+    }
+}
+
+fn spec_json(schedule: &str, url: &str) -> Value {
+    json!({"name": format!("{schedule} {url}"), "schedule": schedule, "url": url})
 }
 
 /// Requests no client should send: none may get a 500 or kill the service.

@@ -37,6 +37,9 @@ pub enum AdminError {
     /// The body could not be read from the connection.
     #[error("request body could not be read")]
     BodyUnreadable,
+    /// The body did not arrive within the server's limit.
+    #[error("request body did not arrive within {} s", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
     /// No bearer token, or not the right one.
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -96,6 +99,7 @@ impl AdminError {
             InvalidField { .. } | MalformedJson(_) | BodyUnreadable => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             TaskNotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -115,6 +119,7 @@ impl AdminError {
             UnsupportedMediaType => "unsupported_media_type",
             PayloadTooLarge(_) => "payload_too_large",
             BodyUnreadable => "body_unreadable",
+            BodyTimeout(_) => "body_timeout",
             Unauthorized => "unauthorized",
             TaskNotFound(_) => "task_not_found",
             RouteNotFound => "not_found",

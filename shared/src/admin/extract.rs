@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::error::AdminError;
@@ -63,8 +64,9 @@ fn is_json(content_type: &str) -> bool {
 /// shape, where every failure belongs to a field. serde_json alone reports
 /// some type errors (a boolean where an enum goes) as syntax errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(AdminError::MalformedJson)?;
+    integral_floats_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
         let field = top_field(err.path()).or_else(|| field_in_message(&err.inner().to_string()));
         let inner = err.into_inner();
@@ -73,6 +75,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
             None => AdminError::MalformedJson(inner),
         }
     })
+}
+
+/// JSON (and JSON Schema) has one number type: `81.0` is the integer 81,
+/// as a client generating from the OpenAPI document may well write it.
+/// serde's integer fields refuse floats, so integral ones are rewritten.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            // Both bounds are exact powers of two, so the casts are exact.
+            if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) {
+                *value = Value::from(f as i64);
+            } else if f.fract() == 0.0 && f >= 0.0 && f < 2f64.powi(64) {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// The first segment of an error path: `headers` for `headers.X-Env`.
@@ -128,6 +151,38 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
                 )
             })
     }
+}
+
+/// Earliest instant a request may name: the earliest RFC 3339 timestamp
+/// (`0000-01-01T00:00:00+23:59`), in UTC.
+pub const EARLIEST_INSTANT: &str = "-0001-12-31T00:01:00Z";
+/// Latest instant a request may name: the latest RFC 3339 timestamp
+/// (`9999-12-31T23:59:59.999999999-23:59`), in UTC.
+pub const LATEST_INSTANT: &str = "+10000-01-01T23:58:59.999999999Z";
+
+/// `t` if some RFC 3339 timestamp (a four-digit year, any offset) names
+/// it; else a 400 naming `field`. Postgres' range (4713 BC to 294276 AD)
+/// is wider, chrono's too; RFC 3339 is what the API promises.
+pub fn instant_in_range(
+    field: &'static str,
+    t: DateTime<Utc>,
+) -> Result<DateTime<Utc>, AdminError> {
+    let earliest = DateTime::parse_from_rfc3339("0000-01-01T00:00:00+23:59");
+    let latest = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999-23:59");
+    match (earliest, latest) {
+        (Ok(earliest), Ok(latest)) if t >= earliest && t <= latest => Ok(t),
+        _ => Err(AdminError::invalid(
+            field,
+            "must be an RFC 3339 timestamp with a four-digit year",
+        )),
+    }
+}
+
+/// Latest instant an answer shows: later ones have no RFC 3339 form in UTC.
+pub fn last_showable_instant() -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z")
+        .ok()
+        .map(|t| t.to_utc())
 }
 
 /// A query string parsed into `T`; errors name the parameter.
@@ -190,6 +245,23 @@ mod tests {
         assert_eq!(
             field_of(&format!("{{{base},\"catch_up\":\"sometimes\"}}")).as_deref(),
             Some("catch_up")
+        );
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let base = r#""name":"a","schedule":"rate(1 minute)","url":"https://x.io""#;
+        let spec: TaskSpec =
+            parse_json(format!("{{{base},\"timeout_ms\":1000.0,\"jitter_secs\":1e1}}").as_bytes())
+                .unwrap();
+        assert_eq!((spec.timeout_ms, spec.jitter_secs), (1000, 10));
+        assert_eq!(
+            field_of(&format!("{{{base},\"timeout_ms\":1000.5}}")).as_deref(),
+            Some("timeout_ms")
+        );
+        assert_eq!(
+            field_of(&format!("{{{base},\"timeout_ms\":1e300}}")).as_deref(),
+            Some("timeout_ms")
         );
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::{AdminError, ErrorBody, Result};
-use super::extract::JsonBody;
+use super::extract::{instant_in_range, last_showable_instant, JsonBody};
 use super::AdminState;
 use crate::schedule;
 use crate::store::{self, RunStats};
@@ -115,9 +115,16 @@ pub async fn preview(JsonBody(req): JsonBody<PreviewRequest>) -> Result<Json<Pre
         ));
     }
     let timezone = req.timezone.unwrap_or_else(|| "UTC".to_string());
-    let from = req.from.unwrap_or_else(Utc::now);
-    let occurrences = schedule::preview(&req.schedule, &timezone, from, count)
+    let from = match req.from {
+        Some(from) => instant_in_range("from", from)?,
+        None => Utc::now(),
+    };
+    let mut occurrences = schedule::preview(&req.schedule, &timezone, from, count)
         .map_err(|err| AdminError::invalid(err.field(), err.to_string()))?;
+    // Past year 9999 an instant has no RFC 3339 form: the list ends there.
+    if let Some(last) = last_showable_instant() {
+        occurrences.retain(|t| *t <= last);
+    }
     Ok(Json(Preview {
         schedule: req.schedule,
         timezone,

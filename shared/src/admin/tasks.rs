@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sqlx::{Postgres, Transaction};
 
 use super::error::{AdminError, ErrorBody, Result};
-use super::extract::{JsonBody, QueryParams, TaskId};
+use super::extract::{instant_in_range, JsonBody, QueryParams, TaskId};
 use super::{idempotency, AdminState};
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
@@ -134,8 +134,13 @@ pub async fn list_tasks(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| AdminError::invalid("cursor", "is not a cursor from a previous page"))
+            // At most 18 digits: every such number is an i64.
+            Some(c)
+                .filter(|c| (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|c| c.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    AdminError::invalid("cursor", "is not a cursor from a previous page")
+                })
         })
         .transpose()?;
     let filter = TaskFilter {
@@ -481,9 +486,13 @@ pub async fn list_runs(
     QueryParams(query): QueryParams<ListRunsQuery>,
 ) -> Result<Json<RunPage>> {
     let limit = page_limit(query.limit)?;
+    let before = query
+        .before
+        .map(|t| instant_in_range("before", t))
+        .transpose()?;
     // An unknown task is a 404, not an empty history.
     store::get_task(&state.pool, id).await?;
-    let mut runs = store::list_runs(&state.pool, id, query.before, limit + 1).await?;
+    let mut runs = store::list_runs(&state.pool, id, before, limit + 1).await?;
     let next_before = if runs.len() as i64 > limit {
         runs.truncate(limit as usize);
         runs.last().map(|r| r.scheduled_for)

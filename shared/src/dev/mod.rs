@@ -533,9 +533,10 @@ async fn serve_admin(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let serve = axum::serve(listener, router).with_graceful_shutdown(stopped(shutdown.clone()));
+    let limits = crate::admin::serve::ServeLimits::default();
+    let serve = crate::admin::serve::serve(listener, router, stopped(shutdown.clone()), limits);
     tokio::select! {
-        result = std::future::IntoFuture::into_future(serve) => {
+        result = serve => {
             if let Err(err) = result {
                 tracing::error!(error = %err, "admin API stopped");
             }

@@ -1,0 +1,370 @@
+//! The OpenAPI document as served: utoipa's, generated from the handlers,
+//! then made to say what the API really enforces, so that a client (or
+//! schemathesis, see `scripts/api-fuzz.sh`) generating requests from it is
+//! neither refused valid ones nor let through invalid ones.
+//!
+//! The constraints come from the constants the validation itself uses
+//! ([`crate::task`], [`super::tasks`], [`super::status`]), so the two
+//! cannot drift apart; the statuses from what the extractors, handlers and
+//! [`super::serve`] can answer.
+
+use serde_json::{json, Map, Value};
+
+use crate::task::{
+    ATTEMPTS_RANGE, BACKOFF_MS_RANGE, CATCH_UP_AGE_RANGE, JITTER_SECS_RANGE, MAX_BODY_BYTES,
+    MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_CHARS, MAX_NAME_CHARS, MAX_SCHEDULE_CHARS,
+    MAX_URL_CHARS, METHODS, RESERVED_HEADERS, TIMEOUT_MS_RANGE,
+};
+
+/// A character stored text may hold: no C0/C1 control, DEL or bidi
+/// override (see [`crate::task::is_unsafe_char`]).
+const SAFE_CHAR: &str = r"[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]";
+/// The same, and not whitespace.
+const SAFE_VISIBLE_CHAR: &str = r"[^\s\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]";
+/// Ends a pattern: `$` alone also matches before a final newline in some
+/// regex dialects (Python's, which schemathesis uses).
+const END: &str = r"(?!\n)$";
+
+/// The schedules every client can rely on; the server accepts more (lists,
+/// ranges and steps in cron fields, names, `cron(...)` and `at(...)`, see
+/// docs/ARCHITECTURE.md), but each string matching this has a future
+/// occurrence in every zone, so it is always accepted.
+const SCHEDULE_PATTERN: &str = concat!(
+    r"^(rate\([1-9][0-9]{0,3} (second|minute|hour|day)s?\)",
+    r"|@(yearly|annually|monthly|weekly|daily|midnight|hourly)",
+    r"|(\*|[1-5]?[0-9]) (\*|1?[0-9]|2[0-3]) (\*|[1-9]|1[0-9]|2[0-8]) (\*|[1-9]|1[0-2]) (\*|[0-6]))",
+    r"(?!\n)$"
+);
+
+/// Target URLs every client can rely on: lower-case host names of letter-led
+/// labels, an optional port, a path (normalisation adds `/` to a URL
+/// without one, which could take it past the length limit), and path and
+/// query characters that need no percent-encoding. The server accepts any `http(s)://` URL the `url`
+/// crate parses (IP literals, IDN hosts, ...) that passes the target guard.
+const URL_PATTERN: &str = concat!(
+    r"^https?://[a-z][a-z0-9]{0,20}(\.[a-z][a-z0-9]{0,20}){0,4}(:[1-9][0-9]{0,3})?",
+    r"/[A-Za-z0-9._~!$&()*+,;=:@/-]*(\?[A-Za-z0-9._~!$&()*+,;=:@/?-]*)?",
+    r"(?!\n)$"
+);
+
+/// Adjusts utoipa's document (as JSON) to the rules the API enforces.
+pub fn truthful(generated: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(generated).unwrap_or_else(|_| json!({}));
+    tighten_schemas(&mut doc);
+    tighten_parameters(&mut doc);
+    document_statuses(&mut doc);
+    doc
+}
+
+/// `schema` that also admits JSON `null` (fields of a patch, optional ones).
+fn nullable(mut schema: Value) -> Value {
+    if let Some(Value::String(t)) = schema.get("type").cloned() {
+        schema["type"] = json!([t, "null"]);
+    }
+    if let Some(Value::Array(values)) = schema.get_mut("enum") {
+        values.push(Value::Null);
+    }
+    schema
+}
+
+fn ranged((min, max): (i32, i32), description: &str) -> Value {
+    json!({"type": "integer", "format": "int32", "minimum": min, "maximum": max,
+           "description": description})
+}
+
+fn zone_names() -> Vec<&'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect()
+}
+
+/// Header names a task may not set, in the spellings a generator might
+/// produce (the check itself ignores case).
+fn reserved_header_spellings() -> Vec<String> {
+    let mut out = Vec::new();
+    for name in RESERVED_HEADERS {
+        out.push(name.to_string());
+        out.push(name.to_ascii_uppercase());
+        let title: Vec<String> = name
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        out.push(title.join("-"));
+    }
+    out
+}
+
+/// The schemas of the fields of a task definition (create and patch).
+fn task_fields() -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert(
+        "name".into(),
+        json!({
+            "type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS,
+            "pattern": format!("^{SAFE_CHAR}*{SAFE_VISIBLE_CHAR}{SAFE_CHAR}*{END}"),
+            "description": "Unique name, 1 to 200 characters, no control characters; surrounding whitespace is trimmed."
+        }),
+    );
+    fields.insert(
+        "schedule".into(),
+        json!({
+            "type": "string", "minLength": 1, "maxLength": MAX_SCHEDULE_CHARS,
+            "pattern": SCHEDULE_PATTERN,
+            "description": "When to fire: 5- or 6-field cron, `cron(...)` (EventBridge), `rate(N unit)`, `at(ISO time)` or an `@daily`-style macro, up to 200 characters, with at least one occurrence in the future. The pattern is the portable core of that grammar; anything else is checked by the server (400 naming `schedule`)."
+        }),
+    );
+    fields.insert(
+        "timezone".into(),
+        json!({
+            "type": "string", "enum": zone_names(), "default": "UTC",
+            "description": "IANA zone in which cron and `at` schedules are read."
+        }),
+    );
+    fields.insert(
+        "method".into(),
+        json!({"type": "string", "enum": METHODS, "default": "POST"}),
+    );
+    fields.insert(
+        "url".into(),
+        json!({
+            "type": "string", "minLength": 1, "maxLength": MAX_URL_CHARS,
+            "pattern": URL_PATTERN,
+            "description": "Absolute `http://` or `https://` URL without credentials, no control characters, whitespace or backslashes, up to 2048 characters also once normalised. Stored and answered in its normalised form. The target must pass the address guard (no loopback, private or link-local addresses unless allow-listed): 400 naming `url` otherwise. The pattern is the portable core; the server accepts any URL meeting these rules."
+        }),
+    );
+    fields.insert(
+        "headers".into(),
+        json!({
+            "type": "object",
+            "default": {},
+            "propertyNames": {
+                "type": "string", "minLength": 1, "maxLength": MAX_HEADER_NAME_BYTES,
+                "pattern": format!("^[A-Za-z0-9!#$%&'*+.^_`|~-]+{END}"),
+                "not": {"enum": reserved_header_spellings()}
+            },
+            "additionalProperties": {
+                "type": "string", "maxLength": MAX_HEADER_VALUE_CHARS,
+                "pattern": format!(r"^[^\u0000-\u0008\u000a-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*{END}")
+            },
+            "description": format!("Extra request headers: token names, values without control characters (tab allowed). {} are set by Sundial and refused, in any case.", RESERVED_HEADERS.join(", "))
+        }),
+    );
+    fields.insert(
+        "body".into(),
+        json!({
+            "type": ["string", "null"], "maxLength": MAX_BODY_BYTES,
+            "pattern": format!(r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"),
+            "description": "Request body as text, at most 65536 bytes of UTF-8 (the length limit here counts characters); no control characters but tab, CR and LF."
+        }),
+    );
+    fields.insert(
+        "timeout_ms".into(),
+        ranged(
+            TIMEOUT_MS_RANGE,
+            "Per-attempt timeout in milliseconds (default 30000).",
+        ),
+    );
+    fields.insert(
+        "max_attempts".into(),
+        ranged(
+            ATTEMPTS_RANGE,
+            "Attempts per occurrence, the first included (default 3).",
+        ),
+    );
+    fields.insert(
+        "retry_backoff_ms".into(),
+        ranged(
+            BACKOFF_MS_RANGE,
+            "First retry delay in milliseconds; later ones double (default 2000).",
+        ),
+    );
+    fields.insert(
+        "catch_up".into(),
+        json!({"type": "string", "enum": ["skip", "all", "none"], "default": "skip",
+               "description": "What to do with occurrences missed while nothing ran."}),
+    );
+    fields.insert(
+        "catch_up_max_age_secs".into(),
+        ranged(
+            CATCH_UP_AGE_RANGE,
+            "Oldest missed occurrence `catch_up: all` still fires, in seconds (default 3600).",
+        ),
+    );
+    fields.insert(
+        "overlap".into(),
+        json!({"type": "string", "enum": ["allow", "forbid"], "default": "forbid",
+               "description": "Whether an occurrence may start while the previous one runs."}),
+    );
+    fields.insert(
+        "jitter_secs".into(),
+        ranged(
+            JITTER_SECS_RANGE,
+            "Fire up to this many seconds late, at random (default 0).",
+        ),
+    );
+    fields.insert(
+        "enabled".into(),
+        json!({"type": "boolean", "default": true}),
+    );
+    fields
+}
+
+/// Replaces the property schemas of the request and answer components.
+fn tighten_schemas(doc: &mut Value) {
+    let fields = task_fields();
+    let schemas = &mut doc["components"]["schemas"];
+    for (name, value) in &fields {
+        schemas["TaskSpec"]["properties"][name] = value.clone();
+        // In a patch every field may be absent or null (= keep the value;
+        // for `body`, null removes it).
+        schemas["TaskPatch"]["properties"][name] = nullable(without_default(value.clone()));
+    }
+    schemas["TaskPatch"]["description"] = json!("A partial edit: any field of a TaskSpec, with the same rules; absent or null fields keep their value, except `\"body\": null`, which removes the body.");
+    let preview = &mut schemas["PreviewRequest"]["properties"];
+    preview["schedule"] = fields["schedule"].clone();
+    preview["timezone"] = nullable(fields["timezone"].clone());
+    preview["count"] = json!({
+        "type": ["integer", "null"], "minimum": 1, "maximum": super::status::MAX_PREVIEW,
+        "default": 10, "description": "How many occurrences, 1 to 100."
+    });
+    preview["from"] = json!({
+        "type": ["string", "null"], "format": "date-time",
+        "description": "Occurrences after this instant (RFC 3339; default now). Occurrences past 9999-12-31T23:59:59Z are not listed."
+    });
+    // Answers: what the table's CHECK constraints guarantee.
+    for component in ["Task", "TaskDetail"] {
+        let Some(props) = schemas
+            .get_mut(component)
+            .and_then(|c| c.get_mut("properties"))
+        else {
+            continue;
+        };
+        {
+            props["id"] = json!({"type": "integer", "format": "int64", "minimum": 1});
+            props["method"] = json!({"type": "string", "enum": METHODS});
+            props["catch_up"] = json!({"type": "string", "enum": ["skip", "all", "none"]});
+            props["overlap"] = json!({"type": "string", "enum": ["allow", "forbid"]});
+        }
+    }
+}
+
+fn without_default(mut schema: Value) -> Value {
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("default");
+    }
+    schema
+}
+
+/// Every operation of the document, with its path.
+fn operations(doc: &mut Value) -> Vec<(String, &mut Map<String, Value>)> {
+    let mut out = Vec::new();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            if let Some(item) = item.as_object_mut() {
+                for (method, op) in item.iter_mut() {
+                    if let Some(op) = op.as_object_mut() {
+                        if op.contains_key("responses") {
+                            out.push((format!("{method} {path}"), op));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Range-checked path and query parameters, and the Idempotency-Key.
+fn tighten_parameters(doc: &mut Value) {
+    for (_, op) in operations(doc) {
+        let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for param in params.iter_mut() {
+            let name = param["name"].as_str().unwrap_or("").to_string();
+            let schema = match (param["in"].as_str().unwrap_or(""), name.as_str()) {
+                ("path", "id") => json!({"type": "integer", "format": "int64", "minimum": 1}),
+                ("query", "limit") => json!({
+                    "type": "integer", "format": "int64", "minimum": 1,
+                    "maximum": super::tasks::MAX_PAGE, "default": super::tasks::DEFAULT_PAGE
+                }),
+                ("query", "cursor") => json!({
+                    "type": "string", "pattern": format!("^[0-9]{{1,18}}{END}")
+                }),
+                ("query", "before") => json!({"type": "string", "format": "date-time"}),
+                ("header", "Idempotency-Key") => json!({
+                    "type": "string", "pattern": format!("^[!-~]{{1,255}}{END}")
+                }),
+                _ => continue,
+            };
+            param["schema"] = schema;
+        }
+    }
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    })
+}
+
+/// Adds every status an operation can answer that utoipa was not told of.
+fn document_statuses(doc: &mut Value) {
+    for (label, op) in operations(doc) {
+        let secured = op
+            .get("security")
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.is_empty());
+        let has_body = op.contains_key("requestBody");
+        let has_id = label.contains("{id}");
+        let has_query = op
+            .get("parameters")
+            .and_then(Value::as_array)
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+        let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let mut add = |status: &str, description: &str| {
+            responses
+                .entry(status.to_string())
+                .or_insert_with(|| error_response(description));
+        };
+        if secured {
+            add("401", "Missing or wrong bearer token (`unauthorized`)");
+        }
+        if has_id {
+            add(
+                "400",
+                "The `{id}` is not a task id, 1 to 2^63-1 (`invalid_field`, field `id`)",
+            );
+            add("404", "No such task (`task_not_found`)");
+        }
+        if has_query {
+            add("400", "Invalid query parameter (`invalid_field` naming it)");
+        }
+        if has_body {
+            add("400", "Invalid field or malformed JSON (`invalid_field` naming the field, `malformed_json`)");
+            add(
+                "415",
+                "A Content-Type other than JSON (`unsupported_media_type`)",
+            );
+        }
+        add(
+            "408",
+            "The request body did not arrive in time (`body_timeout`; servers with read limits, e.g. `sundial dev`)",
+        );
+        add(
+            "413",
+            "The request body is larger than 96 KiB (`payload_too_large`)",
+        );
+        add(
+            "500",
+            "A failure of Sundial itself, never of the input (`internal`; the cause is logged)",
+        );
+    }
+}
