@@ -56,10 +56,10 @@ fmt-check:
 clippy:
 	@$(STEP) clippy cargo clippy --workspace --all-targets -- -D warnings
 
-test: lint ## lint, then all tests against local Postgres + SQS emulator, then api-fuzz
+test: lint ## lint, api-fuzz, then all tests against local Postgres + SQS emulator
 	@$(STEP) services $(SERVICES) up >/dev/null
-	@$(STEP) tests $(SERVICES) run -- scripts/cargo-test.sh $(TEST_ARGS)
 	@$(MAKE) api-fuzz
+	@$(STEP) tests $(SERVICES) run -- scripts/cargo-test.sh $(TEST_ARGS)
 
 api-fuzz: ## schemathesis against the admin API's OpenAPI document (API_FUZZ_EXAMPLES, API_FUZZ_SEED)
 	@$(STEP) api-fuzz $(SERVICES) run --pg-only -- scripts/api-fuzz.sh
