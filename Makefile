@@ -1,8 +1,8 @@
 # Sundial entry points. The logic lives in scripts/; this file stays thin.
 #
 #   make dev            Postgres + `sundial dev --demo` (in-process queue)
-#   make test           lint, local services, every test in the workspace,
-#                       then schemathesis against the admin API (make api-fuzz)
+#   make test           lint, local services, schemathesis against the admin
+#                       API (make api-fuzz), then every test in the workspace
 #   make services       start Postgres + SQS emulator; prints `export` lines:
 #                         eval "$(make -s services)"
 #   make build          Lambda artifacts (ARCH=arm64 default, or x86_64)

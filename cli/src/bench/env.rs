@@ -16,7 +16,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use sundial::config::Settings;
 use sundial::fire::{ClientOptions, FireRequest, Firer, Signer, TargetGuard};
-use sundial::process::{ProcessReport, Processor, ProcessorOptions};
+use sundial::process::{Disposition, ProcessReport, Processor, ProcessorOptions};
+use sundial::worker::{run_worker, InboxError, Inbox, MemoryInbox, Received, WorkerOptions};
+use tokio::sync::watch;
 use sundial::queue::memory::MemoryQueue;
 use sundial::scan::ScanOptions;
 use sundial::store;
@@ -241,6 +243,31 @@ impl Completion {
     }
 }
 
+/// The in-process inbox, counting settlements for [`Completion`].
+struct CountingInbox {
+    inner: MemoryInbox,
+    completion: Arc<Completion>,
+}
+
+#[async_trait::async_trait]
+impl Inbox for CountingInbox {
+    type Receipt = u64;
+
+    async fn receive(&self, max: usize) -> Result<Received<u64>, InboxError> {
+        if self.completion.stopped() {
+            return Ok(Received::Ended);
+        }
+        self.inner.receive(max).await
+    }
+
+    async fn settle(&self, settled: Vec<(u64, Disposition)>) {
+        for _ in &settled {
+            self.completion.settle();
+        }
+        self.inner.settle(settled).await;
+    }
+}
+
 /// The dev-mode pipeline: the in-process queue between the scanner and
 /// the real processor (which also sends its retries to that queue).
 pub struct Pipeline {
@@ -248,6 +275,8 @@ pub struct Pipeline {
     pub queue: Arc<MemoryQueue>,
     pub processor: Processor,
     pub scan: ScanOptions,
+    /// Messages received and not yet settled, at most (as `sundial dev`).
+    max_outstanding: usize,
     /// The processor's firer (built here, as `Processor::from_settings`
     /// does, so its connection pool can be warmed up).
     firer: Arc<Firer>,
@@ -279,6 +308,7 @@ impl Pipeline {
             queue,
             processor,
             scan: ScanOptions::from_settings(settings, "sundial-bench"),
+            max_outstanding: settings.concurrency.saturating_mul(2),
             firer,
         })
     }
@@ -302,36 +332,33 @@ impl Pipeline {
             .await;
     }
 
-    /// Feeds the processor from the queue until `completion` says stop (all
-    /// expected messages settled) or `deadline` passes; returns once every
-    /// started request has finished and been written back.
+    /// Feeds the processor from the queue through the worker every
+    /// driver uses ([`sundial::worker::run_worker`] over the in-process
+    /// inbox) until `completion` says stop (all expected messages settled)
+    /// or `deadline` passes; returns once every started request has
+    /// finished and been written back.
     pub async fn consume(&self, completion: Arc<Completion>, deadline: Instant) -> ProcessReport {
-        let queue = self.queue.clone();
-        let feed = completion.clone();
-        let inbound = futures::stream::unfold((), move |()| {
-            let queue = queue.clone();
-            let feed = feed.clone();
-            async move {
-                loop {
-                    if feed.stopped() || Instant::now() >= deadline {
-                        feed.stop();
-                        return None;
-                    }
-                    let batch = queue.receive(100, Duration::from_millis(100)).await;
-                    if !batch.is_empty() {
-                        let items: Vec<(i64, String)> =
-                            batch.iter().map(|m| (m.task_id, m.to_json())).collect();
-                        return Some((futures::stream::iter(items), ()));
-                    }
-                }
+        let inbox = Arc::new(CountingInbox {
+            inner: MemoryInbox::new(self.queue.clone()),
+            completion: completion.clone(),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let watch_completion = async move {
+            while !completion.stopped() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-        })
-        .flatten();
-        self.processor
-            .process(inbound, None, move |_task_id: i64, _disposition| {
-                completion.settle()
-            })
-            .await
+            completion.stop();
+            let _ = stop_tx.send(true);
+        };
+        let opts = WorkerOptions {
+            max_outstanding: self.max_outstanding,
+            deadline: None,
+        };
+        let (report, ()) = tokio::join!(
+            run_worker(&self.processor, inbox, &opts, stop_rx),
+            watch_completion
+        );
+        report
     }
 
     /// Runs [`sundial::scan::scan`] once.
