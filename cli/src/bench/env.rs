@@ -17,11 +17,11 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use sundial::config::Settings;
 use sundial::fire::{ClientOptions, FireRequest, Firer, Signer, TargetGuard};
 use sundial::process::{Disposition, ProcessReport, Processor, ProcessorOptions};
-use sundial::worker::{run_worker, InboxError, Inbox, MemoryInbox, Received, WorkerOptions};
-use tokio::sync::watch;
 use sundial::queue::memory::MemoryQueue;
 use sundial::scan::ScanOptions;
 use sundial::store;
+use sundial::worker::{run_worker, Inbox, InboxError, MemoryInbox, Received, WorkerOptions};
+use tokio::sync::watch;
 
 /// Signs the bench's requests, as production would (signing is part of
 /// the cost of a firing).

@@ -1,0 +1,279 @@
+//! Step 1–2 of the pipeline: parse a chunk of messages, load their tasks
+//! and recorded occurrences (one query each), and decide for each message
+//! ([`super::decide::before_firing`]): drop, skip, put back, or fire (held
+//! until its instant if it came early).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::decide::{self, Before, Stale};
+use super::{Disposition, InFlight, ProcessReport, Processor, Settled, Triage};
+use crate::fire::FireRequest;
+use crate::message::DispatchMessage;
+use crate::store::{self, Outcome, OutcomeKind, RunRecord, RunStatus};
+use crate::task::{header_map, Task, Timing};
+
+/// A chunk's messages that could not be fired, and those to fire.
+type Prepared<Id> = (Vec<Settled<Id>>, Vec<(InFlight<Id>, FireRequest)>);
+
+impl Processor {
+    /// Parses a chunk, loads its tasks in one query, drops what is stale,
+    /// and turns the rest into requests.
+    pub(super) async fn prepare<Id>(&self, chunk: Vec<(Id, String)>) -> Prepared<Id> {
+        let (mut settled, parsed) = parse_chunk(chunk);
+        if parsed.is_empty() {
+            return (settled, Vec::new());
+        }
+        let ids: Vec<i64> = parsed.iter().map(|(_, m)| m.task_id).collect();
+        let occurrences: Vec<(i64, DateTime<Utc>)> = parsed
+            .iter()
+            .map(|(_, m)| (m.task_id, m.occurrence))
+            .collect();
+        let loaded = futures::try_join!(
+            store::load_tasks(&self.pool, &ids),
+            store::recorded_occurrences(&self.pool, &occurrences)
+        );
+        let (tasks, recorded) = match loaded {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot load tasks; handing the messages back");
+                settled.extend(parsed.into_iter().map(|(id, _)| {
+                    Settled::hand_back(
+                        id,
+                        ProcessReport {
+                            received: 1,
+                            write_failures: 1,
+                            ..Default::default()
+                        },
+                    )
+                }));
+                return (settled, Vec::new());
+            }
+        };
+        let tasks: HashMap<i64, Arc<Task>> =
+            tasks.into_iter().map(|t| (t.id, Arc::new(t))).collect();
+        let recorded: HashSet<(i64, DateTime<Utc>)> = recorded.into_iter().collect();
+        let mut timings: HashMap<i64, Option<Arc<Timing>>> = HashMap::new();
+        let now = Utc::now();
+        let mut jobs = Vec::new();
+        for (id, message) in parsed {
+            let task = tasks.get(&message.task_id).cloned();
+            let timing = task.as_ref().and_then(|t| {
+                timings
+                    .entry(t.id)
+                    .or_insert_with(|| Timing::of(t).ok().map(Arc::new))
+                    .clone()
+            });
+            let seen = recorded.contains(&(message.task_id, message.occurrence));
+            match self.triage(id, message, task, timing, seen, now) {
+                Triage::Settled(mut one) => {
+                    one.report.received = 1;
+                    settled.push(one);
+                }
+                Triage::Fire(job, request) => jobs.push((job, request)),
+            }
+        }
+        (settled, jobs)
+    }
+
+    /// Carries out [`decide::before_firing`] for one parsed message.
+    fn triage<Id>(
+        &self,
+        id: Id,
+        message: DispatchMessage,
+        task: Option<Arc<Task>>,
+        timing: Option<Arc<Timing>>,
+        recorded: bool,
+        now: DateTime<Utc>,
+    ) -> Triage<Id> {
+        let span = tracing::info_span!(
+            "occurrence",
+            task_id = message.task_id,
+            occurrence = %message.occurrence,
+            attempt = message.attempt
+        );
+        let decision =
+            decide::before_firing(&message, task.as_deref(), timing.as_deref(), recorded, now);
+        let (Some(task), Some(timing)) = (task, timing) else {
+            // Deleted, disabled or unreadable: nothing to write.
+            if let Before::Drop(why) = decision {
+                span.in_scope(|| tracing::info!("{}", why.reason()));
+            }
+            return Triage::Settled(Settled::drop_stale(id, None));
+        };
+        match decision {
+            Before::Drop(why) => {
+                span.in_scope(|| tracing::info!(current = task.version, "{}", why.reason()));
+                Triage::Settled(Settled::drop_stale(
+                    id,
+                    stale_outcome(why, &message, &task, &timing, now),
+                ))
+            }
+            Before::Skip => {
+                let run = without_call(
+                    &message,
+                    RunStatus::Skipped,
+                    "missed its time; catch-up policy is `none`".into(),
+                    now,
+                );
+                let report = ProcessReport {
+                    skipped: 1,
+                    ..Default::default()
+                };
+                Triage::Settled(self.finish(id, &message, &task, &timing, run, now, report))
+            }
+            Before::PutBack { fire_at, early } => {
+                span.in_scope(|| {
+                    tracing::info!(
+                        early_ms = early.as_millis() as u64,
+                        "message arrived far too early; putting it back"
+                    )
+                });
+                Triage::Settled(self.put_back(id, message, &task, fire_at, early, now))
+            }
+            Before::Fire { fire_at, hold } => {
+                self.fire(id, message, task, timing, span, fire_at, hold, now)
+            }
+        }
+    }
+
+    /// Builds the request of a message that fires (or a failed run when
+    /// the stored headers are unusable).
+    #[allow(clippy::too_many_arguments)]
+    fn fire<Id>(
+        &self,
+        id: Id,
+        message: DispatchMessage,
+        task: Arc<Task>,
+        timing: Arc<Timing>,
+        span: tracing::Span,
+        fire_at: DateTime<Utc>,
+        hold: Duration,
+        now: DateTime<Utc>,
+    ) -> Triage<Id> {
+        let headers = match header_map(&task.headers) {
+            Ok(h) => h.into_iter().collect(),
+            Err(err) => {
+                span.in_scope(|| tracing::warn!(error = %err, "task headers unusable; recording a failed run"));
+                let run = without_call(&message, RunStatus::Failed, err.to_string(), now);
+                let report = ProcessReport {
+                    failed: 1,
+                    ..Default::default()
+                };
+                return Triage::Settled(
+                    self.finish(id, &message, &task, &timing, run, now, report),
+                );
+            }
+        };
+        let request = FireRequest {
+            method: task.method.clone(),
+            url: task.url.clone(),
+            headers,
+            body: task.body.clone(),
+            timeout: Duration::from_millis(task.timeout_ms.max(1) as u64),
+            idempotency_key: message.idempotency_key(),
+        };
+        let job = InFlight {
+            id,
+            message,
+            task,
+            timing,
+            span,
+            hold_until: (!hold.is_zero()).then(|| Instant::now() + hold),
+            ready_at: fire_at.max(now),
+            delivery_late: (now - fire_at).max(chrono::Duration::zero()),
+        };
+        Triage::Fire(job, request)
+    }
+}
+
+/// Parses each body once. Unreadable ones are poison; a second copy of an
+/// occurrence in the same chunk is dropped (one call is enough).
+fn parse_chunk<Id>(chunk: Vec<(Id, String)>) -> (Vec<Settled<Id>>, Vec<(Id, DispatchMessage)>) {
+    let mut settled = Vec::new();
+    let mut parsed = Vec::with_capacity(chunk.len());
+    let mut seen = HashSet::new();
+    for (id, body) in chunk {
+        let one = match DispatchMessage::parse(&body) {
+            Ok(m) if seen.insert((m.task_id, m.occurrence, m.manual)) => {
+                parsed.push((id, m));
+                continue;
+            }
+            Ok(_) => Settled::drop_stale(id, None),
+            Err(err) => {
+                tracing::warn!(error = %err, "unreadable dispatch message; leaving it for the dead-letter queue");
+                Settled::new(
+                    id,
+                    Disposition::Poison,
+                    ProcessReport {
+                        invalid: 1,
+                        ..Default::default()
+                    },
+                )
+            }
+        };
+        settled.push(Settled {
+            report: ProcessReport {
+                received: 1,
+                ..one.report
+            },
+            ..one
+        });
+    }
+    (settled, parsed)
+}
+
+/// The write a dropped message still asks for: a duplicate of a recorded
+/// occurrence heals a schedule stuck on it; a message of an older version
+/// releases the lease so the scanner dispatches the current definition.
+fn stale_outcome(
+    why: Stale,
+    message: &DispatchMessage,
+    task: &Task,
+    timing: &Timing,
+    now: DateTime<Utc>,
+) -> Option<Outcome> {
+    let outcome = |version, kind| Outcome {
+        task_id: task.id,
+        version,
+        occurrence: message.occurrence,
+        kind,
+    };
+    match why {
+        Stale::AlreadyRecorded => decide::heals(message, task).then(|| {
+            outcome(
+                task.version,
+                OutcomeKind::AlreadyRecorded {
+                    next_run_at: timing.next_after_run(message.occurrence, now),
+                },
+            )
+        }),
+        Stale::Edited => {
+            (!message.manual).then(|| outcome(message.task_version, OutcomeKind::Released))
+        }
+        Stale::Deleted | Stale::Disabled | Stale::ScheduleUnreadable => None,
+    }
+}
+
+/// A run recorded without a call (skipped, or unusable headers).
+fn without_call(
+    message: &DispatchMessage,
+    status: RunStatus,
+    error: String,
+    now: DateTime<Utc>,
+) -> RunRecord {
+    RunRecord {
+        status,
+        attempts: message.attempt as i32,
+        fired_at: None,
+        finished_at: now,
+        http_status: None,
+        latency_ms: None,
+        error: Some(error),
+        response_excerpt: None,
+    }
+}

@@ -1,0 +1,173 @@
+//! Step 5 of the pipeline: the batched write-back. Settled messages are
+//! gathered for a moment, retries and put-backs are enqueued, all outcomes
+//! of the flush are written in one statement (isolating rows Postgres
+//! refuses), chained next occurrences are enqueued, and only then is each
+//! message reported done.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{Disposition, ProcessReport, Processor, Settled, FLUSH_EVERY, FLUSH_MAX};
+use crate::firetime;
+use crate::queue::Outgoing;
+use crate::store::{self, Outcome};
+
+impl Processor {
+    /// Collects settled messages and writes them in batches: retries are
+    /// enqueued first, then all outcomes in one statement, then `done`.
+    pub(super) async fn write_back<Id, F>(
+        &self,
+        mut settled: mpsc::UnboundedReceiver<Settled<Id>>,
+        done: &mut F,
+    ) -> ProcessReport
+    where
+        F: FnMut(Id, Disposition),
+    {
+        let mut report = ProcessReport::default();
+        let mut buffer: Vec<Settled<Id>> = Vec::new();
+        let mut open = true;
+        while open {
+            // Wait for the first of a flush, then gather for a moment.
+            match settled.recv().await {
+                Some(s) => buffer.push(s),
+                None => open = false,
+            }
+            let gather_until = Instant::now() + FLUSH_EVERY;
+            while open && buffer.len() < FLUSH_MAX {
+                match tokio::time::timeout_at(gather_until, settled.recv()).await {
+                    Ok(Some(s)) => buffer.push(s),
+                    Ok(None) => open = false,
+                    Err(_) => break,
+                }
+            }
+            if !buffer.is_empty() {
+                self.flush(std::mem::take(&mut buffer), &mut report, done)
+                    .instrument(tracing::debug_span!("write_back"))
+                    .await;
+            }
+        }
+        report
+    }
+
+    async fn flush<Id, F>(
+        &self,
+        mut batch: Vec<Settled<Id>>,
+        report: &mut ProcessReport,
+        done: &mut F,
+    ) where
+        F: FnMut(Id, Disposition),
+    {
+        // Retries (and put-backs) first: an occurrence whose next message
+        // could not be queued is handed back whole instead (its lease is
+        // not extended).
+        let retry_idx: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].retry.is_some())
+            .collect();
+        if !retry_idx.is_empty() {
+            let outgoing: Vec<Outgoing> = retry_idx
+                .iter()
+                .filter_map(|&i| batch[i].retry.clone())
+                .collect();
+            let sent = self.retries.send(&outgoing).await;
+            if !sent.failed.is_empty() {
+                tracing::warn!(
+                    failed = sent.failed.len(),
+                    error = sent.first_error.as_deref().unwrap_or("unknown"),
+                    "cannot enqueue retries; handing the messages back"
+                );
+            }
+            for k in sent.failed {
+                if let Some(&i) = retry_idx.get(k) {
+                    let s = &mut batch[i];
+                    s.disposition = Disposition::HAND_BACK;
+                    s.outcome = None;
+                    s.report.retried = 0;
+                    s.report.put_back = 0;
+                    s.report.write_failures = 1;
+                }
+            }
+        }
+        let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
+        // A poisoned outcome is stored as a failed run, or, if it cannot be
+        // stored at all, dropped (the store logs it): its message is done
+        // either way, since handing it back would poison the next flush.
+        match store::record_outcomes_isolating(&self.pool, &outcomes).await {
+            Ok(write) => {
+                let owners: Vec<usize> = (0..batch.len())
+                    .filter(|&i| batch[i].outcome.is_some())
+                    .collect();
+                for &k in &write.rewritten {
+                    if let Some(r) = owners.get(k).map(|&i| &mut batch[i].report) {
+                        r.failed += r.succeeded + r.timed_out + r.skipped;
+                        (r.succeeded, r.timed_out, r.skipped) = (0, 0, 0);
+                    }
+                }
+                self.enqueue_chained(&batch, &write.recorded, report).await;
+            }
+            Err(err) => {
+                // The calls were made but cannot be recorded: hand the
+                // messages back so their outcome is recorded on redelivery
+                // (the target sees the same Idempotency-Key again).
+                tracing::error!(error = %err, outcomes = outcomes.len(), "cannot write outcomes; handing the messages back");
+                for s in &mut batch {
+                    if s.outcome.is_some() {
+                        s.disposition = Disposition::HAND_BACK;
+                        s.report.write_failures = 1;
+                    }
+                }
+            }
+        }
+        for s in batch {
+            report.merge(&s.report);
+            done(s.id, s.disposition);
+        }
+    }
+
+    /// Enqueues the next occurrences the write-back leased. One the queue
+    /// refuses is released at once, so the scanner dispatches it; if this
+    /// process dies first, its lease lapses and the scanner does the same.
+    async fn enqueue_chained<Id>(
+        &self,
+        batch: &[Settled<Id>],
+        recorded: &store::Recorded,
+        report: &mut ProcessReport,
+    ) {
+        if recorded.chained.is_empty() {
+            return;
+        }
+        let leased: HashSet<i64> = recorded.chained.iter().copied().collect();
+        let now = Utc::now();
+        let outgoing: Vec<Outgoing> = batch
+            .iter()
+            .filter_map(|s| s.chain.as_ref())
+            .filter(|m| leased.contains(&m.task_id))
+            .map(|m| Outgoing {
+                message: m.clone(),
+                delay: firetime::delay_until(m.fire_at.unwrap_or(m.occurrence), now),
+            })
+            .collect();
+        let sent = self.retries.send(&outgoing).await;
+        report.chained += (outgoing.len() - sent.failed.len()) as u64;
+        if sent.failed.is_empty() {
+            return;
+        }
+        let refused: Vec<(i64, DateTime<Utc>)> = sent
+            .failed
+            .iter()
+            .filter_map(|&k| outgoing.get(k))
+            .map(|o| (o.message.task_id, o.message.occurrence))
+            .collect();
+        tracing::warn!(
+            failed = refused.len(),
+            error = sent.first_error.as_deref().unwrap_or("unknown"),
+            "cannot enqueue next occurrences; releasing them to the scanner"
+        );
+        if let Err(err) = store::release(&self.pool, &refused).await {
+            tracing::warn!(error = %err, "cannot release; the leases lapse and the scanner recovers them");
+        }
+    }
+}
