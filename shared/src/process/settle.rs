@@ -102,7 +102,7 @@ impl Processor {
         let lease_until = retry_at + self.lease_after(task);
         Settled {
             // Manual firings hold no lease.
-            outcome: (!message.manual).then(|| Outcome {
+            outcome: (!message.manual).then_some(Outcome {
                 task_id: task.id,
                 version: task.version,
                 occurrence: message.occurrence,
