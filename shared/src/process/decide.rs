@@ -290,12 +290,13 @@ mod tests {
                 },
             ),
             (
+                // (17.675 s of jitter for task 7: far beyond the hold)
                 "jitter from the task when the message has none",
                 Box::new(|_, t, _, _| t.jitter_secs = 30),
                 "2026-12-01T09:00:00Z",
-                Before::Fire {
+                Before::PutBack {
                     fire_at: firetime::fire_at(7, t(OCC), 30),
-                    hold: firetime::jitter_offset(7, t(OCC), 30),
+                    early: firetime::jitter_offset(7, t(OCC), 30),
                 },
             ),
             (
