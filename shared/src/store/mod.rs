@@ -1,0 +1,84 @@
+//! The task store: every query Sundial runs against Postgres, one file per
+//! aggregate:
+//!
+//! * [`tasks`]: the task rows (create, read, list, edit, pause, delete) and
+//!   the first occurrence of rows inserted with plain SQL;
+//! * [`claims`]: what the scanner does to due rows (claim, release, advance
+//!   `overlap = allow` rows past what is queued) and the backlog figures;
+//! * [`outcomes`]: the processor's batched write-back of runs, retries,
+//!   releases and chained occurrences;
+//! * [`runs`]: run history (pages, figures, retention).
+//!
+//! Functions take `impl PgExecutor` so callers can compose them in one
+//! transaction, and an explicit `now` so tests control the clock. Batch
+//! operations are single statements over `UNNEST` arrays; each statement
+//! has a prose comment on what it guards.
+
+use sqlx::PgPool;
+
+use crate::task::InvalidField;
+
+pub mod claims;
+pub mod outcomes;
+pub mod runs;
+pub mod tasks;
+
+pub use claims::*;
+pub use outcomes::*;
+pub use runs::*;
+pub use tasks::*;
+
+/// Migrations, embedded so every binary can apply them on start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or refused a statement.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No task has this id.
+    #[error("task {0} not found")]
+    NotFound(i64),
+    /// Another task already has this name.
+    #[error("a task named `{0}` already exists")]
+    DuplicateName(String),
+    /// A setting needed to reach the database is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The input does not describe a valid task.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the one pool a process uses.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// Connects with the process settings and, when `SUNDIAL_MIGRATE_ON_START`
+/// asks for it, applies pending migrations: what every binary does first.
+pub async fn connect_from_settings(settings: &crate::config::Settings) -> Result<PgPool> {
+    let url = settings.require_database_url()?;
+    let pool = connect(url, settings.db_pool_size).await?;
+    if settings.migrate_on_start {
+        migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

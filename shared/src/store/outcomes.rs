@@ -1,0 +1,438 @@
+//! The processor's write-back: every outcome of a flush in one guarded
+//! statement (runs, schedule advances, retry leases, releases, chained
+//! occurrences), with isolation of rows Postgres refuses.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+
+use super::{Result, StoreError};
+
+/// Of the given occurrences, those that already have a recorded run.
+pub async fn recorded_occurrences(
+    db: impl PgExecutor<'_>,
+    occurrences: &[(i64, DateTime<Utc>)],
+) -> Result<Vec<(i64, DateTime<Utc>)>> {
+    if occurrences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, occs): (Vec<i64>, Vec<DateTime<Utc>>) = occurrences.iter().copied().unzip();
+    Ok(sqlx::query_as(
+        "SELECT r.task_id, r.scheduled_for FROM task_runs r \
+         JOIN UNNEST($1::bigint[], $2::timestamptz[]) AS q(task_id, scheduled_for) \
+           ON r.task_id = q.task_id AND r.scheduled_for = q.scheduled_for",
+    )
+    .bind(&ids)
+    .bind(&occs)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Final status of an occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// What the processor learned about one occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub task_id: i64,
+    /// The task version the processor worked from.
+    pub version: i64,
+    pub occurrence: DateTime<Utc>,
+    pub kind: OutcomeKind,
+}
+
+/// The write an outcome asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    /// The occurrence is finished: record its run (unless one is recorded
+    /// already) and, if the task still waits on this occurrence, move it to
+    /// `next_run_at` and drop the lease.
+    Finished {
+        run: RunRecord,
+        /// `None` ends the schedule (one-shot done): the task is disabled.
+        next_run_at: Option<DateTime<Utc>>,
+        /// Manual firings are recorded but never move the schedule.
+        manual: bool,
+        /// Chain the next occurrence: if the task moves on to
+        /// `next_run_at`, lease that occurrence at once until this instant
+        /// (in the same statement, so no scanner can claim it too); the
+        /// caller then enqueues it. See [`Recorded::chained`].
+        chain_lease: Option<DateTime<Utc>>,
+    },
+    /// The occurrence is already recorded but the task still waits on it
+    /// (an earlier write-back was refused by the version guard): move on.
+    AlreadyRecorded { next_run_at: Option<DateTime<Utc>> },
+    /// Another attempt is coming: keep the lease until then.
+    Retrying { lease_until: DateTime<Utc> },
+    /// The message was dropped (stale): let the scanner dispatch the
+    /// occurrence again from the current definition.
+    Released,
+}
+
+/// One row of `task_runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub status: RunStatus,
+    pub attempts: i32,
+    pub fired_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+    pub http_status: Option<i32>,
+    pub latency_ms: Option<i32>,
+    pub error: Option<String>,
+    /// Start of the target's answer (at most 1 KiB).
+    pub response_excerpt: Option<String>,
+}
+
+/// What [`record_outcomes`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Recorded {
+    /// New rows in `task_runs`.
+    pub runs_inserted: i64,
+    /// Tasks moved to their next occurrence.
+    pub advanced: i64,
+    /// Leases extended for retries or released.
+    pub leases_changed: i64,
+    /// Tasks that moved on and whose next occurrence was leased for
+    /// chaining (`chain_lease`): the caller must enqueue it, or release it.
+    pub chained: Vec<i64>,
+}
+
+/// Writes back all outcomes of a batch in one statement.
+///
+/// Runs are inserted with `ON CONFLICT DO NOTHING` on (task, occurrence),
+/// so a duplicate delivery records nothing new. A task moves on only where
+/// `next_run_at` still equals the occurrence and the version matches, so a
+/// schedule never advances twice for one occurrence and a stale worker
+/// cannot overwrite a newer definition.
+pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> Result<Recorded> {
+    if outcomes.is_empty() {
+        return Ok(Recorded::default());
+    }
+    let n = outcomes.len();
+    let mut task_ids = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut occurrences = Vec::with_capacity(n);
+    let mut kinds: Vec<&str> = Vec::with_capacity(n);
+    let mut statuses: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut attempts: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut fired: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut finished: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut http: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut latency: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut excerpts: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut leases: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut chains: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    for o in outcomes {
+        task_ids.push(o.task_id);
+        versions.push(o.version);
+        occurrences.push(o.occurrence);
+        let (kind, run, next, lease, chain) = match &o.kind {
+            OutcomeKind::Finished {
+                run,
+                next_run_at,
+                manual,
+                chain_lease,
+            } => (
+                if *manual { "manual" } else { "finished" },
+                Some(run),
+                *next_run_at,
+                None,
+                chain_lease.filter(|_| !*manual && next_run_at.is_some()),
+            ),
+            OutcomeKind::AlreadyRecorded { next_run_at } => {
+                ("recorded", None, *next_run_at, None, None)
+            }
+            OutcomeKind::Retrying { lease_until } => {
+                ("retrying", None, None, Some(*lease_until), None)
+            }
+            OutcomeKind::Released => ("released", None, None, None, None),
+        };
+        kinds.push(kind);
+        statuses.push(run.map(|r| r.status.as_str()));
+        attempts.push(run.map(|r| r.attempts));
+        fired.push(run.and_then(|r| r.fired_at));
+        finished.push(run.map(|r| r.finished_at));
+        http.push(run.and_then(|r| r.http_status));
+        latency.push(run.and_then(|r| r.latency_ms));
+        errors.push(run.and_then(|r| r.error.as_deref().map(truncate_error)));
+        excerpts.push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
+        nexts.push(next);
+        leases.push(lease);
+        chains.push(chain);
+    }
+    let recorded = sqlx::query_as::<_, Recorded>(RECORD_OUTCOMES_SQL)
+        .bind(&task_ids)
+        .bind(&versions)
+        .bind(&occurrences)
+        .bind(&kinds)
+        .bind(&statuses)
+        .bind(&attempts)
+        .bind(&fired)
+        .bind(&finished)
+        .bind(&http)
+        .bind(&latency)
+        .bind(&errors)
+        .bind(&nexts)
+        .bind(&leases)
+        .bind(&excerpts)
+        .bind(&chains)
+        .fetch_one(db)
+        .await?;
+    Ok(recorded)
+}
+
+/// What [`record_outcomes_isolating`] wrote and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IsolatedWrite {
+    /// Totals over every statement that succeeded.
+    pub recorded: Recorded,
+    /// Indexes (into the given outcomes) that Postgres refused as they were
+    /// and that were recorded instead as a failed run saying why.
+    pub rewritten: Vec<usize>,
+    /// Indexes that could not be stored in any form: nothing was written
+    /// for them. Retrying them cannot help; the caller drops them (with a
+    /// log line) rather than handing them back forever.
+    pub refused: Vec<usize>,
+}
+
+impl Recorded {
+    fn add(&mut self, other: Recorded) {
+        self.runs_inserted += other.runs_inserted;
+        self.advanced += other.advanced;
+        self.leases_changed += other.leases_changed;
+        self.chained.extend(other.chained);
+    }
+}
+
+/// Is this a refusal of the data (SQLSTATE class 22 data exception or 23
+/// integrity violation) rather than an outage? Only data errors are worth
+/// isolating: splitting a batch cannot help against a lost connection.
+pub fn is_data_error(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// [`record_outcomes`], but one poisoned outcome never fails the others.
+///
+/// The whole batch is tried in one statement first (the usual case costs
+/// nothing extra). When Postgres refuses it for its *data*
+/// ([`is_data_error`]), the batch is bisected and the halves retried, so
+/// every good row is written in `O(bad · log n)` statements. A row refused
+/// alone is rewritten as a failed run whose error says why it could not be
+/// stored, and tried once more; if that is refused too, it is reported in
+/// [`IsolatedWrite::refused`]. Any other error (connection lost, pool
+/// timeout) is returned as is: the caller hands everything back, as after
+/// [`record_outcomes`] (rows already written stay; the write is idempotent).
+pub async fn record_outcomes_isolating(
+    pool: &PgPool,
+    outcomes: &[Outcome],
+) -> Result<IsolatedWrite> {
+    let mut write = IsolatedWrite::default();
+    // Ranges of `outcomes` still to write, the next one last.
+    let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+    pending.push(0..outcomes.len());
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        let err = match record_outcomes(pool, &outcomes[range.clone()]).await {
+            Ok(recorded) => {
+                write.recorded.add(recorded);
+                continue;
+            }
+            Err(err) if !is_data_error(&err) => return Err(err),
+            Err(err) => err,
+        };
+        if range.len() > 1 {
+            let mid = range.start + range.len() / 2;
+            // Popped in order: the first half is tried first.
+            pending.push(mid..range.end);
+            pending.push(range.start..mid);
+            continue;
+        }
+        let index = range.start;
+        let poisoned = &outcomes[index];
+        let Some(rewrite) = unstorable_as_failed(poisoned, &err) else {
+            tracing::error!(task_id = poisoned.task_id, occurrence = %poisoned.occurrence,
+                error = %err, "outcome refused by the database; dropping it");
+            write.refused.push(index);
+            continue;
+        };
+        match record_outcomes(pool, std::slice::from_ref(&rewrite)).await {
+            Ok(recorded) => {
+                tracing::warn!(task_id = poisoned.task_id, occurrence = %poisoned.occurrence,
+                    error = %err, "outcome refused by the database; recorded as a failed run");
+                write.recorded.add(recorded);
+                write.rewritten.push(index);
+            }
+            Err(again) if is_data_error(&again) => {
+                tracing::error!(task_id = poisoned.task_id, occurrence = %poisoned.occurrence,
+                    error = %err, rewrite_error = %again,
+                    "outcome refused by the database, even as a failed run; dropping it");
+                write.refused.push(index);
+            }
+            Err(outage) => return Err(outage),
+        }
+    }
+    write.rewritten.sort_unstable();
+    write.refused.sort_unstable();
+    Ok(write)
+}
+
+/// A finished outcome that Postgres refused, rewritten with only values
+/// Sundial controls: a failed run (attempts at least 1, finished now) whose
+/// error says why the original could not be stored. The occurrence, the
+/// next run and the manual flag are kept: they identify the run and move
+/// the schedule on. Other kinds carry no run to rewrite.
+fn unstorable_as_failed(outcome: &Outcome, err: &StoreError) -> Option<Outcome> {
+    let OutcomeKind::Finished {
+        run,
+        next_run_at,
+        manual,
+        chain_lease,
+    } = &outcome.kind
+    else {
+        return None;
+    };
+    let code = match err {
+        StoreError::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    let reason = format!(
+        "the outcome ({}, HTTP {}) could not be stored (SQLSTATE {}: {err}); recorded as failed",
+        run.status.as_str(),
+        run.http_status
+            .map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        code.as_deref().unwrap_or("?"),
+    );
+    Some(Outcome {
+        kind: OutcomeKind::Finished {
+            run: RunRecord {
+                status: RunStatus::Failed,
+                attempts: run.attempts.max(1),
+                fired_at: None,
+                finished_at: Utc::now(),
+                http_status: None,
+                latency_ms: None,
+                error: Some(truncate_error(&reason)),
+                response_excerpt: None,
+            },
+            next_run_at: *next_run_at,
+            manual: *manual,
+            chain_lease: *chain_lease,
+        },
+        ..outcome.clone()
+    })
+}
+
+const RECORD_OUTCOMES_SQL: &str = "\
+WITH input AS (
+    SELECT * FROM UNNEST(
+        $1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::int[],
+        $7::timestamptz[], $8::timestamptz[], $9::int[], $10::int[], $11::text[],
+        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[]
+    ) AS i(task_id, version, occurrence, kind, status, attempts, fired_at, finished_at,
+           http_status, latency_ms, error, next_run_at, lease_until, response_excerpt,
+           chain_lease)
+),
+runs AS (
+    INSERT INTO task_runs (task_id, scheduled_for, attempts, fired_at, finished_at, status,
+                           http_status, latency_ms, error, manual, response_excerpt)
+    SELECT i.task_id, i.occurrence, i.attempts, i.fired_at, i.finished_at, i.status,
+           i.http_status, i.latency_ms, i.error, i.kind = 'manual', i.response_excerpt
+    FROM input i
+    WHERE i.kind IN ('finished', 'manual')
+      -- The task may have been deleted while its occurrence was in flight.
+      AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
+    ON CONFLICT (task_id, scheduled_for) DO NOTHING
+    RETURNING task_id, scheduled_for
+),
+advanced AS (
+    -- Does the task still wait on exactly this occurrence of this version?
+    -- The test sits in WHERE so that a concurrent duplicate re-checks it
+    -- against the row it waited for.
+    UPDATE tasks t SET
+        next_run_at = i.next_run_at,
+        enabled     = t.enabled AND i.next_run_at IS NOT NULL,
+        -- Chaining: the next occurrence is leased in this very statement.
+        lease_until = i.chain_lease,
+        lease_owner = CASE WHEN i.chain_lease IS NULL THEN NULL ELSE 'sundial-processor' END,
+        last_run_at = CASE WHEN r.task_id IS NOT NULL THEN i.finished_at ELSE t.last_run_at END,
+        last_status = CASE WHEN r.task_id IS NOT NULL THEN i.status ELSE t.last_status END,
+        last_error  = CASE WHEN r.task_id IS NOT NULL THEN i.error ELSE t.last_error END,
+        consecutive_failures = CASE
+            WHEN r.task_id IS NULL OR i.status = 'skipped' THEN t.consecutive_failures
+            WHEN i.status = 'succeeded' THEN 0
+            ELSE t.consecutive_failures + 1 END
+    FROM input i
+    LEFT JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
+    WHERE t.id = i.task_id AND i.kind IN ('finished', 'recorded')
+      AND t.next_run_at = i.occurrence AND t.version = i.version
+    RETURNING t.id, i.chain_lease IS NOT NULL AND t.enabled AS chained
+),
+noted AS (
+    -- Runs recorded for occurrences the task no longer waits on (manual
+    -- firings, overlap = allow) still update the last outcome.
+    UPDATE tasks t SET
+        last_run_at = i.finished_at,
+        last_status = i.status,
+        last_error  = i.error,
+        consecutive_failures = CASE
+            WHEN i.status = 'skipped' THEN t.consecutive_failures
+            WHEN i.status = 'succeeded' THEN 0
+            ELSE t.consecutive_failures + 1 END
+    FROM input i
+    JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
+    WHERE t.id = i.task_id
+      AND (i.kind IN ('finished', 'recorded') AND t.next_run_at = i.occurrence
+           AND t.version = i.version) IS NOT TRUE
+    RETURNING t.id
+),
+leased AS (
+    UPDATE tasks t SET
+        lease_until = i.lease_until,
+        lease_owner = CASE WHEN i.lease_until IS NULL THEN NULL ELSE t.lease_owner END
+    FROM input i
+    WHERE i.kind IN ('retrying', 'released')
+      AND t.id = i.task_id AND t.next_run_at = i.occurrence
+      AND (i.kind = 'released' OR t.version = i.version)
+    RETURNING t.id
+)
+SELECT (SELECT count(*) FROM runs) AS runs_inserted,
+       (SELECT count(*) FROM advanced) AS advanced,
+       (SELECT count(*) FROM leased) AS leases_changed,
+       ARRAY(SELECT id FROM advanced WHERE chained) AS chained";
+
+/// Error texts and excerpts as stored: sanitised again (no NUL, no control
+/// characters but `\n` and `\t`, see [`crate::sanitise`]) whoever produced
+/// them, as the last line of defence for the batch statement, and bounded
+/// well inside the columns' CHECK constraints.
+fn truncate_error(error: &str) -> String {
+    const MAX: usize = 2000;
+    crate::sanitise::clean_text(error, MAX)
+}

@@ -1,0 +1,290 @@
+//! The task rows: create, read, list, edit, pause, delete, and the first
+//! occurrence of rows inserted with plain SQL.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+
+use super::{Result, StoreError};
+use crate::task::{InvalidField, Task, TaskSpec, Timing};
+
+/// The columns of [`Task`], as a literal so queries stay `&'static str`.
+macro_rules! task_columns {
+    () => {
+        "id, name, schedule, timezone, method, url, headers, body, timeout_ms, \
+     max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
+     enabled, next_run_at, lease_until, version, schedule_error, last_run_at, last_status, \
+     last_error, consecutive_failures, created_at, updated_at"
+    };
+}
+
+fn duplicate_name(err: sqlx::Error, name: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.constraint() == Some("tasks_name_unique") => {
+            StoreError::DuplicateName(name.to_string())
+        }
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Creates a task from a validated spec; its first occurrence is computed now.
+pub async fn create_task(
+    db: impl PgExecutor<'_>,
+    spec: &TaskSpec,
+    now: DateTime<Utc>,
+) -> Result<Task> {
+    let mut spec = spec.clone();
+    let (schedule, zone) = spec.validate()?;
+    let next = schedule
+        .next_after(now, zone)
+        .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))?;
+    let sql = concat!(
+        "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
+         max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
+         enabled, next_run_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         RETURNING ",
+        task_columns!(),
+        ""
+    );
+    bind_spec(sqlx::query_as::<_, Task>(sql), &spec, Some(next))
+        .fetch_one(db)
+        .await
+        .map_err(|e| duplicate_name(e, &spec.name))
+}
+
+/// Binds a spec's columns as `$1..$15` and the next run as `$16`, in the
+/// order of the INSERT and UPDATE statements above.
+fn bind_spec<'q>(
+    query: sqlx::query::QueryAs<'q, Postgres, Task, sqlx::postgres::PgArguments>,
+    spec: &'q TaskSpec,
+    next: Option<DateTime<Utc>>,
+) -> sqlx::query::QueryAs<'q, Postgres, Task, sqlx::postgres::PgArguments> {
+    let headers = serde_json::to_value(&spec.headers).unwrap_or_default();
+    query
+        .bind(&spec.name)
+        .bind(spec.schedule.trim())
+        .bind(&spec.timezone)
+        .bind(&spec.method)
+        .bind(spec.url.trim())
+        .bind(sqlx::types::Json(headers))
+        .bind(&spec.body)
+        .bind(spec.timeout_ms)
+        .bind(spec.max_attempts)
+        .bind(spec.retry_backoff_ms)
+        .bind(spec.catch_up)
+        .bind(spec.catch_up_max_age_secs)
+        .bind(spec.overlap)
+        .bind(spec.jitter_secs)
+        .bind(spec.enabled)
+        .bind(next)
+}
+
+/// One task by id.
+pub async fn get_task(db: impl PgExecutor<'_>, id: i64) -> Result<Task> {
+    let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
+    sqlx::query_as::<_, Task>(sql)
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(StoreError::NotFound(id))
+}
+
+/// One task by name.
+pub async fn get_task_by_name(db: impl PgExecutor<'_>, name: &str) -> Result<Option<Task>> {
+    let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE name = $1");
+    Ok(sqlx::query_as::<_, Task>(sql)
+        .bind(name)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// The tasks of a batch, in one query.
+pub async fn load_tasks(db: impl PgExecutor<'_>, ids: &[i64]) -> Result<Vec<Task>> {
+    let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ANY($1)");
+    Ok(sqlx::query_as::<_, Task>(sql)
+        .bind(ids)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only enabled (true) or paused/disabled (false) tasks.
+    pub enabled: Option<bool>,
+    /// Only tasks whose last run failed (true) or did not (false).
+    pub failing: Option<bool>,
+    /// Cursor: tasks with an id greater than this.
+    pub after_id: Option<i64>,
+    /// Page size (clamped to 1..=500).
+    pub limit: i64,
+}
+
+/// A page of tasks ordered by id, for cursor pagination.
+pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<Vec<Task>> {
+    let sql = concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks \
+         WHERE ($1::boolean IS NULL OR enabled = $1) \
+           AND ($2::boolean IS NULL OR (consecutive_failures > 0) = $2) \
+           AND ($3::bigint IS NULL OR id > $3) \
+         ORDER BY id LIMIT $4"
+    );
+    Ok(sqlx::query_as::<_, Task>(sql)
+        .bind(filter.enabled)
+        .bind(filter.failing)
+        .bind(filter.after_id)
+        .bind(filter.limit.clamp(1, 500))
+        .fetch_all(db)
+        .await?)
+}
+
+/// Replaces a task's definition (the version is bumped by trigger). When
+/// the timing changed, or the task is being enabled, the next run is
+/// computed afresh from `now`.
+pub async fn update_task(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    spec: &TaskSpec,
+    now: DateTime<Utc>,
+) -> Result<Task> {
+    let sql = concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE id = $1 FOR UPDATE"
+    );
+    let current = sqlx::query_as::<_, Task>(sql)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    let mut spec = spec.clone();
+    let (schedule, zone) = spec.validate()?;
+    let retimed = spec.schedule.trim() != current.schedule
+        || spec.timezone != current.timezone
+        || (spec.enabled && !current.enabled);
+    let next = if retimed {
+        Some(
+            schedule
+                .next_after(now, zone)
+                .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))?,
+        )
+    } else {
+        current.next_run_at
+    };
+    // The next run is computed here; the change trigger must keep it even
+    // when it happens to equal the old one.
+    sqlx::query("SET LOCAL sundial.next_run_computed = 'on'")
+        .execute(&mut **tx)
+        .await?;
+    let sql = concat!(
+        "UPDATE tasks SET name = $1, schedule = $2, timezone = $3, method = $4, url = $5, \
+         headers = $6, body = $7, timeout_ms = $8, max_attempts = $9, retry_backoff_ms = $10, \
+         catch_up = $11, catch_up_max_age_secs = $12, overlap = $13, jitter_secs = $14, \
+         enabled = $15, next_run_at = $16, \
+         schedule_error = CASE WHEN $18 THEN NULL ELSE schedule_error END, \
+         lease_until = CASE WHEN $18 THEN NULL ELSE lease_until END \
+         WHERE id = $17 RETURNING ",
+        task_columns!(),
+        ""
+    );
+    bind_spec(sqlx::query_as::<_, Task>(sql), &spec, next)
+        .bind(id)
+        .bind(retimed)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| duplicate_name(e, &spec.name))
+}
+
+/// Deletes a task and its history. Returns whether it existed.
+pub async fn delete_task(db: impl PgExecutor<'_>, id: i64) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM tasks WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Pauses (false) or resumes (true) a task. A resumed task continues from
+/// its next occurrence after `now`, not with what it missed while paused.
+pub async fn set_enabled(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    enabled: bool,
+    now: DateTime<Utc>,
+) -> Result<Task> {
+    let current = get_task(&mut **tx, id).await?;
+    if current.enabled == enabled {
+        return Ok(current);
+    }
+    let mut spec = TaskSpec::of(&current)?;
+    spec.enabled = enabled;
+    update_task(tx, id, &spec, now).await
+}
+
+/// Result of [`schedule_new`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScheduledNew {
+    /// Rows that got their first occurrence.
+    pub scheduled: u64,
+    /// Rows disabled because their schedule or zone is invalid.
+    pub invalid: u64,
+}
+
+/// Computes the first occurrence of rows inserted with plain SQL
+/// (`next_run_at IS NULL`). A row whose schedule cannot be evaluated is
+/// disabled with the reason in `schedule_error`; it never stops the scan.
+pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<ScheduledNew> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, schedule, timezone FROM tasks \
+         WHERE enabled AND next_run_at IS NULL \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(ScheduledNew::default());
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(rows.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(rows.len());
+    let mut report = ScheduledNew::default();
+    for (id, schedule, zone) in rows {
+        let first = Timing::parse(&schedule, &zone, Default::default(), 0).and_then(|t| {
+            t.first_after(now)
+                .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))
+        });
+        ids.push(id);
+        match first {
+            Ok(next) => {
+                report.scheduled += 1;
+                nexts.push(Some(next));
+                errors.push(None);
+            }
+            Err(err) => {
+                report.invalid += 1;
+                tracing::warn!(task_id = id, error = %err, "disabling task with an invalid schedule");
+                nexts.push(None);
+                errors.push(Some(err.to_string()));
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE tasks t SET next_run_at = u.next_run_at, \
+             schedule_error = u.error, \
+             enabled = u.error IS NULL \
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[]) AS u(id, next_run_at, error) \
+         WHERE t.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&nexts)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(report)
+}
