@@ -311,19 +311,7 @@ async fn dispatch_page(
     let windows: Vec<Window> = claimed.iter().map(|c| window(c, now, horizon)).collect();
     // Delays count from now, after the claim query, so that messages are
     // not late by the time the claim took.
-    let send_now = Utc::now();
-    let mut outgoing = Vec::new();
-    let mut owner = Vec::new();
-    for (i, (c, w)) in claimed.iter().zip(&windows).enumerate() {
-        for &occurrence in &w.occurrences {
-            let at = firetime::fire_at(c.task_id, occurrence, c.jitter_secs);
-            outgoing.push(Outgoing {
-                message: DispatchMessage::new(c.task_id, occurrence, c.version).firing_at(at),
-                delay: firetime::delay_until(at, send_now),
-            });
-            owner.push(i);
-        }
-    }
+    let (outgoing, owner) = messages_of(claimed, &windows, Utc::now());
     let report = queue.send(&outgoing).await;
     summary.send_calls += report.calls as u64;
     summary.failed += report.failed.len() as u64;
@@ -352,12 +340,42 @@ async fn dispatch_page(
             .collect();
         store::release(pool, &released).await?;
     }
+    store::advance_dispatched(pool, &advances(claimed, &windows, &first_failed)).await?;
+    Ok(report.failed.is_empty())
+}
 
-    // `allow` rows move on past what is safely queued: to the first refused
-    // occurrence if any (it goes out again next scan), else past the window.
-    let advances: Vec<Advance> = claimed
+/// One message per occurrence of each window, timed to fire at its
+/// occurrence plus jitter; with the index of the claimed row it belongs to.
+fn messages_of(
+    claimed: &[Claimed],
+    windows: &[Window],
+    send_now: DateTime<Utc>,
+) -> (Vec<Outgoing>, Vec<usize>) {
+    let mut outgoing = Vec::new();
+    let mut owner = Vec::new();
+    for (i, (c, w)) in claimed.iter().zip(windows).enumerate() {
+        for &occurrence in &w.occurrences {
+            let at = firetime::fire_at(c.task_id, occurrence, c.jitter_secs);
+            outgoing.push(Outgoing {
+                message: DispatchMessage::new(c.task_id, occurrence, c.version).firing_at(at),
+                delay: firetime::delay_until(at, send_now),
+            });
+            owner.push(i);
+        }
+    }
+    (outgoing, owner)
+}
+
+/// `allow` rows move on past what is safely queued: to the first refused
+/// occurrence if any (it goes out again next scan), else past the window.
+fn advances(
+    claimed: &[Claimed],
+    windows: &[Window],
+    first_failed: &HashMap<usize, DateTime<Utc>>,
+) -> Vec<Advance> {
+    claimed
         .iter()
-        .zip(&windows)
+        .zip(windows)
         .enumerate()
         .filter_map(|(i, (c, w))| {
             let next = w.next?;
@@ -368,9 +386,7 @@ async fn dispatch_page(
                 next_run_at: first_failed.get(&i).copied().or(next),
             })
         })
-        .collect();
-    store::advance_dispatched(pool, &advances).await?;
-    Ok(report.failed.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -61,36 +61,7 @@ impl Processor {
     ) where
         F: FnMut(Id, Disposition),
     {
-        // Retries (and put-backs) first: an occurrence whose next message
-        // could not be queued is handed back whole instead (its lease is
-        // not extended).
-        let retry_idx: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].retry.is_some())
-            .collect();
-        if !retry_idx.is_empty() {
-            let outgoing: Vec<Outgoing> = retry_idx
-                .iter()
-                .filter_map(|&i| batch[i].retry.clone())
-                .collect();
-            let sent = self.retries.send(&outgoing).await;
-            if !sent.failed.is_empty() {
-                tracing::warn!(
-                    failed = sent.failed.len(),
-                    error = sent.first_error.as_deref().unwrap_or("unknown"),
-                    "cannot enqueue retries; handing the messages back"
-                );
-            }
-            for k in sent.failed {
-                if let Some(&i) = retry_idx.get(k) {
-                    let s = &mut batch[i];
-                    s.disposition = Disposition::HAND_BACK;
-                    s.outcome = None;
-                    s.report.retried = 0;
-                    s.report.put_back = 0;
-                    s.report.write_failures = 1;
-                }
-            }
-        }
+        self.send_retries(&mut batch).await;
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
         // A poisoned outcome is stored as a failed run, or, if it cannot be
         // stored at all, dropped (the store logs it): its message is done
@@ -124,6 +95,40 @@ impl Processor {
         for s in batch {
             report.merge(&s.report);
             done(s.id, s.disposition);
+        }
+    }
+
+    /// Retries (and put-backs) go first: an occurrence whose next message
+    /// could not be queued is handed back whole instead (its lease is not
+    /// extended).
+    async fn send_retries<Id>(&self, batch: &mut [Settled<Id>]) {
+        let retry_idx: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].retry.is_some())
+            .collect();
+        if retry_idx.is_empty() {
+            return;
+        }
+        let outgoing: Vec<Outgoing> = retry_idx
+            .iter()
+            .filter_map(|&i| batch[i].retry.clone())
+            .collect();
+        let sent = self.retries.send(&outgoing).await;
+        if !sent.failed.is_empty() {
+            tracing::warn!(
+                failed = sent.failed.len(),
+                error = sent.first_error.as_deref().unwrap_or("unknown"),
+                "cannot enqueue retries; handing the messages back"
+            );
+        }
+        for k in sent.failed {
+            if let Some(&i) = retry_idx.get(k) {
+                let s = &mut batch[i];
+                s.disposition = Disposition::HAND_BACK;
+                s.outcome = None;
+                s.report.retried = 0;
+                s.report.put_back = 0;
+                s.report.write_failures = 1;
+            }
         }
     }
 

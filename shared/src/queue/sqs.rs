@@ -57,6 +57,32 @@ pub async fn client_from_env() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config)
 }
 
+/// Creates a queue (tests and benchmarks: one fresh queue each) and
+/// returns its URL.
+pub async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String, SqsError> {
+    let out = client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| sqs_error("CreateQueue", e))?;
+    out.queue_url().map(str::to_owned).ok_or(SqsError {
+        operation: "CreateQueue",
+        message: "no queue URL in the answer".into(),
+    })
+}
+
+/// Deletes a queue by URL.
+pub async fn delete_queue(client: &aws_sdk_sqs::Client, url: &str) -> Result<(), SqsError> {
+    client
+        .delete_queue()
+        .queue_url(url)
+        .send()
+        .await
+        .map_err(|e| sqs_error("DeleteQueue", e))?;
+    Ok(())
+}
+
 /// The dispatch queue on SQS.
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
