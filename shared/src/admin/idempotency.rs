@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
 
 use super::error::{AdminError, Result};
+use crate::store;
 use crate::task::TaskSpec;
 
 /// The request header.
@@ -62,30 +63,11 @@ pub async fn claim(
     fingerprint: &[u8],
 ) -> Result<Claim> {
     // Forget expired keys first, so an old key is free to use again.
-    sqlx::query(
-        "DELETE FROM admin_idempotency_keys \
-         WHERE created_at < now() - make_interval(hours => $1)",
-    )
-    .bind(RETENTION_HOURS)
-    .execute(&mut **tx)
-    .await?;
-    // Waits here while another transaction holds the same key.
-    let inserted = sqlx::query(
-        "INSERT INTO admin_idempotency_keys (key, request_hash) VALUES ($1, $2) \
-         ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(fingerprint)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 1 {
+    store::forget_expired_keys(tx, RETENTION_HOURS).await?;
+    if store::take_key(tx, key, fingerprint).await? {
         return Ok(Claim::New);
     }
-    let (hash, task_id): (Vec<u8>, Option<i64>) =
-        sqlx::query_as("SELECT request_hash, task_id FROM admin_idempotency_keys WHERE key = $1")
-            .bind(key)
-            .fetch_one(&mut **tx)
-            .await?;
+    let (hash, task_id) = store::key_entry(tx, key).await?;
     if hash != fingerprint {
         return Err(AdminError::IdempotencyKeyReused);
     }
@@ -96,10 +78,5 @@ pub async fn claim(
 
 /// Records the task created under a [`Claim::New`] key.
 pub async fn complete(tx: &mut Transaction<'_, Postgres>, key: &str, task_id: i64) -> Result<()> {
-    sqlx::query("UPDATE admin_idempotency_keys SET task_id = $2 WHERE key = $1")
-        .bind(key)
-        .bind(task_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    Ok(store::complete_key(tx, key, task_id).await?)
 }

@@ -13,16 +13,7 @@ use super::AdminState;
 use crate::schedule;
 use crate::store::{self, RunStats};
 
-/// Task counts by state.
-#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct TaskCounts {
-    pub total: i64,
-    pub enabled: i64,
-    /// Tasks whose last run did not succeed.
-    pub failing: i64,
-    /// Tasks disabled because their schedule or zone cannot be evaluated.
-    pub invalid: i64,
-}
+pub use crate::store::TaskCounts;
 
 /// `GET /v1/status`: is Sundial keeping up?
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -47,15 +38,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
     let now = Utc::now();
     let backlog = store::backlog(&state.pool, now).await?;
     let last_hour = store::run_stats(&state.pool, now - Duration::hours(1)).await?;
-    let tasks = sqlx::query_as::<_, TaskCounts>(
-        "SELECT count(*) AS total, \
-                count(*) FILTER (WHERE enabled) AS enabled, \
-                count(*) FILTER (WHERE consecutive_failures > 0) AS failing, \
-                count(*) FILTER (WHERE schedule_error IS NOT NULL) AS invalid \
-         FROM tasks",
-    )
-    .fetch_one(&state.pool)
-    .await?;
+    let tasks = store::task_counts(&state.pool).await?;
     Ok(Json(Status {
         now,
         backlog: backlog.due,
@@ -147,7 +130,7 @@ pub struct Health {
     )
 )]
 pub async fn healthz(State(state): State<AdminState>) -> Result<Json<Health>> {
-    let ping = sqlx::query("SELECT 1").execute(&state.pool);
+    let ping = store::ping(&state.pool);
     match tokio::time::timeout(StdDuration::from_secs(3), ping).await {
         Ok(Ok(_)) => Ok(Json(Health { status: "ok" })),
         Ok(Err(err)) => {

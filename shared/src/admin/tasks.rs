@@ -280,14 +280,9 @@ impl TaskPatch {
 
 /// Locks a task row for the rest of the transaction; 404 if it is gone.
 async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<Task> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if found.is_none() {
-        return Err(AdminError::TaskNotFound(id));
-    }
-    Ok(store::get_task(&mut **tx, id).await?)
+    store::lock_task(tx, id)
+        .await?
+        .ok_or(AdminError::TaskNotFound(id))
 }
 
 /// Edit some fields of a task.

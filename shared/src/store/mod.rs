@@ -7,7 +7,8 @@
 //!   `overlap = allow` rows past what is queued) and the backlog figures;
 //! * [`outcomes`]: the processor's batched write-back of runs, retries,
 //!   releases and chained occurrences;
-//! * [`runs`]: run history (pages, figures, retention).
+//! * [`runs`]: run history (pages, figures, retention);
+//! * [`idempotency`]: the admin API's idempotency keys.
 //!
 //! Functions take `impl PgExecutor` so callers can compose them in one
 //! transaction, and an explicit `now` so tests control the clock. Batch
@@ -19,11 +20,13 @@ use sqlx::PgPool;
 use crate::task::InvalidField;
 
 pub mod claims;
+pub mod idempotency;
 pub mod outcomes;
 pub mod runs;
 pub mod tasks;
 
 pub use claims::*;
+pub use idempotency::*;
 pub use outcomes::*;
 pub use runs::*;
 pub use tasks::*;
@@ -75,6 +78,12 @@ pub async fn connect_from_settings(settings: &crate::config::Settings) -> Result
         migrate(&pool).await?;
     }
     Ok(pool)
+}
+
+/// Does the database answer? (`SELECT 1`, for health checks.)
+pub async fn ping(pool: &PgPool) -> Result<()> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
 }
 
 /// Applies pending migrations.

@@ -288,3 +288,42 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     tx.commit().await?;
     Ok(report)
 }
+
+/// Task counts by state.
+#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TaskCounts {
+    pub total: i64,
+    pub enabled: i64,
+    /// Tasks whose last run did not succeed.
+    pub failing: i64,
+    /// Tasks disabled because their schedule or zone cannot be evaluated.
+    pub invalid: i64,
+}
+
+/// How many tasks there are in each state, for `/v1/status`.
+pub async fn task_counts(db: impl PgExecutor<'_>) -> Result<TaskCounts> {
+    Ok(sqlx::query_as::<_, TaskCounts>(
+        // One pass over the table; the filters count overlapping states.
+        "SELECT count(*) AS total, \
+                count(*) FILTER (WHERE enabled) AS enabled, \
+                count(*) FILTER (WHERE consecutive_failures > 0) AS failing, \
+                count(*) FILTER (WHERE schedule_error IS NOT NULL) AS invalid \
+         FROM tasks",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Locks a task row for the rest of the transaction and reads it; `None`
+/// if it is gone.
+pub async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<Option<Task>> {
+    let sql = concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE id = $1 FOR UPDATE"
+    );
+    Ok(sqlx::query_as::<_, Task>(sql)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
