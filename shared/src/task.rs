@@ -233,6 +233,17 @@ impl TaskSpec {
         })
     }
 
+    /// Checks the spec once and returns it as the checked type the store
+    /// takes: parse, don't validate again.
+    pub fn into_valid(mut self) -> Result<ValidTask, InvalidField> {
+        let (schedule, zone) = self.validate()?;
+        Ok(ValidTask {
+            spec: self,
+            schedule,
+            zone,
+        })
+    }
+
     /// Checks every field and normalises the method; returns the parsed
     /// schedule and zone. The target address guard (which resolves DNS) is
     /// separate: see [`crate::fire::guard`].
@@ -338,6 +349,41 @@ fn validate_body(body: &str) -> Result<(), InvalidField> {
         ));
     }
     Ok(())
+}
+
+/// A task definition that passed [`TaskSpec::validate`], with its parsed
+/// schedule and zone: the only input [`crate::store::create_task`] and
+/// [`crate::store::update_task`] accept, made by [`TaskSpec::into_valid`].
+#[derive(Debug, Clone)]
+pub struct ValidTask {
+    spec: TaskSpec,
+    schedule: Schedule,
+    zone: Tz,
+}
+
+impl ValidTask {
+    /// The checked, normalised definition.
+    pub fn spec(&self) -> &TaskSpec {
+        &self.spec
+    }
+
+    /// The parsed schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The parsed zone.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
+    /// The first occurrence after `now`, or the field error of a schedule
+    /// that has none left.
+    pub fn first_after(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidField> {
+        self.schedule
+            .next_after(now, self.zone)
+            .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))
+    }
 }
 
 fn in_range(field: &'static str, value: i32, (min, max): (i32, i32)) -> Result<(), InvalidField> {

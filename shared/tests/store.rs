@@ -68,13 +68,17 @@ async fn insert_sql_tasks(pool: &PgPool, n: i64, schedule: &str, next: Option<Da
 async fn create_get_list_update_delete(pool: PgPool) {
     let now = Utc::now();
     let spec = TaskSpec::new("report", "rate(5 minutes)", "https://example.com/report");
-    let task = store::create_task(&pool, &spec, now).await.unwrap();
+    let task = store::create_task(&pool, &spec.clone().into_valid().unwrap(), now)
+        .await
+        .unwrap();
     assert_eq!(task.version, 1);
     let next = task.next_run_at.unwrap();
     assert!(next > now && next <= now + Duration::minutes(5));
 
     // Duplicate names are refused by the schema.
-    let dup = store::create_task(&pool, &spec, now).await.unwrap_err();
+    let dup = store::create_task(&pool, &spec.clone().into_valid().unwrap(), now)
+        .await
+        .unwrap_err();
     assert!(
         matches!(dup, StoreError::DuplicateName(ref n) if n == "report"),
         "{dup}"
@@ -85,7 +89,7 @@ async fn create_get_list_update_delete(pool: PgPool) {
     edited.schedule = "rate(1 minute)".into();
     edited.url = "https://example.com/v2".into();
     let mut tx = pool.begin().await.unwrap();
-    let updated = store::update_task(&mut tx, task.id, &edited, now)
+    let updated = store::update_task(&mut tx, task.id, &edited.clone().into_valid().unwrap(), now)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -104,7 +108,9 @@ async fn create_get_list_update_delete(pool: PgPool) {
 
     for i in 0..5 {
         let s = TaskSpec::new(format!("t{i}"), "rate(1 minute)", "https://example.com");
-        store::create_task(&pool, &s, now).await.unwrap();
+        store::create_task(&pool, &s.clone().into_valid().unwrap(), now)
+            .await
+            .unwrap();
     }
     let page1 = store::list_tasks(
         &pool,
@@ -496,9 +502,13 @@ async fn firings_after_outage(pool: &PgPool, catch_up: CatchUp, max_age_secs: i3
     );
     spec.catch_up = catch_up;
     spec.catch_up_max_age_secs = max_age_secs;
-    let task = store::create_task(pool, &spec, start - Duration::seconds(1))
-        .await
-        .unwrap();
+    let task = store::create_task(
+        pool,
+        &spec.clone().into_valid().unwrap(),
+        start - Duration::seconds(1),
+    )
+    .await
+    .unwrap();
     assert_eq!(task.next_run_at, Some(start));
     let timing = Timing::of(&task).unwrap();
     // The system comes back 3 hours later and scans once a minute.
@@ -551,9 +561,13 @@ async fn allow_overlap_advances_at_dispatch(pool: PgPool) {
     let now = minute(Utc::now());
     let mut spec = TaskSpec::new("overlapping", "rate(1 minute)", "https://example.com");
     spec.overlap = Overlap::Allow;
-    let task = store::create_task(&pool, &spec, now - Duration::seconds(1))
-        .await
-        .unwrap();
+    let task = store::create_task(
+        &pool,
+        &spec.clone().into_valid().unwrap(),
+        now - Duration::seconds(1),
+    )
+    .await
+    .unwrap();
     let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
     assert_eq!(c.overlap, Overlap::Allow);
     let n = store::advance_dispatched(
@@ -596,9 +610,13 @@ async fn releasing_an_unfired_allow_occurrence_moves_the_task_back(pool: PgPool)
     let now = minute(Utc::now());
     let mut spec = TaskSpec::new("overlapping", "rate(1 minute)", "https://example.com");
     spec.overlap = Overlap::Allow;
-    let task = store::create_task(&pool, &spec, now - Duration::seconds(1))
-        .await
-        .unwrap();
+    let task = store::create_task(
+        &pool,
+        &spec.clone().into_valid().unwrap(),
+        now - Duration::seconds(1),
+    )
+    .await
+    .unwrap();
     let c = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap()[0].clone();
     store::advance_dispatched(
         &pool,

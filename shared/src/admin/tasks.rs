@@ -18,7 +18,7 @@ use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
 use crate::schedule::{parse_zone, Schedule};
 use crate::store::{self, Run, TaskFilter};
-use crate::task::{header_map, validate_url, CatchUp, Overlap, Task, TaskSpec};
+use crate::task::{header_map, validate_url, CatchUp, Overlap, Task, TaskSpec, ValidTask};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_PAGE: i64 = 50;
@@ -27,15 +27,16 @@ pub const MAX_PAGE: i64 = 200;
 /// How many occurrences `GET /v1/tasks/{id}` shows.
 pub const SHOWN_OCCURRENCES: usize = 5;
 
-/// Checks a spec and its target address: everything short of the database.
-async fn check_spec(state: &AdminState, spec: &TaskSpec) -> Result<()> {
-    let mut checked = spec.clone();
-    checked.validate()?;
+/// Checks a spec and its target address, everything short of the
+/// database, and returns the checked definition the store takes.
+async fn check_spec(state: &AdminState, spec: &TaskSpec) -> Result<ValidTask> {
+    let valid = spec.clone().into_valid()?;
     state
         .targets
-        .check(checked.url.trim())
+        .check(valid.spec().url.trim())
         .await
-        .map_err(|reason| AdminError::invalid("url", reason))
+        .map_err(|reason| AdminError::invalid("url", reason))?;
+    Ok(valid)
 }
 
 /// Create a task.
@@ -60,8 +61,8 @@ pub async fn create_task(
 ) -> Result<(StatusCode, Json<Task>)> {
     let key = idempotency::key_from(&headers)?;
     let Some(key) = key else {
-        check_spec(&state, &spec).await?;
-        let task = store::create_task(&state.pool, &spec, Utc::now()).await?;
+        let valid = check_spec(&state, &spec).await?;
+        let task = store::create_task(&state.pool, &valid, Utc::now()).await?;
         return Ok((StatusCode::CREATED, Json(task)));
     };
     let mut tx = state.pool.begin().await?;
@@ -71,8 +72,8 @@ pub async fn create_task(
             Ok((StatusCode::OK, Json(task)))
         }
         idempotency::Claim::New => {
-            check_spec(&state, &spec).await?;
-            let task = store::create_task(&mut *tx, &spec, Utc::now()).await?;
+            let valid = check_spec(&state, &spec).await?;
+            let task = store::create_task(&mut *tx, &valid, Utc::now()).await?;
             idempotency::complete(&mut tx, &key, task.id).await?;
             tx.commit().await?;
             Ok((StatusCode::CREATED, Json(task)))
@@ -314,8 +315,8 @@ pub async fn update_task(
     }
     let mut tx = state.pool.begin().await?;
     let current = lock_task(&mut tx, id).await?;
-    let spec = patch.apply(&current)?;
-    let task = store::update_task(&mut tx, id, &spec, Utc::now()).await?;
+    let valid = patch.apply(&current)?.into_valid()?;
+    let task = store::update_task(&mut tx, id, &valid, Utc::now()).await?;
     tx.commit().await?;
     Ok(Json(task))
 }

@@ -345,11 +345,11 @@ async fn ensure_demo_task(pool: &PgPool, url: &str) -> Result<Task, DevError> {
     spec.headers
         .insert("content-type".into(), "application/json".into());
     spec.timeout_ms = 5_000;
-    spec.validate().map_err(StoreError::from)?;
+    let valid = spec.into_valid().map_err(StoreError::from)?;
     let now = Utc::now();
     let existing = match store::get_task_by_name(pool, defaults::DEMO_TASK).await? {
         Some(task) => task,
-        None => match store::create_task(pool, &spec, now).await {
+        None => match store::create_task(pool, &valid, now).await {
             Ok(task) => return Ok(task),
             // Created meanwhile by another dev process: use theirs.
             Err(StoreError::DuplicateName(_)) => store::get_task_by_name(pool, defaults::DEMO_TASK)
@@ -358,11 +358,11 @@ async fn ensure_demo_task(pool: &PgPool, url: &str) -> Result<Task, DevError> {
             Err(err) => return Err(err.into()),
         },
     };
-    if TaskSpec::of(&existing).ok().as_ref() == Some(&spec) {
+    if TaskSpec::of(&existing).ok().as_ref() == Some(valid.spec()) {
         return Ok(existing);
     }
     let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    let task = store::update_task(&mut tx, existing.id, &spec, now).await?;
+    let task = store::update_task(&mut tx, existing.id, &valid, now).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(task)
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 use super::{Result, StoreError};
-use crate::task::{InvalidField, Task, TaskSpec, Timing};
+use crate::task::{InvalidField, Task, TaskSpec, Timing, ValidTask};
 
 /// The columns of [`Task`], as a literal so queries stay `&'static str`.
 macro_rules! task_columns {
@@ -27,17 +27,15 @@ fn duplicate_name(err: sqlx::Error, name: &str) -> StoreError {
     }
 }
 
-/// Creates a task from a validated spec; its first occurrence is computed now.
+/// Creates a task from a checked definition; its first occurrence is
+/// computed now.
 pub async fn create_task(
     db: impl PgExecutor<'_>,
-    spec: &TaskSpec,
+    task: &ValidTask,
     now: DateTime<Utc>,
 ) -> Result<Task> {
-    let mut spec = spec.clone();
-    let (schedule, zone) = spec.validate()?;
-    let next = schedule
-        .next_after(now, zone)
-        .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))?;
+    let spec = task.spec();
+    let next = task.first_after(now)?;
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
@@ -47,7 +45,7 @@ pub async fn create_task(
         task_columns!(),
         ""
     );
-    bind_spec(sqlx::query_as::<_, Task>(sql), &spec, Some(next))
+    bind_spec(sqlx::query_as::<_, Task>(sql), spec, Some(next))
         .fetch_one(db)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
@@ -147,7 +145,7 @@ pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<
 pub async fn update_task(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
-    spec: &TaskSpec,
+    task: &ValidTask,
     now: DateTime<Utc>,
 ) -> Result<Task> {
     let sql = concat!(
@@ -160,17 +158,12 @@ pub async fn update_task(
         .fetch_optional(&mut **tx)
         .await?
         .ok_or(StoreError::NotFound(id))?;
-    let mut spec = spec.clone();
-    let (schedule, zone) = spec.validate()?;
+    let spec = task.spec();
     let retimed = spec.schedule.trim() != current.schedule
         || spec.timezone != current.timezone
         || (spec.enabled && !current.enabled);
     let next = if retimed {
-        Some(
-            schedule
-                .next_after(now, zone)
-                .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))?,
-        )
+        Some(task.first_after(now)?)
     } else {
         current.next_run_at
     };
@@ -190,7 +183,7 @@ pub async fn update_task(
         task_columns!(),
         ""
     );
-    bind_spec(sqlx::query_as::<_, Task>(sql), &spec, next)
+    bind_spec(sqlx::query_as::<_, Task>(sql), spec, next)
         .bind(id)
         .bind(retimed)
         .fetch_one(&mut **tx)
@@ -221,7 +214,7 @@ pub async fn set_enabled(
     }
     let mut spec = TaskSpec::of(&current)?;
     spec.enabled = enabled;
-    update_task(tx, id, &spec, now).await
+    update_task(tx, id, &spec.into_valid()?, now).await
 }
 
 /// Result of [`schedule_new`].
