@@ -543,20 +543,16 @@ fn is_certificate_error(err: &reqwest::Error) -> bool {
     use tokio_rustls::rustls::Error as Tls;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        // tokio-rustls reports handshake failures as an `io::Error` wrapping
-        // the rustls error, and `io::Error::source` skips that wrapped error.
-        let tls = e.downcast_ref::<Tls>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<Tls>())
-        });
-        if let Some(tls) = tls {
-            return matches!(
-                tls,
-                Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented
-            );
+        if let Some(tls) = e.downcast_ref::<Tls>() {
+            return matches!(tls, Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented);
         }
-        source = e.source();
+        // The connector reports handshake failures as an `io::Error`
+        // wrapping (an `io::Error` wrapping) the rustls error, and
+        // `io::Error::source` skips the wrapped error: descend into it.
+        source = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }

@@ -52,9 +52,10 @@ impl TestCa {
     /// A fresh CA with a new key (ECDSA P-256: cheap to make and to verify).
     pub fn generate() -> Result<Self, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Sundial throw-away test CA");
+        // A name of its own, so that another test CA is an unknown issuer
+        // rather than a same-named one with a bad signature.
+        let name = format!("Sundial throw-away test CA {:016x}", rand::random::<u64>());
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
