@@ -259,6 +259,11 @@ pub fn firer(settings: &Settings) -> Result<Firer> {
     let signer = Signer::new(settings.signing_secrets.clone())?;
     let opts = ClientOptions {
         concurrency: settings.concurrency,
+        extra_roots: settings
+            .extra_ca
+            .as_ref()
+            .map(|ca| ca.certs.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     Ok(Firer::build(guard, signer, &opts)?)

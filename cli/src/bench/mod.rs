@@ -55,7 +55,7 @@ enum Scenario {
     All(all::AllArgs),
     /// Serve the bench target (started by the other scenarios).
     #[command(hide = true)]
-    Target,
+    Target(target::TargetShape),
 }
 
 /// Options every scenario takes.
@@ -150,6 +150,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Phases(a) => phases::run(a).await,
         Scenario::LambdaPath(a) => lambda_path::run(a).await,
         Scenario::All(a) => all::run(a).await,
-        Scenario::Target => target::serve().await,
+        Scenario::Target(shape) => target::serve(shape).await,
     }
 }
