@@ -123,7 +123,9 @@ pub async fn run(args: BurstArgs) -> Result<()> {
     println!("{}", table(&results).text());
     ctx.db.drop_database().await?;
     ctx.finish(
-        &args.shape.scenario_name("burst"),
+        &args
+            .shape
+            .scenario_name(if args.warm { "burst-warm" } else { "burst" }),
         target.placement(),
         meter.finish_without_postgres(),
         &results,

@@ -19,6 +19,7 @@ use serde::Serialize;
 mod all;
 mod burst;
 mod env;
+mod https;
 mod lambda_path;
 mod measure;
 mod memory;
