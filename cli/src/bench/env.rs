@@ -288,8 +288,9 @@ impl Pipeline {
         })
     }
 
-    /// Opens `n` connections to the target (as a busy, long-running
-    /// processor would have) by firing `n` requests at `url` at once.
+    /// Opens the connections a busy, long-running processor would have to
+    /// the target: one request to `url`, then `n - 1` at once (HTTP/1.1: up
+    /// to `n` connections; HTTP/2: the one).
     pub async fn warm_up(&self, url: &str, n: usize) {
         let request = FireRequest {
             method: "GET".into(),
@@ -299,7 +300,11 @@ impl Pipeline {
             timeout: Duration::from_secs(10),
             idempotency_key: "warm-up".into(),
         };
-        let requests = vec![request; n];
+        // One first: over HTTPS, requests started before the first ALPN
+        // answer each open a connection of their own, even where HTTP/2
+        // would then carry them all on one.
+        self.firer.fire(&request).await;
+        let requests = vec![request; n.saturating_sub(1)];
         futures::stream::iter(&requests)
             .map(|r| self.firer.fire(r))
             .buffer_unordered(n.max(1))
