@@ -363,11 +363,8 @@ mod tests {
         let ca = crate::target_server::tls::TestCa::generate().unwrap();
         let two = format!("{}{}", ca.cert_pem(), ca.cert_pem());
         let path = temp_file("two-certs.pem", two.as_bytes());
-        let s = Settings::from_map(&env(&[(
-            "SUNDIAL_EXTRA_CA_FILE",
-            path.to_str().unwrap(),
-        )]))
-        .unwrap();
+        let s =
+            Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())])).unwrap();
         let extra = s.extra_ca.unwrap();
         assert_eq!(extra.certs.len(), 2);
         assert_eq!(extra.path, path);
@@ -380,11 +377,9 @@ mod tests {
         let garbage = temp_file("garbage.pem", b"-----BEGIN CERTIFICATE-----\n!!!\n");
         let empty = temp_file("empty.pem", b"just text\n");
         for path in [missing, garbage, empty] {
-            let err = Settings::from_map(&env(&[(
-                "SUNDIAL_EXTRA_CA_FILE",
-                path.to_str().unwrap(),
-            )]))
-            .unwrap_err();
+            let err =
+                Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())]))
+                    .unwrap_err();
             let text = err.to_string();
             assert!(text.contains("SUNDIAL_EXTRA_CA_FILE"), "{text}");
             assert!(text.contains(path.to_str().unwrap()), "{text}");

@@ -95,7 +95,10 @@ async fn https_target_offering_h2_is_fired_over_http2() {
 
     let records = target.stats.records();
     assert_eq!(records[0].version, Version::HTTP_2);
-    assert!(records[0].header("sundial-signature").is_some() || records[0].header("idempotency-key").is_some());
+    assert!(
+        records[0].header("sundial-signature").is_some()
+            || records[0].header("idempotency-key").is_some()
+    );
 }
 
 #[tokio::test]
@@ -156,13 +159,9 @@ async fn http2_carries_many_concurrent_requests_on_one_connection() {
     );
 
     let jobs = (0..50).map(|i| (i, get(target.url("/delay/300"))));
-    let results: Vec<_> = fire_stream(
-        Arc::clone(&firer),
-        stream::iter(jobs),
-        Limits::new(100, 50),
-    )
-    .collect()
-    .await;
+    let results: Vec<_> = fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(100, 50))
+        .collect()
+        .await;
 
     assert_eq!(results.len(), 50);
     for (i, fired) in &results {
@@ -205,14 +204,18 @@ async fn http1_over_tls_reuses_kept_alive_connections() {
 
     for round in 0..3 {
         let jobs = (0..10).map(|i| (i, get(target.url("/delay/100"))));
-        let results: Vec<_> = fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(10, 10))
-            .collect()
-            .await;
+        let results: Vec<_> =
+            fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(10, 10))
+                .collect()
+                .await;
         assert_eq!(results.len(), 10, "round {round}");
     }
     // 30 requests, at most 10 at a time: each connection carries several,
     // and never more connections than requests in flight.
-    assert!(target.stats.tls_handshakes() <= 10, "{}", target.stats.tls_handshakes());
+    assert!(
+        target.stats.tls_handshakes() <= 10,
+        "{}",
+        target.stats.tls_handshakes()
+    );
     assert_eq!(target.stats.requests(), 30);
 }
-

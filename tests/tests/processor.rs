@@ -503,7 +503,10 @@ async fn https_targets_are_trusted_through_the_extra_ca_and_bad_certificates_fai
     let ca_file = std::env::temp_dir().join(format!("sundial-e2e-ca-{}.pem", std::process::id()));
     trusted_ca.write_pem(&ca_file).unwrap();
     let mut env = HashMap::new();
-    env.insert("SUNDIAL_ALLOW_TARGETS".to_string(), "127.0.0.1/32".to_string());
+    env.insert(
+        "SUNDIAL_ALLOW_TARGETS".to_string(),
+        "127.0.0.1/32".to_string(),
+    );
     env.insert("SUNDIAL_SIGNING_SECRETS".to_string(), SECRET.to_string());
     env.insert(
         "SUNDIAL_EXTRA_CA_FILE".to_string(),
@@ -543,6 +546,10 @@ async fn https_targets_are_trusted_through_the_extra_ca_and_bad_certificates_fai
     .unwrap();
     let error = error.unwrap_or_default();
     assert!(error.contains("certificate"), "{error}");
-    assert_advanced(task_by_name(&pool, "tls-bad").await.next_run_at, due, "tls-bad");
+    assert_advanced(
+        task_by_name(&pool, "tls-bad").await.next_run_at,
+        due,
+        "tls-bad",
+    );
     assert_eq!(rogue.stats.requests(), 0);
 }

@@ -14,8 +14,22 @@ use super::report::{self, num, ResultFile, Table};
 /// TLS protocols (plaintext memory is the `memory` scenario itself).
 pub const RUNS: [&[&str]; 5] = [
     &["burst", "--warm", "--sizes", "1000,5000"],
-    &["burst", "--warm", "--sizes", "1000,5000", "--proto", "https1"],
-    &["burst", "--warm", "--sizes", "1000,5000", "--proto", "https2"],
+    &[
+        "burst",
+        "--warm",
+        "--sizes",
+        "1000,5000",
+        "--proto",
+        "https1",
+    ],
+    &[
+        "burst",
+        "--warm",
+        "--sizes",
+        "1000,5000",
+        "--proto",
+        "https2",
+    ],
     &["memory", "--proto", "https1"],
     &["memory", "--proto", "https2"],
 ];
@@ -97,7 +111,9 @@ pub fn section(out: &Path, verdict: impl Fn(f64, f64, bool) -> String) -> String
             s.name.to_string(),
             or_dash(m, |m| m.in_flight.to_string()),
             or_dash(m, |m| num(m.per_request_kib)),
-            or_dash(m.and_then(|m| m.http_only.as_ref()), |h| num(h.per_request_kib)),
+            or_dash(m.and_then(|m| m.http_only.as_ref()), |h| {
+                num(h.per_request_kib)
+            }),
             or_dash(m, |m| num(m.plateau_rss_mib)),
             or_dash(m, |m| m.target_connections.to_string()),
             or_dash(b, |b| b.tasks.to_string()),
@@ -115,7 +131,10 @@ pub fn section(out: &Path, verdict: impl Fn(f64, f64, bool) -> String) -> String
     let mem_goal = |goals: &mut Table, s: &Shape, goal: f64| {
         match &s.memory {
             Some(m) => goals.row([
-                format!("{}: ≤ {goal} KiB per request at {} in flight", s.name, m.in_flight),
+                format!(
+                    "{}: ≤ {goal} KiB per request at {} in flight",
+                    s.name, m.in_flight
+                ),
                 format!("{} KiB", num(m.per_request_kib)),
                 verdict(m.per_request_kib, goal, false),
             ]),

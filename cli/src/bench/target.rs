@@ -139,10 +139,8 @@ async fn spawn_servers(shape: &TargetShape) -> Result<(Vec<TargetServer>, Option
         None => (None, None),
         Some(alpn) => {
             let ca = TestCa::generate()?;
-            let path = std::env::temp_dir().join(format!(
-                "sundial-bench-ca-{}.pem",
-                std::process::id()
-            ));
+            let path =
+                std::env::temp_dir().join(format!("sundial-bench-ca-{}.pem", std::process::id()));
             ca.write_pem(&path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             (Some(ca.server_config(alpn)?), Some(path))

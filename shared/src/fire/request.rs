@@ -544,13 +544,18 @@ fn is_certificate_error(err: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(tls) = e.downcast_ref::<Tls>() {
-            return matches!(tls, Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented);
+            return matches!(
+                tls,
+                Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented
+            );
         }
         // The connector reports handshake failures as an `io::Error`
         // wrapping (an `io::Error` wrapping) the rustls error, and
         // `io::Error::source` skips the wrapped error: descend into it.
         source = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
     }

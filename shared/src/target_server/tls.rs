@@ -88,8 +88,7 @@ impl TestCa {
     /// Issue a server certificate for [`SERVER_NAMES`] and build the TLS
     /// configuration of a target offering `alpn`.
     pub fn server_config(&self, alpn: Alpn) -> Result<TlsConfig, TlsError> {
-        let mut params =
-            CertificateParams::new(SERVER_NAMES.map(str::to_owned).to_vec())?;
+        let mut params = CertificateParams::new(SERVER_NAMES.map(str::to_owned).to_vec())?;
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
