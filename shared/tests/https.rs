@@ -95,9 +95,13 @@ async fn https_target_offering_h2_is_fired_over_http2() {
 
     let records = target.stats.records();
     assert_eq!(records[0].version, Version::HTTP_2);
-    assert!(
-        records[0].header("sundial-signature").is_some()
-            || records[0].header("idempotency-key").is_some()
+    assert_eq!(
+        records[0].header("idempotency-key"),
+        Some("task-1:2024-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        records[0].header("user-agent"),
+        Some(sundial::fire::client::USER_AGENT)
     );
 }
 
