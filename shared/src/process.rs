@@ -987,6 +987,9 @@ impl Processor {
     }
 }
 
+// Short-lived (one per message of a batch, moved once into a Vec): boxing
+// either variant would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Triage<Id> {
     Settled(Settled<Id>),
     Fire(InFlight<Id>, FireRequest),
