@@ -6,7 +6,11 @@
 //! names the missing or invalid variable.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 /// Documented defaults. The README's configuration table mirrors these.
 pub mod defaults {
@@ -106,6 +110,43 @@ pub struct Settings {
     /// `SUNDIAL_MIGRATE_ON_START`: apply pending migrations when a binary
     /// starts (`true`/`false`, default false; `sundial dev` always does).
     pub migrate_on_start: bool,
+    /// `SUNDIAL_EXTRA_CA_FILE`: extra trusted roots, read and parsed at start.
+    pub extra_ca: Option<ExtraCa>,
+}
+
+/// Certificates of `SUNDIAL_EXTRA_CA_FILE`: roots trusted *in addition to*
+/// the platform's, for local TLS targets in tests and for private CAs.
+/// Verification is never switched off; this only widens what it accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtraCa {
+    /// The file they were read from.
+    pub path: PathBuf,
+    /// The certificates, DER encoded, in file order (at least one).
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+impl ExtraCa {
+    /// Read a PEM file of one or more `CERTIFICATE` sections (other sections,
+    /// such as keys, are ignored). The error names `SUNDIAL_EXTRA_CA_FILE`.
+    pub fn from_pem_file(path: &Path) -> Result<Self, ConfigError> {
+        const NAME: &str = "SUNDIAL_EXTRA_CA_FILE";
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: NAME,
+            value: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read the file: {e}")))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("not a valid PEM file: {e}")))?;
+        if certs.is_empty() {
+            return Err(invalid("no PEM CERTIFICATE section in the file".into()));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            certs,
+        })
+    }
 }
 
 impl Settings {
@@ -142,8 +183,12 @@ impl Settings {
                 })
             }
         };
+        let extra_ca = text("SUNDIAL_EXTRA_CA_FILE")
+            .map(|path| ExtraCa::from_pem_file(Path::new(&path)))
+            .transpose()?;
         Ok(Settings {
             migrate_on_start,
+            extra_ca,
             database_url: text("DATABASE_URL"),
             queue_url: text("SUNDIAL_QUEUE_URL"),
             admin_token: text("SUNDIAL_ADMIN_TOKEN"),
@@ -321,5 +366,41 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(s.allow_targets, vec!["127.0.0.1/32", "::1/128"]);
+    }
+
+    fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sundial-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn extra_ca_file_is_read_at_start() {
+        let ca = crate::target_server::tls::TestCa::generate().unwrap();
+        let two = format!("{}{}", ca.cert_pem(), ca.cert_pem());
+        let path = temp_file("two-certs.pem", two.as_bytes());
+        let s =
+            Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())])).unwrap();
+        let extra = s.extra_ca.unwrap();
+        assert_eq!(extra.certs.len(), 2);
+        assert_eq!(extra.path, path);
+        assert!(Settings::from_map(&env(&[])).unwrap().extra_ca.is_none());
+    }
+
+    #[test]
+    fn unusable_extra_ca_file_is_named() {
+        let missing = std::env::temp_dir().join("sundial-no-such-ca.pem");
+        let garbage = temp_file("garbage.pem", b"-----BEGIN CERTIFICATE-----\n!!!\n");
+        let empty = temp_file("empty.pem", b"just text\n");
+        for path in [missing, garbage, empty] {
+            let err =
+                Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())]))
+                    .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("SUNDIAL_EXTRA_CA_FILE"), "{text}");
+            assert!(text.contains(path.to_str().unwrap()), "{text}");
+        }
     }
 }

@@ -23,6 +23,14 @@
 //! [`RequestRecord`] (bench turns that off to stay O(1) in memory). When
 //! [`TargetConfig::secrets`] is set, the `Sundial-Signature` of each request
 //! is verified and the result recorded.
+//!
+//! With [`TargetConfig::tls`] the target speaks HTTPS with a certificate
+//! from a throw-away CA ([`tls::TestCa`]), offering HTTP/2 and/or HTTP/1.1
+//! by ALPN; each request records the protocol version it arrived with, and
+//! [`TargetStats`] counts accepted connections and completed TLS handshakes
+//! (how well a client reuses connections). Plain targets speak HTTP/1.1.
+
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,12 +41,18 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{DateTime, Utc};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::fire::signing::{self, DEFAULT_TOLERANCE_SECS};
 
@@ -49,6 +63,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait any route performs.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
+/// HTTP/2 streams the target allows per connection. Far above what real
+/// servers allow (100–250) so that a benchmark measures the client, not
+/// the target's stream limit.
+const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
 /// Behaviour of a [`TargetServer`].
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -58,6 +77,8 @@ pub struct TargetConfig {
     pub record: bool,
     /// Accepted clock difference for signatures, in seconds.
     pub tolerance_secs: i64,
+    /// Serve HTTPS with this certificate and ALPN offer; `None` = plain HTTP/1.1.
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl Default for TargetConfig {
@@ -66,6 +87,7 @@ impl Default for TargetConfig {
             secrets: Vec::new(),
             record: true,
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
+            tls: None,
         }
     }
 }
@@ -87,6 +109,8 @@ pub struct RequestRecord {
     pub body_len: usize,
     /// Request headers, names in lower case, in the order received.
     pub headers: Vec<(String, String)>,
+    /// Protocol the request came with (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: Version,
 }
 
 impl RequestRecord {
@@ -106,6 +130,9 @@ pub struct TargetStats {
     bad_signatures: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    connections: AtomicU64,
+    tls_handshakes: AtomicU64,
+    tls_failures: AtomicU64,
     records: Mutex<Vec<RequestRecord>>,
 }
 
@@ -128,6 +155,22 @@ impl TargetStats {
     /// Highest number of requests handled at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes completed (0 for a plain target).
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes that failed, e.g. because the client refused the
+    /// certificate.
+    pub fn tls_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::SeqCst)
     }
 
     /// A copy of the stored records (empty when recording is off).
@@ -175,12 +218,14 @@ pub struct TargetServer {
     pub stats: Arc<TargetStats>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    https: bool,
 }
 
 impl TargetServer {
-    /// `http://127.0.0.1:<port><path>`.
+    /// `http://127.0.0.1:<port><path>`, or `https://` for a TLS target.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     /// Stop accepting, let open requests finish (hanging ones are released),
@@ -212,37 +257,115 @@ impl Drop for TargetServer {
 
 /// Start a target on 127.0.0.1 with an ephemeral port.
 pub async fn spawn(config: TargetConfig) -> std::io::Result<TargetServer> {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(TargetStats::default());
     let (tx, rx) = watch::channel(false);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| TlsAcceptor::from(Arc::clone(&tls.server)));
+    let https = tls.is_some();
     let state = AppState {
         config: Arc::new(config),
         stats: Arc::clone(&stats),
         shutdown: rx.clone(),
     };
     let app = Router::new().fallback(handle).with_state(state);
-    let mut stop = rx;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                // An error means the sender is gone: stop as well.
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve(listener, app, tls, Arc::clone(&stats), rx));
     Ok(TargetServer {
         addr,
         stats,
         shutdown: tx,
         task: Some(task),
+        https,
     })
+}
+
+/// The accept loop: one task per connection, so a slow TLS handshake holds
+/// back no other client. On shutdown it stops accepting, asks every
+/// connection to finish its open requests and close, and waits for them.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    stats: Arc<TargetStats>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // An error means the sender is gone: stop as well.
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            // Out of file descriptors under a benchmark, a reset before
+            // accept: keep serving the others.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        stats.connections.fetch_add(1, Ordering::SeqCst);
+        // Best effort: only latency suffers without it.
+        let _ = tcp.set_nodelay(true);
+        let (app, stats, stop) = (app.clone(), Arc::clone(&stats), stop.clone());
+        let Some(acceptor) = tls.clone() else {
+            connections.spawn(serve_connection(tcp, app, Version::HTTP_11, stop));
+            continue;
+        };
+        connections.spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                stats.tls_failures.fetch_add(1, Ordering::SeqCst);
+                return;
+            };
+            stats.tls_handshakes.fetch_add(1, Ordering::SeqCst);
+            let version = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Version::HTTP_2,
+                _ => Version::HTTP_11,
+            };
+            serve_connection(stream, app, version, stop).await;
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Serve one connection in the protocol ALPN chose (HTTP/1.1 for plain
+/// connections: no h2c), until the client closes it or the server stops.
+async fn serve_connection<I>(io: I, app: Router, version: Version, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let builder = if version == Version::HTTP_2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    tokio::select! {
+        // A connection error (the client hung up) ends it either way.
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 async fn handle(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -271,6 +394,7 @@ async fn handle(
                     (n.as_str().to_owned(), value)
                 })
                 .collect(),
+            version,
         });
     }
 

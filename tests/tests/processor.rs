@@ -487,3 +487,73 @@ async fn catch_up_none_skips_a_late_occurrence(pool: PgPool) {
     let t = task_by_name(&pool, "late").await;
     assert!(t.next_run_at.unwrap() > Utc::now());
 }
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn https_targets_are_trusted_through_the_extra_ca_and_bad_certificates_fail_once(
+    pool: PgPool,
+) {
+    use sundial::target_server::tls::{Alpn, TestCa};
+    // GIVEN two HTTPS targets: one with a certificate from the CA named in
+    // SUNDIAL_EXTRA_CA_FILE, one from a CA nobody trusts.
+    let trusted_ca = TestCa::generate().unwrap();
+    let rogue_ca = TestCa::generate().unwrap();
+    let https = |ca: &TestCa| TargetConfig {
+        secrets: vec![SECRET.into()],
+        tls: Some(ca.server_config(Alpn::Http2).unwrap()),
+        ..Default::default()
+    };
+    let good = target_server::spawn(https(&trusted_ca)).await.unwrap();
+    let rogue = target_server::spawn(https(&rogue_ca)).await.unwrap();
+    let ca_file = std::env::temp_dir().join(format!("sundial-e2e-ca-{}.pem", std::process::id()));
+    trusted_ca.write_pem(&ca_file).unwrap();
+    let mut env = HashMap::new();
+    env.insert(
+        "SUNDIAL_ALLOW_TARGETS".to_string(),
+        "127.0.0.1/32".to_string(),
+    );
+    env.insert("SUNDIAL_SIGNING_SECRETS".to_string(), SECRET.to_string());
+    env.insert(
+        "SUNDIAL_EXTRA_CA_FILE".to_string(),
+        ca_file.display().to_string(),
+    );
+    let settings = Settings::from_map(&env).unwrap();
+    let retries = Arc::new(MemoryQueue::default());
+    let processor = Processor::from_settings(pool.clone(), &settings, retries).unwrap();
+    let due = second(Utc::now());
+    let ok = due_task(&pool, "tls-ok", &good.url("/ok"), due, "").await;
+    let bad = due_task(&pool, "tls-bad", &rogue.url("/ok"), due, "").await;
+
+    // WHEN both are fired
+    let batch = vec![("ok", ok.to_json()), ("bad", bad.to_json())];
+    let (_, report) = processor.process_batch(batch, None).await;
+
+    // THEN the trusted one succeeded over HTTP/2 with a valid signature
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(
+        run_of(&pool, "tls-ok").await,
+        Some(("succeeded".into(), Some(200), 1))
+    );
+    let record = &good.stats.records()[0];
+    assert_eq!(record.version, axum::http::Version::HTTP_2);
+    assert_eq!(record.signature_valid, Some(true));
+    // and the other failed at once, not retried, with the reason recorded.
+    assert_eq!(report.retried, 0, "{report:?}");
+    assert_eq!(
+        run_of(&pool, "tls-bad").await,
+        Some(("failed".into(), None, 1))
+    );
+    let (error,): (Option<String>,) = sqlx::query_as(
+        "SELECT r.error FROM task_runs r JOIN tasks t ON t.id = r.task_id WHERE t.name = 'tls-bad'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let error = error.unwrap_or_default();
+    assert!(error.contains("certificate"), "{error}");
+    assert_advanced(
+        task_by_name(&pool, "tls-bad").await.next_run_at,
+        due,
+        "tls-bad",
+    );
+    assert_eq!(rogue.stats.requests(), 0);
+}

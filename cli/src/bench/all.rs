@@ -12,6 +12,7 @@ use chrono::Utc;
 use clap::Args;
 
 use super::burst::{self, BurstResults};
+use super::https;
 use super::lambda_path::{self, LambdaPathResults};
 use super::memory::{self, MemoryResults};
 use super::phases::{self, PhasesResults};
@@ -20,13 +21,15 @@ use super::scan::{self, ScanResults};
 use super::slow::{self, SlowResults};
 use super::Common;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "burst",
     "slow-endpoints",
     "memory",
     "scan",
     "phases",
     "lambda-path",
+    // Not a scenario of its own: burst and memory again over TLS (see `https`).
+    "https",
 ];
 const NOTES_BEGIN: &str = "<!-- notes:begin -->";
 const NOTES_END: &str = "<!-- notes:end -->";
@@ -58,11 +61,18 @@ pub async fn run(args: AllArgs) -> Result<()> {
             if !args.only.is_empty() && !args.only.iter().any(|s| s == scenario) {
                 continue;
             }
-            eprintln!("== sundial bench {scenario}{}", quick_flag(&args.common));
-            let status = run_child(scenario, &args.common).await?;
-            if !status {
-                eprintln!("== {scenario} failed");
-                failed.push(scenario);
+            let runs: Vec<&[&str]> = if scenario == "https" {
+                https::RUNS.to_vec()
+            } else {
+                vec![std::slice::from_ref(&scenario)]
+            };
+            for run in runs {
+                let line = run.join(" ");
+                eprintln!("== sundial bench {line}{}", quick_flag(&args.common));
+                if !run_child(run, &args.common).await? {
+                    eprintln!("== {line} failed");
+                    failed.push(line);
+                }
             }
         }
     }
@@ -93,11 +103,14 @@ fn quick_flag(common: &Common) -> &'static str {
     }
 }
 
-/// Runs `sundial bench <scenario>` with the same common options.
-async fn run_child(scenario: &'static str, common: &Common) -> Result<bool> {
+/// Runs `sundial bench <args>` with the same common options.
+async fn run_child(args: &[&str], common: &Common) -> Result<bool> {
+    let scenario = args.join(" ");
     let exe = std::env::current_exe().context("cannot find the sundial binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["bench", scenario, "--bench-db", &common.bench_db])
+    cmd.arg("bench")
+        .args(args)
+        .args(["--bench-db", &common.bench_db])
         .arg("--out")
         .arg(&common.out);
     if common.quick {
@@ -256,6 +269,8 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     } else {
         md.push_str("_Not run._\n\n");
     }
+
+    md.push_str(&https::section(out, verdict));
 
     md.push_str("## Scan: claim and enqueue the due rows of a large table\n\n");
     if let Some(f) = &scan {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::env::{self, Completion, Pipeline, TaskBatch};
 use super::measure::{self, round2, round3, Dist, Meter, Progress, Resources};
 use super::report::{num, Table};
-use super::target::Target;
+use super::target::{Proto, Target, TargetShape};
 use super::{Common, Ctx};
 
 #[derive(Debug, Args)]
@@ -39,6 +39,8 @@ pub struct BurstArgs {
     #[arg(long)]
     pub warm: bool,
     #[command(flatten)]
+    pub shape: TargetShape,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -49,7 +51,17 @@ pub struct BurstResults {
     /// Connections to the target opened before each burst.
     #[serde(default)]
     pub warm: bool,
+    /// Protocol of the target.
+    #[serde(default)]
+    pub proto: Proto,
+    /// Local ports the tasks were spread over.
+    #[serde(default = "one")]
+    pub hosts: u16,
     pub runs: Vec<BurstRun>,
+}
+
+fn one() -> u16 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,12 +93,19 @@ pub struct BurstRun {
     pub target_requests: u64,
     /// Bench-process CPU per firing (scan + processor + write-back), ms.
     pub cpu_ms_per_firing: f64,
+    /// TCP connections the target accepted during the run.
+    #[serde(default)]
+    pub target_connections: u64,
+    /// TLS handshakes the target completed during the run, per 1,000
+    /// recorded firings.
+    #[serde(default)]
+    pub handshakes_per_1000: f64,
     pub resources: Resources,
 }
 
 pub async fn run(args: BurstArgs) -> Result<()> {
     let ctx = Ctx::new(&args.common)?;
-    let target = Target::start(ctx.in_process_target).await?;
+    let target = Target::start(ctx.in_process_target, &args.shape).await?;
     let meter = Meter::start(target.pid());
     let mut runs = Vec::new();
     for &n in &args.sizes {
@@ -97,12 +116,16 @@ pub async fn run(args: BurstArgs) -> Result<()> {
         concurrency: args.concurrency,
         delay_ms: args.delay_ms,
         warm: args.warm,
+        proto: args.shape.proto,
+        hosts: args.shape.hosts,
         runs,
     };
     println!("{}", table(&results).text());
     ctx.db.drop_database().await?;
     ctx.finish(
-        "burst",
+        &args
+            .shape
+            .scenario_name(if args.warm { "burst-warm" } else { "burst" }),
         target.placement(),
         meter.finish_without_postgres(),
         &results,
@@ -110,31 +133,39 @@ pub async fn run(args: BurstArgs) -> Result<()> {
 }
 
 async fn run_size(ctx: &Ctx, target: &Target, args: &BurstArgs, n: u64) -> Result<BurstRun> {
-    let settings = env::settings(args.concurrency, 75)?;
+    let settings = target.settings(args.concurrency, 75)?;
     let pool = ctx.db.fresh(settings.db_pool_size).await?;
     // Leave the scan time to claim and enqueue everything before the due time.
     let lead = Duration::from_millis(2000 + n / 5);
     let due = env::due_in(lead);
-    let url = target.url(&format!("/delay/{}", args.delay_ms));
-    env::insert_tasks(
-        &pool,
-        &TaskBatch {
-            prefix: "burst-",
-            count: n as i64,
-            first_due: due,
-            spacing: Duration::ZERO,
-            url: &url,
-            every_nth: None,
-            timeout_ms: 30_000,
-            max_attempts: 1,
-        },
-    )
-    .await?;
+    let hosts = target.hosts() as u64;
+    for host in 0..hosts {
+        let url = target.url_on(host as usize, &format!("/delay/{}", args.delay_ms));
+        let prefix = format!("burst-{host}-");
+        env::insert_tasks(
+            &pool,
+            &TaskBatch {
+                prefix: &prefix,
+                // The first hosts take the remainder.
+                count: (n / hosts + u64::from(host < n % hosts)) as i64,
+                first_due: due,
+                spacing: Duration::ZERO,
+                url: &url,
+                every_nth: None,
+                timeout_ms: 30_000,
+                max_attempts: 1,
+            },
+        )
+        .await?;
+    }
     let pipeline = Pipeline::new(pool.clone(), &settings)?;
     if args.warm {
-        pipeline
-            .warm_up(&target.url("/ok"), args.concurrency.min(n as usize))
-            .await;
+        let per_host = (args.concurrency.min(n as usize) / hosts as usize).max(1);
+        for host in 0..hosts as usize {
+            pipeline
+                .warm_up(&target.url_on(host, "/ok"), per_host)
+                .await;
+        }
     }
     let before = target.counters().await?;
     measure::trim_heap();
@@ -215,6 +246,15 @@ async fn run_size(ctx: &Ctx, target: &Target, args: &BurstArgs, n: u64) -> Resul
         } else {
             0.0
         },
+        target_connections: after.connections.saturating_sub(before.connections),
+        handshakes_per_1000: if recorded > 0 {
+            round2(
+                after.tls_handshakes.saturating_sub(before.tls_handshakes) as f64 * 1000.0
+                    / recorded as f64,
+            )
+        } else {
+            0.0
+        },
         resources,
     })
 }
@@ -236,6 +276,8 @@ pub fn table(r: &BurstResults) -> Table {
         "latency p50 ms",
         "latency p99",
         "CPU ms/firing",
+        "connections",
+        "handshakes/1000",
         "RSS max MiB",
     ]);
     for run in &r.runs {
@@ -254,6 +296,8 @@ pub fn table(r: &BurstResults) -> Table {
             num(run.latency_ms.p50),
             num(run.latency_ms.p99),
             format!("{:.3}", run.cpu_ms_per_firing),
+            run.target_connections.to_string(),
+            num(run.handshakes_per_1000),
             num(run.resources.rss_max_mib),
         ]);
     }

@@ -288,6 +288,11 @@ pub fn firer(settings: &Settings) -> Result<Firer> {
     let signer = Signer::new(settings.signing_secrets.clone())?;
     let opts = ClientOptions {
         concurrency: settings.concurrency,
+        extra_roots: settings
+            .extra_ca
+            .as_ref()
+            .map(|ca| ca.certs.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     Ok(Firer::build(guard, signer, &opts)?)
@@ -313,8 +318,9 @@ impl Pipeline {
         })
     }
 
-    /// Opens `n` connections to the target (as a busy, long-running
-    /// processor would have) by firing `n` requests at `url` at once.
+    /// Opens the connections a busy, long-running processor would have to
+    /// the target: one request to `url`, then `n - 1` at once (HTTP/1.1: up
+    /// to `n` connections; HTTP/2: the one).
     pub async fn warm_up(&self, url: &str, n: usize) {
         let request = FireRequest {
             method: "GET".into(),
@@ -324,7 +330,11 @@ impl Pipeline {
             timeout: Duration::from_secs(10),
             idempotency_key: "warm-up".into(),
         };
-        let requests = vec![request; n];
+        // One first: over HTTPS, requests started before the first ALPN
+        // answer each open a connection of their own, even where HTTP/2
+        // would then carry them all on one.
+        self.firer.fire(&request).await;
+        let requests = vec![request; n.saturating_sub(1)];
         futures::stream::iter(&requests)
             .map(|r| self.firer.fire(r))
             .buffer_unordered(n.max(1))

@@ -19,7 +19,7 @@ use sundial::fire::FireRequest;
 use super::env::{self, Completion, Pipeline, TaskBatch};
 use super::measure::{self, mib, round2, Meter, Progress, Resources};
 use super::report::{num, Table};
-use super::target::Target;
+use super::target::{Proto, Target, TargetShape};
 use super::{Common, Ctx};
 
 #[derive(Debug, Args)]
@@ -36,6 +36,8 @@ pub struct MemoryArgs {
     #[arg(long, hide = true, value_parser = ["processor", "http"])]
     pub single: Option<String>,
     #[command(flatten)]
+    pub shape: TargetShape,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -45,7 +47,17 @@ const SINGLE_PREFIX: &str = "memory-result ";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryResults {
     pub hold_ms: u64,
+    /// Protocol of the target.
+    #[serde(default)]
+    pub proto: Proto,
+    /// Local ports the requests were spread over.
+    #[serde(default = "one")]
+    pub hosts: u16,
     pub runs: Vec<MemoryRun>,
+}
+
+fn one() -> u16 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +75,9 @@ pub struct MemoryRun {
     /// Peak RSS of the process so far (`VmHWM`), MiB.
     pub peak_rss_mib: f64,
     pub recorded: u64,
+    /// TCP connections the target accepted.
+    #[serde(default)]
+    pub target_connections: u64,
     /// The same number of requests held by the bare HTTP client (the
     /// processor's `Firer`, no database, no queue): what the connections
     /// themselves cost.
@@ -77,6 +92,9 @@ pub struct HttpOnly {
     pub baseline_rss_mib: f64,
     pub plateau_rss_mib: f64,
     pub per_request_kib: f64,
+    /// TCP connections the target accepted.
+    #[serde(default)]
+    pub target_connections: u64,
 }
 
 pub async fn run(args: MemoryArgs) -> Result<()> {
@@ -87,7 +105,7 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         .max(1000);
     if let Some(mode) = &args.single {
         let n = args.in_flight.first().copied().unwrap_or(1000).max(1);
-        let target = Target::start(ctx.in_process_target).await?;
+        let target = Target::start(ctx.in_process_target, &args.shape).await?;
         let line = if mode == "http" {
             serde_json::to_string(&http_only(&target, n, hold_ms).await?)?
         } else {
@@ -101,12 +119,17 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
     let meter = Meter::start(None);
     let mut runs = Vec::new();
     for &n in &args.in_flight {
-        let bare: HttpOnly = single(&args.common, n.max(1), hold_ms, "http").await?;
-        let mut run: MemoryRun = single(&args.common, n.max(1), hold_ms, "processor").await?;
+        let bare: HttpOnly = single(&args, n.max(1), hold_ms, "http").await?;
+        let mut run: MemoryRun = single(&args, n.max(1), hold_ms, "processor").await?;
         run.http_only = Some(bare);
         runs.push(run);
     }
-    let results = MemoryResults { hold_ms, runs };
+    let results = MemoryResults {
+        hold_ms,
+        proto: args.shape.proto,
+        hosts: args.shape.hosts,
+        runs,
+    };
     println!("{}", table(&results).text());
     ctx.db.drop_database().await?;
     let placement = if ctx.in_process_target {
@@ -115,7 +138,7 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
         "child process"
     };
     ctx.finish(
-        "memory",
+        &args.shape.scenario_name("memory"),
         placement,
         meter.finish_without_postgres(),
         &results,
@@ -124,14 +147,16 @@ pub async fn run(args: MemoryArgs) -> Result<()> {
 
 /// Runs one measurement in a fresh `sundial bench memory --single` process.
 async fn single<T: serde::de::DeserializeOwned>(
-    common: &Common,
+    args: &MemoryArgs,
     n: u64,
     hold_ms: u64,
     mode: &str,
 ) -> Result<T> {
+    let common = &args.common;
     let exe = std::env::current_exe().context("cannot find the sundial binary")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["bench", "memory", "--single", mode])
+        .args(args.shape.args())
         .args(["--in-flight", &n.to_string()])
         .args(["--hold-ms", &hold_ms.to_string()])
         .args(["--bench-db", &common.bench_db])
@@ -154,24 +179,29 @@ async fn single<T: serde::de::DeserializeOwned>(
 }
 
 async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<MemoryRun> {
-    let settings = env::settings(n as usize, 75)?;
+    let settings = target.settings(n as usize, 75)?;
     let pool = ctx.db.fresh(settings.db_pool_size).await?;
     let due = env::due_in(Duration::from_millis(2500 + n / 2));
-    let url = target.url(&format!("/delay/{hold_ms}"));
-    env::insert_tasks(
-        &pool,
-        &TaskBatch {
-            prefix: "mem-",
-            count: n as i64,
-            first_due: due,
-            spacing: Duration::ZERO,
-            url: &url,
-            every_nth: None,
-            timeout_ms: (hold_ms + 30_000).min(900_000) as i32,
-            max_attempts: 1,
-        },
-    )
-    .await?;
+    let hosts = target.hosts() as u64;
+    for host in 0..hosts {
+        let url = target.url_on(host as usize, &format!("/delay/{hold_ms}"));
+        let prefix = format!("mem-{host}-");
+        env::insert_tasks(
+            &pool,
+            &TaskBatch {
+                prefix: &prefix,
+                // The first hosts take the remainder.
+                count: (n / hosts + u64::from(host < n % hosts)) as i64,
+                first_due: due,
+                spacing: Duration::ZERO,
+                url: &url,
+                every_nth: None,
+                timeout_ms: (hold_ms + 30_000).min(900_000) as i32,
+                max_attempts: 1,
+            },
+        )
+        .await?;
+    }
     let pipeline = Pipeline::new(pool.clone(), &settings)?;
     let meter = Meter::start(target.pid());
     let lead = (due - chrono::Utc::now()).to_std().unwrap_or_default();
@@ -193,6 +223,7 @@ async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<M
     let (_report, (baseline, plateau, reached)) =
         tokio::join!(pipeline.consume(completion.clone(), deadline), observe);
     let resources = meter.finish();
+    let connections = target.counters().await.unwrap_or_default().connections;
     let recorded = env::recorded_runs(&pool).await?.len() as u64;
     let per_request_kib = plateau.saturating_sub(baseline) as f64 / n as f64;
     progress.done(&format!(
@@ -209,6 +240,7 @@ async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<M
         per_request_kib: round2(per_request_kib),
         peak_rss_mib: mib(measure::peak_rss_kib()),
         recorded,
+        target_connections: connections,
         http_only: None,
         resources,
     })
@@ -258,13 +290,13 @@ async fn plateau_kib(
 /// `n` requests held by the bare firer, with a client built as the
 /// processor builds it.
 async fn http_only(target: &Target, n: u64, hold_ms: u64) -> Result<HttpOnly> {
-    let settings = env::settings(n as usize, 75)?;
+    let settings = target.settings(n as usize, 75)?;
     let firer = env::firer(&settings)?;
-    let url = target.url(&format!("/delay/{hold_ms}"));
+    let path = format!("/delay/{hold_ms}");
     let requests: Vec<FireRequest> = (0..n)
         .map(|i| FireRequest {
             method: "POST".into(),
-            url: url.clone(),
+            url: target.url_on(i as usize, &path),
             headers: Vec::new(),
             body: None,
             timeout: Duration::from_millis(hold_ms + 30_000),
@@ -289,6 +321,7 @@ async fn http_only(target: &Target, n: u64, hold_ms: u64) -> Result<HttpOnly> {
         baseline_rss_mib: mib(baseline),
         plateau_rss_mib: mib(plateau),
         per_request_kib: round2(per_request_kib),
+        target_connections: target.counters().await.unwrap_or_default().connections,
     })
 }
 
@@ -302,6 +335,7 @@ pub fn table(r: &MemoryResults) -> Table {
         "HTTP client alone KiB/request",
         "peak RSS MiB",
         "recorded",
+        "connections",
     ]);
     for run in &r.runs {
         t.row([
@@ -315,6 +349,7 @@ pub fn table(r: &MemoryResults) -> Table {
                 .map_or("—".into(), |h| num(h.per_request_kib)),
             num(run.peak_rss_mib),
             run.recorded.to_string(),
+            run.target_connections.to_string(),
         ]);
     }
     t

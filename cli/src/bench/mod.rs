@@ -19,6 +19,7 @@ use serde::Serialize;
 mod all;
 mod burst;
 mod env;
+mod https;
 mod lambda_path;
 mod measure;
 mod memory;
@@ -55,7 +56,7 @@ enum Scenario {
     All(all::AllArgs),
     /// Serve the bench target (started by the other scenarios).
     #[command(hide = true)]
-    Target,
+    Target(target::TargetShape),
 }
 
 /// Options every scenario takes.
@@ -150,6 +151,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Phases(a) => phases::run(a).await,
         Scenario::LambdaPath(a) => lambda_path::run(a).await,
         Scenario::All(a) => all::run(a).await,
-        Scenario::Target => target::serve().await,
+        Scenario::Target(shape) => target::serve(shape).await,
     }
 }

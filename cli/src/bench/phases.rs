@@ -131,7 +131,7 @@ pub async fn run(args: PhasesArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| (if ctx.quick { QUICK_PHASES } else { FULL_PHASES }).to_string());
     let phases = parse_phases(&spec)?;
-    let target = Target::start(ctx.in_process_target).await?;
+    let target = Target::start(ctx.in_process_target, &Default::default()).await?;
     let settings = env::settings(args.concurrency, args.lookahead)?;
     let pool = ctx.db.fresh(settings.db_pool_size).await?;
 

@@ -20,7 +20,7 @@ use sundial::fire::{ClientOptions, FireRequest, Firer, Signer, TargetGuard, Verd
 use super::env::{self, Completion, Pipeline, TaskBatch};
 use super::measure::{self, round3, Meter, Progress, Resources};
 use super::report::{num, Table};
-use super::target::Target;
+use super::target::{Target, TargetShape};
 use super::{Common, Ctx};
 
 /// One task in this many hangs.
@@ -46,6 +46,8 @@ pub struct SlowArgs {
     /// Skip the (slow) baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    #[command(flatten)]
+    pub shape: TargetShape,
     #[command(flatten)]
     pub common: Common,
 }
@@ -83,7 +85,7 @@ pub async fn run(args: SlowArgs) -> Result<()> {
         .unwrap_or(if ctx.quick { 3.0 } else { 30.0 })
         .clamp(0.1, 900.0);
     let timeout = Duration::from_secs_f64(timeout_s);
-    let target = Target::start(ctx.in_process_target).await?;
+    let target = Target::start(ctx.in_process_target, &args.shape).await?;
     let meter = Meter::start(target.pid());
 
     let sundial = run_sundial(&ctx, &target, &args, timeout).await?;
@@ -114,7 +116,7 @@ pub async fn run(args: SlowArgs) -> Result<()> {
     }
     ctx.db.drop_database().await?;
     ctx.finish(
-        "slow-endpoints",
+        &args.shape.scenario_name("slow-endpoints"),
         target.placement(),
         meter.finish_without_postgres(),
         &results,
@@ -127,25 +129,30 @@ async fn run_sundial(
     args: &SlowArgs,
     timeout: Duration,
 ) -> Result<Side> {
-    let settings = env::settings(args.concurrency, 75)?;
+    let settings = target.settings(args.concurrency, 75)?;
     let pool = ctx.db.fresh(settings.db_pool_size).await?;
     let due = env::due_in(Duration::from_secs(2));
-    let fast = target.url(&format!("/delay/{FAST_MS}"));
-    let hang = target.url("/hang");
-    env::insert_tasks(
-        &pool,
-        &TaskBatch {
-            prefix: "slow-",
-            count: args.tasks as i64,
-            first_due: due,
-            spacing: Duration::ZERO,
-            url: &fast,
-            every_nth: Some((HANG_EVERY as i64, &hang)),
-            timeout_ms: timeout.as_millis().clamp(100, 900_000) as i32,
-            max_attempts: 1,
-        },
-    )
-    .await?;
+    let hosts = target.hosts() as u64;
+    for host in 0..hosts {
+        let fast = target.url_on(host as usize, &format!("/delay/{FAST_MS}"));
+        let hang = target.url_on(host as usize, "/hang");
+        let prefix = format!("slow-{host}-");
+        env::insert_tasks(
+            &pool,
+            &TaskBatch {
+                prefix: &prefix,
+                // The first hosts take the remainder.
+                count: (args.tasks / hosts + u64::from(host < args.tasks % hosts)) as i64,
+                first_due: due,
+                spacing: Duration::ZERO,
+                url: &fast,
+                every_nth: Some((HANG_EVERY as i64, &hang)),
+                timeout_ms: timeout.as_millis().clamp(100, 900_000) as i32,
+                max_attempts: 1,
+            },
+        )
+        .await?;
+    }
     let pipeline = Pipeline::new(pool.clone(), &settings)?;
     measure::trim_heap();
     let meter = Meter::start(target.pid());
@@ -201,6 +208,11 @@ async fn run_baseline(target: &Target, tasks: u64, timeout: Duration) -> Result<
         signer,
         &ClientOptions {
             concurrency: BATCH_CONCURRENCY,
+            extra_roots: target
+                .settings(BATCH_CONCURRENCY, 75)?
+                .extra_ca
+                .map(|ca| ca.certs)
+                .unwrap_or_default(),
             ..Default::default()
         },
     )?;

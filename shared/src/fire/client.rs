@@ -4,9 +4,38 @@
 //! it: its connection pool is what makes repeated calls to the same host
 //! cheap, and its resolver is where the target guard is enforced at
 //! connect time.
+//!
+//! # Protocols and connections
+//!
+//! HTTPS targets get HTTP/2 when they offer it by ALPN (`h2`, then
+//! `http/1.1`), HTTP/1.1 otherwise; plain `http://` targets always get
+//! HTTP/1.1 (no h2c prior knowledge: few servers speak it and a wrong guess
+//! costs a failed request). One client per process means one connection
+//! pool: tasks of one host share its connections whatever task they belong
+//! to.
+//!
+//! How the caps interact: the per-host concurrency of
+//! [`fire_stream`](super::fire_stream) bounds the requests in flight to one
+//! `host:port`. Over HTTP/1.1 each in-flight request holds its own
+//! connection, so that cap is also the cap on open connections per host;
+//! over HTTP/2 all of them are streams on one connection (hyper queues
+//! streams beyond the server's `SETTINGS_MAX_CONCURRENT_STREAMS` rather
+//! than opening a second connection). `pool_max_idle_per_host` only bounds
+//! connections kept *idle* between bursts. HTTP/2 streams go through the
+//! same driver as every other request, so they count against the global
+//! and per-host limits alike.
+//!
+//! # Trust
+//!
+//! Certificates are verified against the platform's roots
+//! (rustls-platform-verifier) plus any [`ClientOptions::extra_roots`]
+//! (`SUNDIAL_EXTRA_CA_FILE`). There is deliberately no way to accept an
+//! invalid certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use super::guard::{GuardedResolver, TargetGuard};
 use super::FireError;
@@ -27,6 +56,9 @@ pub struct ClientOptions {
     pub pool_idle_timeout: Duration,
     /// Maximum redirect hops followed (by the [`Firer`](super::Firer)).
     pub max_redirects: usize,
+    /// Roots trusted next to the platform's (`SUNDIAL_EXTRA_CA_FILE`): a
+    /// private CA, or the throw-away CA of a local test target.
+    pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
 impl Default for ClientOptions {
@@ -36,19 +68,28 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(60),
             max_redirects: 3,
+            extra_roots: Vec::new(),
         }
     }
 }
 
-/// Build the client: rustls, no system proxy (a proxy would resolve names
+/// Build the client: rustls (HTTP/2 by ALPN, see the module docs), no system proxy (a proxy would resolve names
 /// itself and bypass the guard), keep-alive pool, TCP nodelay, the guarded
 /// resolver, and no redirect following (the [`Firer`](super::Firer) does it).
 pub fn build_http_client(
     guard: Arc<TargetGuard>,
     opts: &ClientOptions,
 ) -> Result<reqwest::Client, FireError> {
+    let extra_roots = opts
+        .extra_roots
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(FireError::Client)?;
     reqwest::Client::builder()
         .tls_backend_rustls()
+        // Merged with the platform's roots, not instead of them.
+        .tls_certs_merge(extra_roots)
         .no_proxy()
         .user_agent(USER_AGENT)
         .tcp_nodelay(true)

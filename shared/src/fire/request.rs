@@ -70,7 +70,12 @@ pub enum Verdict {
         timed_out: bool,
     },
     /// Retrying cannot help: other 4xx, a 3xx that was not followed (no
-    /// `Location`, 304, too many hops), an invalid method/header/URL.
+    /// `Location`, 304, too many hops), an invalid method/header/URL, or a
+    /// TLS certificate that does not verify (expired, wrong name, unknown
+    /// issuer): that is a configuration fault of the target or of
+    /// `SUNDIAL_EXTRA_CA_FILE`, not a hiccup, and retrying within the
+    /// backoff window would only hammer the target. The schedule moves on;
+    /// the next occurrence tries again.
     Failed,
     /// The target guard refused the URL, a non-http(s) scheme, or an address
     /// the host resolves or redirects to. Never retried: the answer will not
@@ -519,7 +524,7 @@ fn classify_error(err: &reqwest::Error) -> Verdict {
             retry_after: None,
             timed_out: true,
         }
-    } else if err.is_builder() || err.is_redirect() {
+    } else if err.is_builder() || err.is_redirect() || is_certificate_error(err) {
         Verdict::Failed
     } else {
         // Connect, send and protocol errors: the target may never have seen
@@ -529,6 +534,32 @@ fn classify_error(err: &reqwest::Error) -> Verdict {
             timed_out: false,
         }
     }
+}
+
+/// Did the TLS handshake fail because the server's certificate did not
+/// verify? (As opposed to the connection dropping mid-handshake, which is
+/// retryable like any connect error.)
+fn is_certificate_error(err: &reqwest::Error) -> bool {
+    use tokio_rustls::rustls::Error as Tls;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<Tls>() {
+            return matches!(
+                tls,
+                Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented
+            );
+        }
+        // The connector reports handshake failures as an `io::Error`
+        // wrapping (an `io::Error` wrapping) the rustls error, and
+        // `io::Error::source` skips the wrapped error: descend into it.
+        source = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 /// The error and its causes, without the URL (its query may hold tokens).
