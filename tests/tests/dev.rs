@@ -290,7 +290,11 @@ async fn sigterm_during_a_burst_of_500_loses_nothing(pool: PgPool) {
         .next_run_at(due)
         .timeout_ms(30000)
         .each(move |g, task| {
-            let path = if g <= 400 { "/delay/5000" } else { "/delay/500" };
+            let path = if g <= 400 {
+                "/delay/5000"
+            } else {
+                "/delay/500"
+            };
             task.url(format!("{base}{path}"))
         })
         .insert_many(&pool, 500)

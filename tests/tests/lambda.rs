@@ -14,8 +14,7 @@ use sundial_testkit::{database_url_for, TaskBuilder};
 
 /// `date_trunc('second', now())`.
 fn whole_second_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::Duration::seconds(1))
-        .unwrap()
+    chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::Duration::seconds(1)).unwrap()
 }
 
 /// The one EMF record a function printed for an invocation.

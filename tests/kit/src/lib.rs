@@ -180,7 +180,10 @@ impl TaskBuilder {
     }
     /// For [`TaskBuilder::insert_many`]: row `g` (from 1) is this builder
     /// (with its name and spread applied) passed through `f(g, builder)`.
-    pub fn each(mut self, f: impl Fn(i64, TaskBuilder) -> TaskBuilder + Send + Sync + 'static) -> Self {
+    pub fn each(
+        mut self,
+        f: impl Fn(i64, TaskBuilder) -> TaskBuilder + Send + Sync + 'static,
+    ) -> Self {
         self.per_index = Some(std::sync::Arc::new(f));
         self
     }
@@ -216,7 +219,10 @@ impl TaskBuilder {
     /// a unique one when unset), due at `next_run_at + g * spread` when a
     /// spread is set, and passed through the [`TaskBuilder::each`] closure.
     pub async fn insert_many(self, pool: &PgPool, n: i64) -> Vec<InsertedTask> {
-        let prefix = self.name.clone().unwrap_or_else(|| format!("{}-", unique_name()));
+        let prefix = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-", unique_name()));
         let mut tx = pool.begin().await.expect("begin");
         let mut inserted = Vec::with_capacity(n.max(0) as usize);
         for g in 1..=n {
@@ -246,8 +252,8 @@ impl TaskBuilder {
     fn query(self) -> QueryBuilder<Postgres> {
         let mut columns: Vec<&'static str> = Vec::new();
         let mut q = QueryBuilder::<Postgres>::new("");
-        // Values first into a separate builder is not possible with
-        // QueryBuilder, so collect the binds and write both lists below.
+        // Only the columns that were set: the others keep the defaults of
+        // the migration. Collect them, then write both lists.
         enum V {
             Text(String),
             Int(i32),
@@ -263,9 +269,15 @@ impl TaskBuilder {
         push("name", V::Text(self.name.unwrap_or_else(unique_name)));
         push(
             "schedule",
-            V::Text(self.schedule.unwrap_or_else(|| DEFAULT_SCHEDULE.to_string())),
+            V::Text(
+                self.schedule
+                    .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string()),
+            ),
         );
-        push("url", V::Text(self.url.unwrap_or_else(|| DEFAULT_URL.to_string())));
+        push(
+            "url",
+            V::Text(self.url.unwrap_or_else(|| DEFAULT_URL.to_string())),
+        );
         let texts = [
             ("timezone", self.timezone),
             ("method", self.method),
@@ -297,7 +309,10 @@ impl TaskBuilder {
         if let Some(headers) = self.headers {
             push("headers", V::Json(headers));
         }
-        let times = [("next_run_at", self.next_run_at), ("lease_until", self.lease_until)];
+        let times = [
+            ("next_run_at", self.next_run_at),
+            ("lease_until", self.lease_until),
+        ];
         for (column, value) in times {
             if let Some(value) = value {
                 push(column, V::Time(value));
