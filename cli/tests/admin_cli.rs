@@ -14,6 +14,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sundial::admin::{self, AdminState, TargetCheck};
 use sundial::queue::{DispatchQueue, Outgoing, SendReport};
+use sundial_testkit::TaskBuilder;
 
 const TOKEN: &str = "cli-test-token-0123456789";
 
@@ -313,14 +314,14 @@ async fn stored_control_characters_are_escaped(pool: PgPool) {
     let api = format!("http://{}", listener.local_addr().unwrap());
     let router = admin::router(state);
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO tasks (name, schedule, url, body) \
-         VALUES (E'evil\\x1b]0;owned\\x07', 'rate(1 minute)', E'https://x.io/\\x1b[2J', E'a\\x1bb') \
-         RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let id = TaskBuilder::new()
+        .name("evil\x1b]0;owned\x07")
+        .schedule("rate(1 minute)")
+        .url("https://x.io/\x1b[2J")
+        .body("a\x1bb")
+        .insert(&pool)
+        .await
+        .id;
     let id_s = id.to_string();
     for args in [
         vec!["tasks", "list"],

@@ -7,12 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!("DATABASE_URL is not set: run `eval \"$(make -s services)\"` or `make test`")
-    })
-}
+use sundial_testkit::database_url;
 
 /// Runs `sundial bench <args>` writing into a fresh directory; returns the
 /// parsed `<scenario>.json`.

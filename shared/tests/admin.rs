@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use sundial::admin::{self, AdminState, TargetCheck};
 use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial::store;
+use sundial_testkit::TaskBuilder;
 use tower::ServiceExt;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -678,14 +679,19 @@ async fn trigger_reports_a_refusing_queue(pool: PgPool) {
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn tasks_registered_with_sql_show_up(pool: PgPool) {
     let api = Api::new(pool.clone());
-    sqlx::query("INSERT INTO tasks (name, schedule, url) VALUES ('from-sql', 'rate(5 minutes)', 'https://example.com/sql')")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO tasks (name, schedule, url) VALUES ('broken', 'whenever', 'https://example.com/b')")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // Rows as plain SQL registers them: next_run_at left NULL.
+    TaskBuilder::new()
+        .name("from-sql")
+        .schedule("rate(5 minutes)")
+        .url("https://example.com/sql")
+        .insert(&pool)
+        .await;
+    TaskBuilder::new()
+        .name("broken")
+        .schedule("whenever")
+        .url("https://example.com/b")
+        .insert(&pool)
+        .await;
 
     // Before the scanner ran, the preview of its occurrences is computed.
     let (_, page) = api.call("GET", "/v1/tasks", None).await;

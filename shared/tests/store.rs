@@ -9,6 +9,7 @@ use sundial::store::{
     self, Advance, ClaimOptions, Outcome, OutcomeKind, RunRecord, RunStatus, StoreError,
 };
 use sundial::task::{CatchUp, Overlap, TaskSpec, Timing};
+use sundial_testkit::TaskBuilder;
 
 fn minute(now: DateTime<Utc>) -> DateTime<Utc> {
     now.duration_trunc(Duration::minutes(1)).unwrap()
@@ -52,16 +53,13 @@ fn finished(
 }
 
 async fn insert_sql_tasks(pool: &PgPool, n: i64, schedule: &str, next: Option<DateTime<Utc>>) {
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at) \
-         SELECT 'task-' || g, $2, 'https://example.com/' || g, $3 FROM generate_series(1, $1) g",
-    )
-    .bind(n)
-    .bind(schedule)
-    .bind(next)
-    .execute(pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name("task-")
+        .schedule(schedule)
+        .next_run_at(next)
+        .each(|g, task| task.url(format!("https://example.com/{g}")))
+        .insert_many(pool, n)
+        .await;
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
@@ -156,25 +154,28 @@ async fn create_get_list_update_delete(pool: PgPool) {
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn sql_inserted_rows_get_scheduled_and_invalid_ones_disabled(pool: PgPool) {
     let now = Utc::now();
-    // The minimal SQL registration from the README.
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url) VALUES ('ok', 'rate(1 minute)', 'https://example.com/a')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url) VALUES ('bad', 'every tuesday', 'https://example.com/b')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, timezone, url) VALUES ('badzone', 'rate(1 minute)', 'Mars/Olympus', 'https://example.com/c')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    // The minimal SQL registration from the README: the builder leaves
+    // every other column (next_run_at included) to its default, so it
+    // sends the same `INSERT INTO tasks (name, schedule, url)`.
+    TaskBuilder::new()
+        .name("ok")
+        .schedule("rate(1 minute)")
+        .url("https://example.com/a")
+        .insert(&pool)
+        .await;
+    TaskBuilder::new()
+        .name("bad")
+        .schedule("every tuesday")
+        .url("https://example.com/b")
+        .insert(&pool)
+        .await;
+    TaskBuilder::new()
+        .name("badzone")
+        .schedule("rate(1 minute)")
+        .timezone("Mars/Olympus")
+        .url("https://example.com/c")
+        .insert(&pool)
+        .await;
 
     let report = store::schedule_new(&pool, now, 100).await.unwrap();
     assert_eq!(report.scheduled, 1);
@@ -292,11 +293,12 @@ async fn lookahead_claims_near_occurrences_only(pool: PgPool) {
         Some(now + Duration::seconds(45)),
     )
     .await;
-    sqlx::query("INSERT INTO tasks (name, schedule, url, next_run_at) VALUES ('far', 'rate(1 hour)', 'https://e.com', $1)")
-        .bind(now + Duration::minutes(20))
-        .execute(&pool)
-        .await
-        .unwrap();
+    TaskBuilder::new()
+        .name("far")
+        .url("https://e.com")
+        .next_run_at(now + Duration::minutes(20))
+        .insert(&pool)
+        .await;
     let claimed = store::claim_due(&pool, now, &claim_opts(10)).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].occurrence, now + Duration::seconds(45));
@@ -670,14 +672,20 @@ async fn backlog_counts_due_unclaimed_work(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn schema_checks_invariants(pool: PgPool) {
-    for bad in [
-        "INSERT INTO tasks (name, schedule, url, timeout_ms) VALUES ('a', 'rate(1 minute)', 'https://e.com', 5)",
-        "INSERT INTO tasks (name, schedule, url, max_attempts) VALUES ('a', 'rate(1 minute)', 'https://e.com', 0)",
-        "INSERT INTO tasks (name, schedule, url, method) VALUES ('a', 'rate(1 minute)', 'https://e.com', 'FETCH')",
-        "INSERT INTO tasks (name, schedule, url) VALUES ('a', 'rate(1 minute)', 'file:///etc/passwd')",
-        "INSERT INTO tasks (name, schedule, url, catch_up) VALUES ('a', 'rate(1 minute)', 'https://e.com', 'maybe')",
+    let task = || {
+        TaskBuilder::new()
+            .name("a")
+            .schedule("rate(1 minute)")
+            .url("https://e.com")
+    };
+    for (bad, row) in [
+        ("timeout_ms 5", task().timeout_ms(5)),
+        ("max_attempts 0", task().max_attempts(0)),
+        ("method FETCH", task().method("FETCH")),
+        ("url file:///etc/passwd", task().url("file:///etc/passwd")),
+        ("catch_up maybe", task().catch_up("maybe")),
     ] {
-        let err = sqlx::query(bad).execute(&pool).await.unwrap_err();
+        let err = row.try_insert(&pool).await.unwrap_err();
         assert!(err.to_string().contains("check constraint"), "{bad}: {err}");
     }
 }

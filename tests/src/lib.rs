@@ -92,20 +92,6 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     bin
 }
 
-/// The URL of the database behind a `#[sqlx::test]` pool, for processes
-/// the test starts.
-pub fn database_url_for(pool: &sqlx::PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let db = pool
-        .connect_options()
-        .get_database()
-        .expect("test database name")
-        .to_string();
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    url.set_path(&db);
-    url.to_string()
-}
-
 /// A child process whose stdout and stderr lines are collected.
 pub struct Child {
     pub child: tokio::process::Child,

@@ -13,6 +13,7 @@ use sundial::scan::{scan, ScanOptions};
 use sundial::target_server::{self, TargetConfig};
 use sundial::worker::{run_worker, SqsInbox, WorkerOptions};
 use sundial_e2e::fresh_queue;
+use sundial_testkit::TaskBuilder;
 use tokio::sync::watch;
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
@@ -27,19 +28,18 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
     // 40 tasks: 30 answer, 10 fail with 404 (recorded, not retried), due now
     // and in 3 seconds.
     let now = Utc::now();
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at) \
-         SELECT 'ok-' || g, 'rate(1 hour)', $1, $3 + (g % 2) * interval '3 seconds' \
-         FROM generate_series(1, 30) g \
-         UNION ALL \
-         SELECT 'gone-' || g, 'rate(1 hour)', $2, $3 FROM generate_series(1, 10) g",
-    )
-    .bind(server.url("/delay/20"))
-    .bind(server.url("/status/404"))
-    .bind(now)
-    .execute(&pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name("ok-")
+        .url(server.url("/delay/20"))
+        .each(move |g, task| task.next_run_at(now + chrono::Duration::seconds(3 * (g % 2))))
+        .insert_many(&pool, 30)
+        .await;
+    TaskBuilder::new()
+        .name("gone-")
+        .url(server.url("/status/404"))
+        .next_run_at(now)
+        .insert_many(&pool, 10)
+        .await;
     let summary = scan(
         &pool,
         &queue,
@@ -123,17 +123,16 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
 /// outside Lambda.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn scan_and_process_commands_work_end_to_end(pool: PgPool) {
-    use sundial_e2e::{database_url_for, workspace_bin, Child};
+    use sundial_e2e::{workspace_bin, Child};
+    use sundial_testkit::database_url_for;
     let server = target_server::spawn(TargetConfig::default()).await.unwrap();
     let queue = fresh_queue("cli").await;
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url) SELECT 'cli-' || g, 'rate(1 hour)', $1 \
-         FROM generate_series(1, 5) g",
-    )
-    .bind(server.url("/ok"))
-    .execute(&pool)
-    .await
-    .unwrap();
+    // As plain SQL registers them: next_run_at left NULL.
+    TaskBuilder::new()
+        .name("cli-")
+        .url(server.url("/ok"))
+        .insert_many(&pool, 5)
+        .await;
     // The SQL-inserted rows are due at the next hour: bring them forward.
     let env: Vec<(String, String)> = [
         "AWS_ENDPOINT_URL_SQS",
@@ -218,20 +217,19 @@ async fn scan_and_process_commands_work_end_to_end(pool: PgPool) {
 async fn handed_back_messages_return_in_seconds_not_after_the_visibility_timeout(pool: PgPool) {
     let server = target_server::spawn(TargetConfig::default()).await.unwrap();
     let queue = fresh_queue("handback").await;
-    let proxy = sundial_e2e::PgProxy::start(&sundial_e2e::database_url_for(&pool)).await;
+    let proxy = sundial_e2e::PgProxy::start(&sundial_testkit::database_url_for(&pool)).await;
     let lazy = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(1))
         .connect_lazy(&proxy.database_url())
         .unwrap();
-    let (id, version, due): (i64, i64, chrono::DateTime<Utc>) = sqlx::query_as(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, lease_until) \
-         VALUES ('back', 'rate(1 hour)', $1, now(), now() + interval '5 minutes') \
-         RETURNING id, version, next_run_at",
-    )
-    .bind(server.url("/ok"))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let task = TaskBuilder::new()
+        .name("back")
+        .url(server.url("/ok"))
+        .next_run_at(Utc::now())
+        .lease_until(Utc::now() + chrono::Duration::minutes(5))
+        .insert(&pool)
+        .await;
+    let (id, version, due) = (task.id, task.version, task.next_run_at.unwrap());
     let message = sundial::message::DispatchMessage::new(id, due, version);
     let sent = sundial::queue::DispatchQueue::send(
         &queue,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;
 use sundial::target_server::{self, RequestRecord, TargetConfig};
-use sundial_e2e::{database_url_for, fresh_queue, workspace_bin, Child, PgProxy};
+use sundial_e2e::{fresh_queue, workspace_bin, Child, PgProxy};
+use sundial_testkit::{database_url_for, TaskBuilder};
 
 fn env_for(database_url: &str, queue_url: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
@@ -95,25 +96,23 @@ async fn the_lambda_path_fires_on_the_second_never_early_and_sub_minute_at_full_
         .duration_trunc(chrono::Duration::seconds(1))
         .unwrap()
         + chrono::Duration::seconds(4);
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, timeout_ms) \
-         SELECT 'second-' || g, 'rate(1 hour)', $1, $2 + (g % 50) * interval '1 second', 5000 \
-         FROM generate_series(1, 120) g",
-    )
-    .bind(server.url("/ok"))
-    .bind(base)
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, overlap, timeout_ms) VALUES \
-         ('ten-forbid', 'rate(10 seconds)', $1, 'forbid', 5000), \
-         ('ten-allow', 'rate(10 seconds)', $1, 'allow', 5000)",
-    )
-    .bind(server.url("/ok"))
-    .execute(&pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name("second-")
+        .url(server.url("/ok"))
+        .timeout_ms(5000)
+        .each(move |g, task| task.next_run_at(base + chrono::Duration::seconds(g % 50)))
+        .insert_many(&pool, 120)
+        .await;
+    for overlap in ["forbid", "allow"] {
+        TaskBuilder::new()
+            .name(format!("ten-{overlap}"))
+            .schedule("rate(10 seconds)")
+            .url(server.url("/ok"))
+            .overlap(overlap)
+            .timeout_ms(5000)
+            .insert(&pool)
+            .await;
+    }
 
     // WHEN the consumer runs and the scanner ticks once a minute, first at
     // a fractional second (x.55).
@@ -237,31 +236,27 @@ async fn scan_loop_and_process_outlive_a_database_outage(pool: PgPool) {
 
     let now = Utc::now();
     // Due before, during and after the outage; plus a sub-minute task.
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, timeout_ms) \
-         SELECT 'steady-' || g, 'rate(1 hour)', $1, $2 + g * interval '1 second', 3000 \
-         FROM generate_series(1, 25) g",
-    )
-    .bind(server.url("/ok"))
-    .bind(now)
-    .execute(&pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name("steady-")
+        .url(server.url("/ok"))
+        .next_run_at(now)
+        .spread(chrono::Duration::seconds(1))
+        .timeout_ms(3000)
+        .insert_many(&pool, 25)
+        .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     proxy.cut();
     let outage_from = Utc::now();
     // Inserted while the drivers cannot see the database.
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, timeout_ms) \
-         SELECT 'during-' || g, 'rate(1 hour)', $1, $2 + g * interval '1 second', 3000 \
-         FROM generate_series(1, 10) g",
-    )
-    .bind(server.url("/ok"))
-    .bind(outage_from)
-    .execute(&pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name("during-")
+        .url(server.url("/ok"))
+        .next_run_at(outage_from)
+        .spread(chrono::Duration::seconds(1))
+        .timeout_ms(3000)
+        .insert_many(&pool, 10)
+        .await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut process = process;
     let mut scanner = scanner;
@@ -356,18 +351,16 @@ async fn a_sub_second_retry_backoff_is_honoured_on_sqs(pool: PgPool) {
         .unwrap();
     let mut held = 0;
     for round in 0..5 {
-        let (id, version): (i64, i64) = sqlx::query_as(
-            "INSERT INTO tasks (name, schedule, url, next_run_at, retry_backoff_ms, max_attempts, \
-                                lease_until) \
-             VALUES ($1, 'rate(1 hour)', $2, $3, 100, 3, now() + interval '5 minutes') \
-             RETURNING id, version",
-        )
-        .bind(format!("flaky-{round}"))
-        .bind(server.url("/flaky/1"))
-        .bind(due)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let task = TaskBuilder::new()
+            .name(format!("flaky-{round}"))
+            .url(server.url("/flaky/1"))
+            .next_run_at(due)
+            .retry_backoff_ms(100)
+            .max_attempts(3)
+            .lease_until(Utc::now() + chrono::Duration::minutes(5))
+            .insert(&pool)
+            .await;
+        let (id, version) = (task.id, task.version);
         let first = DispatchMessage::new(id, due, version);
         let (_, report) = processor
             .process_batch(vec![(0, first.to_json())], None)

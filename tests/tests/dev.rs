@@ -25,6 +25,7 @@ use sundial::queue::memory::MemoryQueue;
 use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial::scan::{scan, ScanOptions};
 use sundial::target_server::{self, TargetConfig, TargetServer};
+use sundial_testkit::{database_url_for, TaskBuilder};
 use tokio::sync::watch;
 
 const TOKEN: &str = "dev-e2e-token-0123456789";
@@ -50,24 +51,6 @@ fn sundial_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// The URL of the fresh database behind a `#[sqlx::test]` pool, for the
-/// process under test (sqlx creates and removes that database).
-fn database_url_for(pool: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL (run `make services`)");
-    let options = pool.connect_options();
-    let db = options.get_database().expect("test database name");
-    let (head, query) = match base.split_once('?') {
-        Some((head, query)) => (head, format!("?{query}")),
-        None => (base.as_str(), String::new()),
-    };
-    let authority_at = head.find("://").map_or(0, |i| i + 3);
-    let server = match head[authority_at..].find('/') {
-        Some(slash) => &head[..authority_at + slash],
-        None => head,
-    };
-    format!("{server}/{db}{query}")
 }
 
 /// A running `sundial dev` whose output lines (stdout and stderr) are kept.
@@ -301,17 +284,21 @@ async fn sigterm_during_a_burst_of_500_loses_nothing(pool: PgPool) {
     let due = (Utc::now() + chrono::Duration::seconds(2))
         .duration_trunc(chrono::Duration::seconds(1))
         .unwrap();
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, timeout_ms) \
-         SELECT 'burst-' || g, 'rate(1 hour)', \
-                $1 || CASE WHEN g <= 400 THEN '/delay/5000' ELSE '/delay/500' END, $2, 30000 \
-         FROM generate_series(1, 500) g",
-    )
-    .bind(format!("http://{}", server.addr))
-    .bind(due)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let base = format!("http://{}", server.addr);
+    TaskBuilder::new()
+        .name("burst-")
+        .next_run_at(due)
+        .timeout_ms(30000)
+        .each(move |g, task| {
+            let path = if g <= 400 {
+                "/delay/5000"
+            } else {
+                "/delay/500"
+            };
+            task.url(format!("{base}{path}"))
+        })
+        .insert_many(&pool, 500)
+        .await;
     let env = [
         ("SUNDIAL_ALLOW_TARGETS", "127.0.0.1/32"),
         ("SUNDIAL_CONCURRENCY", "500"),
@@ -448,16 +435,14 @@ impl DispatchQueue for RefusingQueue {
 /// Inserts tasks and claims them with a real scan into `queue`.
 async fn scanned(pool: &PgPool, queue: &MemoryQueue, tasks: &[(&str, String, DateTime<Utc>)]) {
     for (name, url, next) in tasks {
-        sqlx::query(
-            "INSERT INTO tasks (name, schedule, url, next_run_at, max_attempts, retry_backoff_ms) \
-             VALUES ($1, 'rate(1 hour)', $2, $3, 3, 100)",
-        )
-        .bind(name)
-        .bind(url)
-        .bind(next)
-        .execute(pool)
-        .await
-        .unwrap();
+        TaskBuilder::new()
+            .name(*name)
+            .url(url.as_str())
+            .next_run_at(*next)
+            .max_attempts(3)
+            .retry_backoff_ms(100)
+            .insert(pool)
+            .await;
     }
     let opts = ScanOptions {
         lookahead: Duration::from_secs(120),

@@ -9,7 +9,13 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use sundial::target_server::{self, TargetConfig};
 use sundial_e2e::runtime_api::{Answer, RuntimeApi};
-use sundial_e2e::{database_url_for, drain_queue, fresh_queue, workspace_bin, Child};
+use sundial_e2e::{drain_queue, fresh_queue, workspace_bin, Child};
+use sundial_testkit::{database_url_for, TaskBuilder};
+
+/// `date_trunc('second', now())`.
+fn whole_second_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DurationRound::duration_trunc(chrono::Utc::now(), chrono::Duration::seconds(1)).unwrap()
+}
 
 /// The one EMF record a function printed for an invocation.
 fn emf_record(lines: &[String]) -> Value {
@@ -68,16 +74,19 @@ async fn scanner_and_processor_binaries_run_under_the_runtime_api(pool: PgPool) 
     .await
     .unwrap();
     let queue = fresh_queue("lambda").await;
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at) \
-         SELECT 'ok-' || g, 'rate(1 hour)', $1, date_trunc('second', now()) FROM generate_series(1, 4) g \
-         UNION ALL SELECT 'missing', 'rate(1 hour)', $2, date_trunc('second', now())",
-    )
-    .bind(server.url("/ok"))
-    .bind(server.url("/status/404"))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let now = whole_second_now();
+    TaskBuilder::new()
+        .name("ok-")
+        .url(server.url("/ok"))
+        .next_run_at(now)
+        .insert_many(&pool, 4)
+        .await;
+    TaskBuilder::new()
+        .name("missing")
+        .url(server.url("/status/404"))
+        .next_run_at(now)
+        .insert(&pool)
+        .await;
 
     // Scanner: a real EventBridge scheduled event.
     let api = RuntimeApi::start().await.unwrap();
@@ -304,14 +313,12 @@ async fn admin_binary_behind_iam_needs_no_bearer_token(pool: PgPool) {
 async fn processor_binary_hands_back_unstarted_messages_quickly(pool: PgPool) {
     let server = target_server::spawn(TargetConfig::default()).await.unwrap();
     let queue = fresh_queue("handback").await;
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at) \
-         SELECT 'slow-' || g, 'rate(1 hour)', $1, date_trunc('second', now()) FROM generate_series(1, 6) g",
-    )
-    .bind(server.url("/delay/1500"))
-    .execute(&pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name("slow-")
+        .url(server.url("/delay/1500"))
+        .next_run_at(whole_second_now())
+        .insert_many(&pool, 6)
+        .await;
     sundial::scan::scan(
         &pool,
         &queue,

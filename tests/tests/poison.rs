@@ -12,6 +12,7 @@ use sundial::message::DispatchMessage;
 use sundial::process::{Disposition, Processor};
 use sundial::queue::memory::MemoryQueue;
 use sundial::target_server::{self, TargetConfig};
+use sundial_testkit::TaskBuilder;
 
 fn processor(pool: &PgPool) -> Processor {
     let env = HashMap::from([
@@ -31,18 +32,15 @@ fn processor(pool: &PgPool) -> Processor {
 /// Inserts a task due at `due` and leases it, as the scanner would; returns
 /// the message the scanner would send.
 async fn due_task(pool: &PgPool, name: &str, url: &str, due: DateTime<Utc>) -> DispatchMessage {
-    let (id, version): (i64, i64) = sqlx::query_as(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, lease_until) \
-         VALUES ($1, 'rate(1 minute)', $2, $3, now() + interval '10 minutes') \
-         RETURNING id, version",
-    )
-    .bind(name)
-    .bind(url)
-    .bind(due)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    DispatchMessage::new(id, due, version)
+    let task = TaskBuilder::new()
+        .name(name)
+        .schedule("rate(1 minute)")
+        .url(url)
+        .next_run_at(due)
+        .lease_until(Utc::now() + chrono::Duration::minutes(10))
+        .insert(pool)
+        .await;
+    DispatchMessage::new(task.id, due, task.version)
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]

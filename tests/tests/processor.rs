@@ -15,6 +15,7 @@ use sundial::queue::DispatchQueue;
 use sundial::store::{self, ClaimOptions};
 use sundial::target_server::{self, TargetConfig, TargetServer};
 use sundial_e2e::{drain_queue, fresh_queue};
+use sundial_testkit::TaskBuilder;
 
 const SECRET: &str = "whsec_test_secret_1";
 
@@ -53,25 +54,20 @@ async fn due_task(
     due: DateTime<Utc>,
     extra: &str,
 ) -> DispatchMessage {
-    let sql = format!(
-        "INSERT INTO tasks (name, schedule, url, next_run_at, timeout_ms, max_attempts, retry_backoff_ms{}) \
-         VALUES ($1, 'rate(1 minute)', $2, $3, 2000, 2, 100{}) RETURNING id, version",
-        if extra.is_empty() { "" } else { ", catch_up" },
-        if extra.is_empty() { String::new() } else { format!(", '{extra}'") },
-    );
-    let (id, version): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(name)
-        .bind(url)
-        .bind(due)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE tasks SET lease_until = now() + interval '10 minutes' WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await
-        .unwrap();
-    DispatchMessage::new(id, due, version)
+    let mut task = TaskBuilder::new()
+        .name(name)
+        .schedule("rate(1 minute)")
+        .url(url)
+        .next_run_at(due)
+        .timeout_ms(2000)
+        .max_attempts(2)
+        .retry_backoff_ms(100)
+        .lease_until(Utc::now() + chrono::Duration::minutes(10));
+    if !extra.is_empty() {
+        task = task.catch_up(extra);
+    }
+    let task = task.insert(pool).await;
+    DispatchMessage::new(task.id, due, task.version)
 }
 
 /// Was the task moved past `due` to its next minute boundary (once)?

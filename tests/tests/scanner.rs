@@ -14,6 +14,7 @@ use sundial::queue::sqs::SqsQueue;
 use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial::scan::{scan, ScanOptions};
 use sundial_e2e::{drain_queue, fresh_queue};
+use sundial_testkit::TaskBuilder;
 
 fn opts() -> ScanOptions {
     ScanOptions {
@@ -33,17 +34,12 @@ fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Inserts `n` tasks the way a user would with plain SQL, with a given
 /// next run (or NULL to let the scanner compute it).
 async fn insert_tasks(pool: &PgPool, prefix: &str, n: i64, next: Option<DateTime<Utc>>) {
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url, next_run_at) \
-         SELECT $1 || g, 'rate(1 hour)', 'https://example.com/' || g, $3 \
-         FROM generate_series(1, $2) g",
-    )
-    .bind(prefix)
-    .bind(n)
-    .bind(next)
-    .execute(pool)
-    .await
-    .unwrap();
+    TaskBuilder::new()
+        .name(prefix)
+        .next_run_at(next)
+        .each(|g, task| task.url(format!("https://example.com/{g}")))
+        .insert_many(pool, n)
+        .await;
 }
 
 async fn leased_count(pool: &PgPool) -> i64 {
@@ -215,14 +211,19 @@ async fn unreachable_sqs_loses_nothing(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn invalid_sql_inserted_schedule_is_disabled_and_the_scan_goes_on(pool: PgPool) {
-    sqlx::query(
-        "INSERT INTO tasks (name, schedule, url) VALUES \
-         ('broken', 'every other tuesday', 'https://example.com/a'), \
-         ('fine', 'rate(10 seconds)', 'https://example.com/b')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    // As plain SQL registers them: next_run_at left NULL.
+    TaskBuilder::new()
+        .name("broken")
+        .schedule("every other tuesday")
+        .url("https://example.com/a")
+        .insert(&pool)
+        .await;
+    TaskBuilder::new()
+        .name("fine")
+        .schedule("rate(10 seconds)")
+        .url("https://example.com/b")
+        .insert(&pool)
+        .await;
     insert_tasks(&pool, "due-", 3, Some(Utc::now())).await;
     let queue = RecordingQueue::default();
     let summary = scan(&pool, &queue, &opts()).await.unwrap();

@@ -116,20 +116,20 @@ mod tests {
     #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
     async fn reports_only_failed_items(pool: PgPool) {
         let server = target_server::spawn(TargetConfig::default()).await.unwrap();
-        let (id, version): (i64, i64) = sqlx::query_as(
-            "INSERT INTO tasks (name, schedule, url, next_run_at) \
-             VALUES ('ok', 'rate(1 hour)', $1, date_trunc('second', now())) RETURNING id, version",
-        )
-        .bind(server.url("/ok"))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let occurrence: chrono::DateTime<chrono::Utc> =
-            sqlx::query_scalar("SELECT next_run_at FROM tasks WHERE id = $1")
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let task = sundial_testkit::TaskBuilder::new()
+            .name("ok")
+            .url(server.url("/ok"))
+            .next_run_at(
+                chrono::DurationRound::duration_trunc(
+                    chrono::Utc::now(),
+                    chrono::Duration::seconds(1),
+                )
+                .unwrap(),
+            )
+            .insert(&pool)
+            .await;
+        let (id, version) = (task.id, task.version);
+        let occurrence = task.next_run_at.unwrap();
         let good = DispatchMessage::new(id, occurrence, version).to_json();
         let mut env = std::collections::HashMap::new();
         env.insert(

@@ -79,13 +79,12 @@ mod tests {
 
     #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
     async fn handles_a_real_scheduled_event(pool: PgPool) {
-        sqlx::query(
-            "INSERT INTO tasks (name, schedule, url, next_run_at) \
-             SELECT 'due-' || g, 'rate(1 hour)', 'https://example.com', now() FROM generate_series(1, 12) g",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        sundial_testkit::TaskBuilder::new()
+            .name("due-")
+            .url("https://example.com")
+            .next_run_at(chrono::Utc::now())
+            .insert_many(&pool, 12)
+            .await;
         let payload: EventBridgeEvent = serde_json::from_str(SCHEDULED_EVENT).unwrap();
         let mut context = lambda_runtime::Context::default();
         context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))

@@ -1,0 +1,337 @@
+//! The test kit: one row factory for `tasks` ([`TaskBuilder`]) and the
+//! database helpers ([`database_url`], [`database_url_for`]).
+//!
+//! Every field of a task is optional and the defaults are sane: a unique
+//! name, `rate(1 hour)`, the URL `http://127.0.0.1:9/` (nothing listens
+//! there), `next_run_at` left NULL (the scanner computes it, as for rows
+//! registered with plain SQL). A field that is not set is left out of the
+//! `INSERT`, so the column default of the migration applies.
+//!
+//! This crate does not depend on `sundial` (the shared crate uses it as a
+//! dev-dependency): enums are plain strings, as in the table.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+/// The URL a task gets when none is given: a closed port on loopback.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9/";
+/// The schedule a task gets when none is given.
+pub const DEFAULT_SCHEDULE: &str = "rate(1 hour)";
+
+/// `DATABASE_URL`, with a hint when it is not set.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: run `eval \"$(make -s services)\"` or `make test`")
+    })
+}
+
+/// The URL of the fresh database behind a `#[sqlx::test]` pool, for the
+/// processes a test starts (sqlx creates and removes that database): the
+/// server and query of `DATABASE_URL`, the path of the pool's database.
+pub fn database_url_for(pool: &PgPool) -> String {
+    let base = database_url();
+    let db = pool
+        .connect_options()
+        .get_database()
+        .expect("test database name")
+        .to_string();
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(&db);
+    url.to_string()
+}
+
+/// What an insert returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertedTask {
+    pub id: i64,
+    pub version: i64,
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+type PerIndex = std::sync::Arc<dyn Fn(i64, TaskBuilder) -> TaskBuilder + Send + Sync>;
+
+/// One row of `tasks`, every field optional.
+#[derive(Clone, Default)]
+pub struct TaskBuilder {
+    name: Option<String>,
+    schedule: Option<String>,
+    timezone: Option<String>,
+    method: Option<String>,
+    url: Option<String>,
+    headers: Option<serde_json::Value>,
+    body: Option<String>,
+    timeout_ms: Option<i32>,
+    max_attempts: Option<i32>,
+    retry_backoff_ms: Option<i32>,
+    catch_up: Option<String>,
+    catch_up_max_age_secs: Option<i32>,
+    overlap: Option<String>,
+    jitter_secs: Option<i32>,
+    enabled: Option<bool>,
+    next_run_at: Option<DateTime<Utc>>,
+    lease_until: Option<DateTime<Utc>>,
+    lease_owner: Option<String>,
+    // Only for insert_many.
+    spread: Option<Duration>,
+    per_index: Option<PerIndex>,
+}
+
+fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "task-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TaskBuilder {
+    pub fn new() -> TaskBuilder {
+        TaskBuilder::default()
+    }
+
+    /// The name; for [`TaskBuilder::insert_many`], the prefix of the names
+    /// (`<prefix><index>`, index from 1).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    pub fn schedule(mut self, schedule: impl Into<String>) -> Self {
+        self.schedule = Some(schedule.into());
+        self
+    }
+    pub fn timezone(mut self, timezone: impl Into<String>) -> Self {
+        self.timezone = Some(timezone.into());
+        self
+    }
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+    pub fn headers(mut self, headers: serde_json::Value) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+    pub fn timeout_ms(mut self, ms: i32) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+    pub fn max_attempts(mut self, attempts: i32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+    pub fn retry_backoff_ms(mut self, ms: i32) -> Self {
+        self.retry_backoff_ms = Some(ms);
+        self
+    }
+    /// `skip`, `all` or `none`.
+    pub fn catch_up(mut self, catch_up: impl Into<String>) -> Self {
+        self.catch_up = Some(catch_up.into());
+        self
+    }
+    pub fn catch_up_max_age_secs(mut self, secs: i32) -> Self {
+        self.catch_up_max_age_secs = Some(secs);
+        self
+    }
+    /// `allow` or `forbid`.
+    pub fn overlap(mut self, overlap: impl Into<String>) -> Self {
+        self.overlap = Some(overlap.into());
+        self
+    }
+    pub fn jitter_secs(mut self, secs: i32) -> Self {
+        self.jitter_secs = Some(secs);
+        self
+    }
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = Some(enabled);
+        self
+    }
+    /// `None` (the default) leaves `next_run_at` NULL: the scanner computes
+    /// it, as for a row registered with plain SQL.
+    pub fn next_run_at(mut self, at: impl Into<Option<DateTime<Utc>>>) -> Self {
+        self.next_run_at = at.into();
+        self
+    }
+    /// A lease already held until `until` (as if a scanner had claimed the
+    /// occurrence at `next_run_at`).
+    pub fn lease_until(mut self, until: impl Into<Option<DateTime<Utc>>>) -> Self {
+        self.lease_until = until.into();
+        self
+    }
+    pub fn lease_owner(mut self, owner: impl Into<String>) -> Self {
+        self.lease_owner = Some(owner.into());
+        self
+    }
+    /// For [`TaskBuilder::insert_many`]: row `g` (from 1) is due at
+    /// `next_run_at + g * step`.
+    pub fn spread(mut self, step: Duration) -> Self {
+        self.spread = Some(step);
+        self
+    }
+    /// For [`TaskBuilder::insert_many`]: row `g` (from 1) is this builder
+    /// (with its name and spread applied) passed through `f(g, builder)`.
+    pub fn each(
+        mut self,
+        f: impl Fn(i64, TaskBuilder) -> TaskBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.per_index = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    /// Inserts the row; panics on error.
+    pub async fn insert(self, pool: &PgPool) -> InsertedTask {
+        let what = self.describe();
+        self.try_insert(pool)
+            .await
+            .unwrap_or_else(|e| panic!("insert {what}: {e}"))
+    }
+
+    /// Inserts the row; the database error (a check constraint, say) is
+    /// returned.
+    pub async fn try_insert<'e, E>(self, executor: E) -> Result<InsertedTask, sqlx::Error>
+    where
+        E: sqlx::PgExecutor<'e>,
+    {
+        let mut query = self.query();
+        let (id, version, next_run_at) = query
+            .build_query_as::<(i64, i64, Option<DateTime<Utc>>)>()
+            .fetch_one(executor)
+            .await?;
+        Ok(InsertedTask {
+            id,
+            version,
+            next_run_at,
+        })
+    }
+
+    /// Inserts `n` rows in one transaction, as the `generate_series` inserts
+    /// did: row `g` (1..=n) is named `<name><g>` (the name is the prefix,
+    /// a unique one when unset), due at `next_run_at + g * spread` when a
+    /// spread is set, and passed through the [`TaskBuilder::each`] closure.
+    pub async fn insert_many(self, pool: &PgPool, n: i64) -> Vec<InsertedTask> {
+        let prefix = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-", unique_name()));
+        let mut tx = pool.begin().await.expect("begin");
+        let mut inserted = Vec::with_capacity(n.max(0) as usize);
+        for g in 1..=n {
+            let mut row = self.clone();
+            row.name = Some(format!("{prefix}{g}"));
+            if let (Some(step), Some(at)) = (self.spread, self.next_run_at) {
+                row.next_run_at = Some(at + step * g as i32);
+            }
+            if let Some(f) = &self.per_index {
+                row = f(g, row);
+            }
+            let what = row.describe();
+            let task = row
+                .try_insert(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("insert {what}: {e}"));
+            inserted.push(task);
+        }
+        tx.commit().await.expect("commit");
+        inserted
+    }
+
+    fn describe(&self) -> String {
+        format!("task {:?}", self.name.as_deref().unwrap_or("<unnamed>"))
+    }
+
+    fn query(self) -> QueryBuilder<Postgres> {
+        let mut columns: Vec<&'static str> = Vec::new();
+        let mut q = QueryBuilder::<Postgres>::new("");
+        // Only the columns that were set: the others keep the defaults of
+        // the migration. Collect them, then write both lists.
+        enum V {
+            Text(String),
+            Int(i32),
+            Bool(bool),
+            Time(DateTime<Utc>),
+            Json(serde_json::Value),
+        }
+        let mut values: Vec<V> = Vec::new();
+        let mut push = |column: &'static str, value: V| {
+            columns.push(column);
+            values.push(value);
+        };
+        push("name", V::Text(self.name.unwrap_or_else(unique_name)));
+        push(
+            "schedule",
+            V::Text(
+                self.schedule
+                    .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string()),
+            ),
+        );
+        push(
+            "url",
+            V::Text(self.url.unwrap_or_else(|| DEFAULT_URL.to_string())),
+        );
+        let texts = [
+            ("timezone", self.timezone),
+            ("method", self.method),
+            ("body", self.body),
+            ("catch_up", self.catch_up),
+            ("overlap", self.overlap),
+            ("lease_owner", self.lease_owner),
+        ];
+        for (column, value) in texts {
+            if let Some(value) = value {
+                push(column, V::Text(value));
+            }
+        }
+        let ints = [
+            ("timeout_ms", self.timeout_ms),
+            ("max_attempts", self.max_attempts),
+            ("retry_backoff_ms", self.retry_backoff_ms),
+            ("catch_up_max_age_secs", self.catch_up_max_age_secs),
+            ("jitter_secs", self.jitter_secs),
+        ];
+        for (column, value) in ints {
+            if let Some(value) = value {
+                push(column, V::Int(value));
+            }
+        }
+        if let Some(enabled) = self.enabled {
+            push("enabled", V::Bool(enabled));
+        }
+        if let Some(headers) = self.headers {
+            push("headers", V::Json(headers));
+        }
+        let times = [
+            ("next_run_at", self.next_run_at),
+            ("lease_until", self.lease_until),
+        ];
+        for (column, value) in times {
+            if let Some(value) = value {
+                push(column, V::Time(value));
+            }
+        }
+        q.push("INSERT INTO tasks (");
+        q.push(columns.join(", "));
+        q.push(") VALUES (");
+        let mut list = q.separated(", ");
+        for value in values {
+            match value {
+                V::Text(v) => list.push_bind(v),
+                V::Int(v) => list.push_bind(v),
+                V::Bool(v) => list.push_bind(v),
+                V::Time(v) => list.push_bind(v),
+                V::Json(v) => list.push_bind(v),
+            };
+        }
+        q.push(") RETURNING id, version, next_run_at");
+        q
+    }
+}
