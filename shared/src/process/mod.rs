@@ -246,10 +246,19 @@ impl Processor {
             })?;
         let client_opts = crate::fire::ClientOptions {
             concurrency: settings.concurrency,
+            extra_roots: settings
+                .extra_ca
+                .as_ref()
+                .map(|ca| ca.certs.clone())
+                .unwrap_or_default(),
             ..Default::default()
         };
         let firer = Firer::build(guard, signer, &client_opts).map_err(|e| SetupError {
-            setting: "HTTP client",
+            setting: if settings.extra_ca.is_some() {
+                "HTTP client (SUNDIAL_EXTRA_CA_FILE)"
+            } else {
+                "HTTP client"
+            },
             reason: e.to_string(),
         })?;
         Ok(Processor::new(
