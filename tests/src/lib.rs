@@ -218,3 +218,5 @@ impl PgProxy {
         let _ = self.cut.send(false);
     }
 }
+
+pub mod pg_cluster;

@@ -397,3 +397,134 @@ async fn a_sub_second_retry_backoff_is_honoured_on_sqs(pool: PgPool) {
     // held by the processor until their instant.
     assert!(held >= 1, "no retry was held");
 }
+
+/// The same promise with Postgres itself stopped (`pg_ctl stop -m fast`:
+/// every connection terminated by the server) for 12 s, on a private
+/// cluster so the shared test server is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_loop_and_process_outlive_a_postgres_stop() {
+    use sundial_e2e::pg_cluster::PgCluster;
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE DATABASE sundial")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = cluster.url("sundial");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    sundial::store::migrate(&pool).await.unwrap();
+
+    let server = target_server::spawn(TargetConfig::default()).await.unwrap();
+    let queue = fresh_queue("pg-stop").await;
+    let mut env = env_for(&url, queue.queue_url());
+    // Claim late, so occurrences due during the outage are still in the
+    // database when it stops.
+    env.push(("SUNDIAL_LOOKAHEAD_SECS".into(), "1".into()));
+    let sundial = workspace_bin("sundial");
+    let mut process = Child::spawn(&sundial, &["process", "--wait", "20"], &env);
+    let mut scanner = Child::spawn(&sundial, &["scan", "--loop", "--every", "2"], &env);
+
+    // GIVEN occurrences due before the stop and during it.
+    let now = Utc::now();
+    TaskBuilder::new()
+        .name("before-")
+        .url(server.url("/ok"))
+        .next_run_at(now)
+        .spread(chrono::Duration::milliseconds(200))
+        .timeout_ms(3000)
+        .insert_many(&pool, 10)
+        .await;
+    TaskBuilder::new()
+        .name("during-")
+        .url(server.url("/ok"))
+        .next_run_at(now + chrono::Duration::seconds(8))
+        .spread(chrono::Duration::seconds(1))
+        .timeout_ms(3000)
+        .insert_many(&pool, 8)
+        .await;
+    pool.close().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // WHEN Postgres stops for 12 s
+    let stopped_at = Utc::now();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop();
+        cluster
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        process.child.try_wait().unwrap().is_none(),
+        "process exited while Postgres was stopped:\n{}",
+        process.stderr_lines().join("\n")
+    );
+    assert!(
+        scanner.child.try_wait().unwrap().is_none(),
+        "scan --loop exited while Postgres was stopped:\n{}",
+        scanner.stderr_lines().join("\n")
+    );
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.start_again();
+        cluster
+    })
+    .await
+    .unwrap();
+    let restarted_at = Utc::now();
+
+    // THEN both stayed up, and every occurrence is recorded once, those due
+    // in the outage after it.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if runs >= 18 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop(&scanner);
+    stop(&process);
+    let runs: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT t.name, r.scheduled_for, r.fired_at FROM task_runs r \
+         JOIN tasks t ON t.id = r.task_id WHERE r.status = 'succeeded'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let names: HashSet<&str> = runs.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(runs.len(), 18, "every occurrence recorded once: {runs:?}");
+    assert_eq!(names.len(), 18);
+    for (name, due, fired) in &runs {
+        assert!(fired >= due, "{name} fired early");
+        if *due > stopped_at && *due < restarted_at {
+            assert!(
+                *fired >= restarted_at,
+                "{name} fired while Postgres was down"
+            );
+        }
+    }
+    let due_in_outage = runs
+        .iter()
+        .filter(|(_, due, _)| *due > stopped_at && *due < restarted_at)
+        .count();
+    assert!(
+        due_in_outage >= 5,
+        "{due_in_outage} occurrences were due in the outage"
+    );
+    let scan_err = scanner.stderr_lines().join("\n");
+    assert!(scan_err.contains("scan failed; retrying"), "{scan_err}");
+    pool.close().await;
+    drop(cluster);
+}
