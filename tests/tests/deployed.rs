@@ -75,6 +75,31 @@ async fn runs_of(pool: &PgPool, id: i64) -> Vec<DateTime<Utc>> {
     .unwrap()
 }
 
+/// Waits until `n` runs succeeded (or `timeout` passed).
+async fn wait_for_runs(pool: &PgPool, n: i64, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let runs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if runs >= n || tokio::time::Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The driver is still running (it did not exit during an outage).
+fn assert_running(child: &mut Child, what: &str) {
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "{what} exited during the outage:\n{}",
+        child.stderr_lines().join("\n")
+    );
+}
+
 fn stop(child: &Child) {
     if let Some(pid) = child.child.id() {
         // SIGTERM: a graceful stop, as ECS or a terminal would.
@@ -260,32 +285,13 @@ async fn scan_loop_and_process_outlive_a_database_outage(pool: PgPool) {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut process = process;
     let mut scanner = scanner;
-    assert!(
-        process.child.try_wait().unwrap().is_none(),
-        "process exited during the outage:\n{}",
-        process.stderr_lines().join("\n")
-    );
-    assert!(
-        scanner.child.try_wait().unwrap().is_none(),
-        "scan --loop exited during the outage:\n{}",
-        scanner.stderr_lines().join("\n")
-    );
+    assert_running(&mut process, "process");
+    assert_running(&mut scanner, "scan --loop");
     proxy.restore();
     let outage_to = Utc::now();
 
     // THEN every occurrence fires once after the database returns.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let runs: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        if runs >= 35 || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for_runs(&pool, 35, Duration::from_secs(60)).await;
     stop(&scanner);
     stop(&process);
     let runs: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
@@ -461,16 +467,8 @@ async fn scan_loop_and_process_outlive_a_postgres_stop() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert!(
-        process.child.try_wait().unwrap().is_none(),
-        "process exited while Postgres was stopped:\n{}",
-        process.stderr_lines().join("\n")
-    );
-    assert!(
-        scanner.child.try_wait().unwrap().is_none(),
-        "scan --loop exited while Postgres was stopped:\n{}",
-        scanner.stderr_lines().join("\n")
-    );
+    assert_running(&mut process, "process");
+    assert_running(&mut scanner, "scan --loop");
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.start_again();
         cluster
@@ -482,18 +480,7 @@ async fn scan_loop_and_process_outlive_a_postgres_stop() {
     // THEN both stayed up, and every occurrence is recorded once, those due
     // in the outage after it.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let runs: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        if runs >= 18 || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for_runs(&pool, 18, Duration::from_secs(60)).await;
     stop(&scanner);
     stop(&process);
     let runs: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(

@@ -286,16 +286,11 @@ pub struct Pipeline {
 pub fn firer(settings: &Settings) -> Result<Firer> {
     let guard = Arc::new(TargetGuard::new(&settings.allow_targets)?);
     let signer = Signer::new(settings.signing_secrets.clone())?;
-    let opts = ClientOptions {
-        concurrency: settings.concurrency,
-        extra_roots: settings
-            .extra_ca
-            .as_ref()
-            .map(|ca| ca.certs.clone())
-            .unwrap_or_default(),
-        ..Default::default()
-    };
-    Ok(Firer::build(guard, signer, &opts)?)
+    Ok(Firer::build(
+        guard,
+        signer,
+        &ClientOptions::from_settings(settings),
+    )?)
 }
 
 impl Pipeline {

@@ -61,6 +61,22 @@ pub struct ClientOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
 }
 
+impl ClientOptions {
+    /// The options a processor builds its client with: the concurrency and
+    /// the extra roots of the settings, defaults for the rest.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        ClientOptions {
+            concurrency: settings.concurrency,
+            extra_roots: settings
+                .extra_ca
+                .as_ref()
+                .map(|ca| ca.certs.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {

@@ -244,15 +244,7 @@ impl Processor {
                 setting: "SUNDIAL_SIGNING_SECRETS",
                 reason: e.to_string(),
             })?;
-        let client_opts = crate::fire::ClientOptions {
-            concurrency: settings.concurrency,
-            extra_roots: settings
-                .extra_ca
-                .as_ref()
-                .map(|ca| ca.certs.clone())
-                .unwrap_or_default(),
-            ..Default::default()
-        };
+        let client_opts = crate::fire::ClientOptions::from_settings(settings);
         let firer = Firer::build(guard, signer, &client_opts).map_err(|e| SetupError {
             setting: if settings.extra_ca.is_some() {
                 "HTTP client (SUNDIAL_EXTRA_CA_FILE)"
