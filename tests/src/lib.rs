@@ -73,6 +73,26 @@ pub async fn drain_queue(
 
 pub mod runtime_api;
 
+/// The environment of a Sundial process a test starts: the SQS emulator's
+/// settings and credentials from this process, `PATH`, the database and the
+/// queue, and loopback targets allowed.
+pub fn driver_env(database_url: &str, queue_url: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "PATH",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
+    env.push(("DATABASE_URL".into(), database_url.into()));
+    env.push(("SUNDIAL_QUEUE_URL".into(), queue_url.into()));
+    env.push(("SUNDIAL_ALLOW_TARGETS".into(), "127.0.0.1/32".into()));
+    env
+}
+
 /// A binary of the workspace (`sundial`, `scanner`, `processor`, `admin`),
 /// next to the test executable. `cargo build --workspace --bins` (which
 /// `make test` runs first) puts it there.

@@ -134,26 +134,7 @@ async fn scan_and_process_commands_work_end_to_end(pool: PgPool) {
         .insert_many(&pool, 5)
         .await;
     // The SQL-inserted rows are due at the next hour: bring them forward.
-    let env: Vec<(String, String)> = [
-        "AWS_ENDPOINT_URL_SQS",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_REGION",
-    ]
-    .iter()
-    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-    .chain([
-        ("DATABASE_URL".to_string(), database_url_for(&pool)),
-        (
-            "SUNDIAL_QUEUE_URL".to_string(),
-            queue.queue_url().to_string(),
-        ),
-        (
-            "SUNDIAL_ALLOW_TARGETS".to_string(),
-            "127.0.0.1/32".to_string(),
-        ),
-    ])
-    .collect();
+    let env = sundial_e2e::driver_env(&database_url_for(&pool), queue.queue_url());
     let bin = workspace_bin("sundial");
     let mut first = Child::spawn(&bin, &["scan", "--once"], &env);
     assert!(

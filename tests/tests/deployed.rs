@@ -13,23 +13,11 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;
 use sundial::target_server::{self, RequestRecord, TargetConfig};
-use sundial_e2e::{fresh_queue, workspace_bin, Child, PgProxy};
+use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child, PgProxy};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 fn env_for(database_url: &str, queue_url: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        "AWS_ENDPOINT_URL_SQS",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_REGION",
-        "PATH",
-    ]
-    .iter()
-    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-    .collect();
-    env.push(("DATABASE_URL".into(), database_url.into()));
-    env.push(("SUNDIAL_QUEUE_URL".into(), queue_url.into()));
-    env.push(("SUNDIAL_ALLOW_TARGETS".into(), "127.0.0.1/32".into()));
+    let mut env = driver_env(database_url, queue_url);
     env.push(("RUST_LOG".into(), "info".into()));
     env
 }

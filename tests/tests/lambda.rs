@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use sundial::target_server::{self, TargetConfig};
 use sundial_e2e::runtime_api::{Answer, RuntimeApi};
-use sundial_e2e::{drain_queue, fresh_queue, workspace_bin, Child};
+use sundial_e2e::{drain_queue, driver_env, fresh_queue, workspace_bin, Child};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 /// `date_trunc('second', now())`.
@@ -48,19 +48,7 @@ fn metric(record: &Value, name: &str, unit: &str) -> Value {
 }
 
 fn common_env(pool: &PgPool, queue_url: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        "AWS_ENDPOINT_URL_SQS",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_REGION",
-        "PATH",
-    ]
-    .iter()
-    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-    .collect();
-    env.push(("DATABASE_URL".into(), database_url_for(pool)));
-    env.push(("SUNDIAL_QUEUE_URL".into(), queue_url.into()));
-    env.push(("SUNDIAL_ALLOW_TARGETS".into(), "127.0.0.1/32".into()));
+    let mut env = driver_env(&database_url_for(pool), queue_url);
     env.push(("SUNDIAL_SIGNING_SECRETS".into(), "lambda-secret".into()));
     env
 }

@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::env::{self, Completion, Pipeline, TaskBatch};
+use super::env::{self, Completion, Pipeline};
 use super::measure::{self, round2, round3, Dist, Meter, Progress, Resources};
 use super::report::{num, Table};
 use super::target::{Proto, Target, TargetShape};
@@ -138,30 +138,21 @@ async fn run_size(ctx: &Ctx, target: &Target, args: &BurstArgs, n: u64) -> Resul
     // Leave the scan time to claim and enqueue everything before the due time.
     let lead = Duration::from_millis(2000 + n / 5);
     let due = env::due_in(lead);
-    let hosts = target.hosts() as u64;
-    for host in 0..hosts {
-        let url = target.url_on(host as usize, &format!("/delay/{}", args.delay_ms));
-        let prefix = format!("burst-{host}-");
-        env::insert_tasks(
-            &pool,
-            &TaskBatch {
-                prefix: &prefix,
-                // The first hosts take the remainder.
-                count: (n / hosts + u64::from(host < n % hosts)) as i64,
-                first_due: due,
-                spacing: Duration::ZERO,
-                url: &url,
-                every_nth: None,
-                timeout_ms: 30_000,
-                max_attempts: 1,
-            },
-        )
-        .await?;
-    }
+    env::insert_over_hosts(
+        &pool,
+        target,
+        "burst-",
+        &format!("/delay/{}", args.delay_ms),
+        n,
+        due,
+        30_000,
+    )
+    .await?;
     let pipeline = Pipeline::new(pool.clone(), &settings)?;
     if args.warm {
-        let per_host = (args.concurrency.min(n as usize) / hosts as usize).max(1);
-        for host in 0..hosts as usize {
+        let hosts = target.hosts().max(1);
+        let per_host = (args.concurrency.min(n as usize) / hosts).max(1);
+        for host in 0..hosts {
             pipeline
                 .warm_up(&target.url_on(host, "/ok"), per_host)
                 .await;

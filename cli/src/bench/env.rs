@@ -133,6 +133,36 @@ pub struct TaskBatch<'a> {
     pub max_attempts: i32,
 }
 
+/// `n` tasks at `path`, all due at `due`, spread evenly over the target's
+/// hosts (the first hosts take the remainder); names `<prefix><host>-<i>`.
+pub async fn insert_over_hosts(
+    pool: &PgPool,
+    target: &super::target::Target,
+    prefix: &str,
+    path: &str,
+    n: u64,
+    due: DateTime<Utc>,
+    timeout_ms: i32,
+) -> Result<()> {
+    let hosts = target.hosts().max(1) as u64;
+    for host in 0..hosts {
+        let url = target.url_on(host as usize, path);
+        let prefix = format!("{prefix}{host}-");
+        let batch = TaskBatch {
+            prefix: &prefix,
+            count: (n / hosts + u64::from(host < n % hosts)) as i64,
+            first_due: due,
+            spacing: Duration::ZERO,
+            url: &url,
+            every_nth: None,
+            timeout_ms,
+            max_attempts: 1,
+        };
+        insert_tasks(pool, &batch).await?;
+    }
+    Ok(())
+}
+
 /// Inserts the batch. Tasks run `rate(1 day)`: each fires once during a
 /// bench, and its write-back moves it a day on.
 pub async fn insert_tasks(pool: &PgPool, batch: &TaskBatch<'_>) -> Result<()> {

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sundial::fire::FireRequest;
 
-use super::env::{self, Completion, Pipeline, TaskBatch};
+use super::env::{self, Completion, Pipeline};
 use super::measure::{self, mib, round2, Meter, Progress, Resources};
 use super::report::{num, Table};
 use super::target::{Proto, Target, TargetShape};
@@ -182,26 +182,16 @@ async fn run_level(ctx: &Ctx, target: &Target, n: u64, hold_ms: u64) -> Result<M
     let settings = target.settings(n as usize, 75)?;
     let pool = ctx.db.fresh(settings.db_pool_size).await?;
     let due = env::due_in(Duration::from_millis(2500 + n / 2));
-    let hosts = target.hosts() as u64;
-    for host in 0..hosts {
-        let url = target.url_on(host as usize, &format!("/delay/{hold_ms}"));
-        let prefix = format!("mem-{host}-");
-        env::insert_tasks(
-            &pool,
-            &TaskBatch {
-                prefix: &prefix,
-                // The first hosts take the remainder.
-                count: (n / hosts + u64::from(host < n % hosts)) as i64,
-                first_due: due,
-                spacing: Duration::ZERO,
-                url: &url,
-                every_nth: None,
-                timeout_ms: (hold_ms + 30_000).min(900_000) as i32,
-                max_attempts: 1,
-            },
-        )
-        .await?;
-    }
+    env::insert_over_hosts(
+        &pool,
+        target,
+        "mem-",
+        &format!("/delay/{hold_ms}"),
+        n,
+        due,
+        (hold_ms + 30_000).min(900_000) as i32,
+    )
+    .await?;
     let pipeline = Pipeline::new(pool.clone(), &settings)?;
     let meter = Meter::start(target.pid());
     let lead = (due - chrono::Utc::now()).to_std().unwrap_or_default();

@@ -70,10 +70,43 @@ impl ProcessReport {
         self.held += other.held;
         self.put_back += other.put_back;
         self.chained += other.chained;
-        self.fire_lag_ms.extend_from_slice(&other.fire_lag_ms);
-        self.latency_ms.extend_from_slice(&other.latency_ms);
-        self.delivery_late_ms
-            .extend_from_slice(&other.delivery_late_ms);
-        self.start_delay_ms.extend_from_slice(&other.start_delay_ms);
+        for (mine, theirs) in [
+            (&mut self.fire_lag_ms, &other.fire_lag_ms),
+            (&mut self.latency_ms, &other.latency_ms),
+            (&mut self.delivery_late_ms, &other.delivery_late_ms),
+            (&mut self.start_delay_ms, &other.start_delay_ms),
+        ] {
+            keep_samples(mine, theirs);
+        }
+    }
+}
+
+/// Samples kept per distribution: a long-running consumer merges reports
+/// for as long as it runs, and must not grow with every firing.
+pub const MAX_SAMPLES: usize = 20_000;
+
+/// Appends samples up to [`MAX_SAMPLES`]; the counters stay exact.
+fn keep_samples(mine: &mut Vec<f64>, theirs: &[f64]) {
+    let room = MAX_SAMPLES.saturating_sub(mine.len());
+    mine.extend_from_slice(&theirs[..theirs.len().min(room)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_bounded_and_counters_exact() {
+        let one = ProcessReport {
+            fired: 1,
+            latency_ms: vec![1.0],
+            ..Default::default()
+        };
+        let mut total = ProcessReport::default();
+        for _ in 0..MAX_SAMPLES + 5 {
+            total.merge(&one);
+        }
+        assert_eq!(total.fired, (MAX_SAMPLES + 5) as u64);
+        assert_eq!(total.latency_ms.len(), MAX_SAMPLES);
     }
 }
