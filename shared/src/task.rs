@@ -101,6 +101,10 @@ pub struct Task {
     pub consecutive_failures: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The flow key as set on the task (`None`: the URL's host and port).
+    pub flow_key: Option<String>,
+    /// The flow in force: `flow_key`, else the URL's `host:port`.
+    pub flow: String,
 }
 
 /// An input field that does not hold a usable value.
@@ -162,6 +166,10 @@ pub struct TaskSpec {
     pub jitter_secs: i32,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// The flow this task's requests count against (limits, backoff,
+    /// circuit breaker); default: the URL's `host:port`.
+    #[serde(default)]
+    pub flow_key: Option<String>,
 }
 
 fn default_timezone() -> String {
@@ -209,6 +217,7 @@ impl TaskSpec {
             overlap: Overlap::default(),
             jitter_secs: 0,
             enabled: true,
+            flow_key: None,
         }
     }
 
@@ -230,6 +239,7 @@ impl TaskSpec {
             overlap: task.overlap,
             jitter_secs: task.jitter_secs,
             enabled: task.enabled,
+            flow_key: task.flow_key.clone(),
         })
     }
 
@@ -317,8 +327,33 @@ impl TaskSpec {
             self.catch_up_max_age_secs,
             CATCH_UP_AGE_RANGE,
         )?;
+        if let Some(key) = &self.flow_key {
+            self.flow_key = Some(validate_flow_key("flow_key", key)?);
+        }
         Ok((schedule, zone))
     }
+}
+
+/// Longest flow key.
+pub const MAX_FLOW_KEY_CHARS: usize = 200;
+
+/// A flow key as given (task field or admin route): trimmed, 1 to
+/// [`MAX_FLOW_KEY_CHARS`] characters, no control characters.
+pub fn validate_flow_key(field: &'static str, raw: &str) -> Result<String, InvalidField> {
+    let key = raw.trim();
+    if key.is_empty() || key.chars().count() > MAX_FLOW_KEY_CHARS {
+        return Err(InvalidField::new(
+            field,
+            format!("must be 1 to {MAX_FLOW_KEY_CHARS} characters"),
+        ));
+    }
+    if key.chars().any(is_unsafe_char) {
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(key.to_string())
 }
 
 /// Characters no stored text may hold: C0 and C1 controls and DEL (NUL

@@ -237,6 +237,10 @@ pub struct TaskPatch {
     pub overlap: Option<Overlap>,
     pub jitter_secs: Option<i32>,
     pub enabled: Option<bool>,
+    /// `null` goes back to the URL's `host:port`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub flow_key: Option<Option<String>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
@@ -275,6 +279,7 @@ impl TaskPatch {
             overlap: self.overlap.unwrap_or(task.overlap),
             jitter_secs: self.jitter_secs.unwrap_or(task.jitter_secs),
             enabled: self.enabled.unwrap_or(task.enabled),
+            flow_key: self.flow_key.unwrap_or_else(|| task.flow_key.clone()),
         })
     }
 }

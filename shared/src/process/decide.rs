@@ -220,6 +220,8 @@ mod tests {
             consecutive_failures: 0,
             created_at: t(OCC),
             updated_at: t(OCC),
+            flow_key: None,
+            flow: "example.com:443".into(),
         }
     }
 

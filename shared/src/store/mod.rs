@@ -8,6 +8,7 @@
 //! * [`outcomes`]: the processor's batched write-back of runs, retries,
 //!   releases and chained occurrences;
 //! * [`runs`]: run history (pages, figures, retention);
+//! * [`flow_config`]: the limits operators set per flow;
 //! * [`idempotency`]: the admin API's idempotency keys.
 //!
 //! Functions take `impl PgExecutor` so callers can compose them in one
@@ -20,12 +21,14 @@ use sqlx::PgPool;
 use crate::task::InvalidField;
 
 pub mod claims;
+pub mod flow_config;
 pub mod idempotency;
 pub mod outcomes;
 pub mod runs;
 pub mod tasks;
 
 pub use claims::*;
+pub use flow_config::*;
 pub use idempotency::*;
 pub use outcomes::*;
 pub use runs::*;

@@ -14,7 +14,7 @@ macro_rules! task_columns {
         "id, name, schedule, timezone, method, url, headers, body, timeout_ms, \
      max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
      enabled, next_run_at, lease_until, version, schedule_error, last_run_at, last_status, \
-     last_error, consecutive_failures, created_at, updated_at"
+     last_error, consecutive_failures, created_at, updated_at, flow_key, flow"
     };
 }
 
@@ -39,8 +39,8 @@ pub async fn create_task(
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
-         enabled, next_run_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         enabled, flow_key, next_run_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          RETURNING ",
         task_columns!(),
         ""
@@ -51,7 +51,7 @@ pub async fn create_task(
         .map_err(|e| duplicate_name(e, &spec.name))
 }
 
-/// Binds a spec's columns as `$1..$15` and the next run as `$16`, in the
+/// Binds a spec's columns as `$1..$16` and the next run as `$17`, in the
 /// order of the INSERT and UPDATE statements above.
 fn bind_spec<'q>(
     query: sqlx::query::QueryAs<'q, Postgres, Task, sqlx::postgres::PgArguments>,
@@ -75,6 +75,7 @@ fn bind_spec<'q>(
         .bind(spec.overlap)
         .bind(spec.jitter_secs)
         .bind(spec.enabled)
+        .bind(&spec.flow_key)
         .bind(next)
 }
 
@@ -176,10 +177,10 @@ pub async fn update_task(
         "UPDATE tasks SET name = $1, schedule = $2, timezone = $3, method = $4, url = $5, \
          headers = $6, body = $7, timeout_ms = $8, max_attempts = $9, retry_backoff_ms = $10, \
          catch_up = $11, catch_up_max_age_secs = $12, overlap = $13, jitter_secs = $14, \
-         enabled = $15, next_run_at = $16, \
-         schedule_error = CASE WHEN $18 THEN NULL ELSE schedule_error END, \
-         lease_until = CASE WHEN $18 THEN NULL ELSE lease_until END \
-         WHERE id = $17 RETURNING ",
+         enabled = $15, flow_key = $16, next_run_at = $17, \
+         schedule_error = CASE WHEN $19 THEN NULL ELSE schedule_error END, \
+         lease_until = CASE WHEN $19 THEN NULL ELSE lease_until END \
+         WHERE id = $18 RETURNING ",
         task_columns!(),
         ""
     );
