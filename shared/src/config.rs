@@ -112,6 +112,9 @@ pub struct Settings {
     pub migrate_on_start: bool,
     /// `SUNDIAL_EXTRA_CA_FILE`: extra trusted roots, read and parsed at start.
     pub extra_ca: Option<ExtraCa>,
+    /// Flow-control defaults (`SUNDIAL_BREAKER_*`, `SUNDIAL_RETRY_BUDGET`,
+    /// `SUNDIAL_THROTTLE_BACKOFF_MS`, `SUNDIAL_FLOW_SYNC_MS`).
+    pub flow: crate::flow::FlowSettings,
 }
 
 /// Certificates of `SUNDIAL_EXTRA_CA_FILE`: roots trusted *in addition to*
@@ -186,7 +189,62 @@ impl Settings {
         let extra_ca = text("SUNDIAL_EXTRA_CA_FILE")
             .map(|path| ExtraCa::from_pem_file(Path::new(&path)))
             .transpose()?;
+        let per_host_concurrency = number(
+            env,
+            "SUNDIAL_PER_HOST_CONCURRENCY",
+            defaults::PER_HOST_CONCURRENCY,
+            1,
+            10_000,
+        )?;
+        let flow_defaults = crate::flow::FlowSettings::default();
+        let flow = crate::flow::FlowSettings {
+            per_flow_cap: per_host_concurrency,
+            initial_limit: flow_defaults.initial_limit,
+            breaker_failures: number(
+                env,
+                "SUNDIAL_BREAKER_FAILURES",
+                flow_defaults.breaker_failures,
+                1,
+                10_000,
+            )?,
+            breaker_window: Duration::from_secs(number(
+                env,
+                "SUNDIAL_BREAKER_WINDOW_SECS",
+                flow_defaults.breaker_window.as_secs(),
+                1,
+                86_400,
+            )?),
+            breaker_cooldown: Duration::from_secs(number(
+                env,
+                "SUNDIAL_BREAKER_COOLDOWN_SECS",
+                flow_defaults.breaker_cooldown.as_secs(),
+                1,
+                86_400,
+            )?),
+            retry_budget: number(
+                env,
+                "SUNDIAL_RETRY_BUDGET",
+                flow_defaults.retry_budget,
+                0.0,
+                10.0,
+            )?,
+            throttle_backoff: Duration::from_millis(number(
+                env,
+                "SUNDIAL_THROTTLE_BACKOFF_MS",
+                flow_defaults.throttle_backoff.as_millis() as u64,
+                0,
+                900_000,
+            )?),
+            sync_every: Duration::from_millis(number(
+                env,
+                "SUNDIAL_FLOW_SYNC_MS",
+                flow_defaults.sync_every.as_millis() as u64,
+                20,
+                60_000,
+            )?),
+        };
         Ok(Settings {
+            flow,
             migrate_on_start,
             extra_ca,
             database_url: text("DATABASE_URL"),
@@ -195,13 +253,7 @@ impl Settings {
             signing_secrets: list("SUNDIAL_SIGNING_SECRETS"),
             allow_targets: list("SUNDIAL_ALLOW_TARGETS"),
             concurrency: number(env, "SUNDIAL_CONCURRENCY", defaults::CONCURRENCY, 1, 10_000)?,
-            per_host_concurrency: number(
-                env,
-                "SUNDIAL_PER_HOST_CONCURRENCY",
-                defaults::PER_HOST_CONCURRENCY,
-                1,
-                10_000,
-            )?,
+            per_host_concurrency,
             lookahead: Duration::from_secs(number(
                 env,
                 "SUNDIAL_LOOKAHEAD_SECS",

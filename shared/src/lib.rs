@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev;
 pub mod fire;
 pub mod firetime;
+pub mod flow;
 pub mod logging;
 pub mod message;
 pub mod metrics;

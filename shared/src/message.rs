@@ -33,6 +33,15 @@ pub struct DispatchMessage {
     /// task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fire_at: Option<DateTime<Utc>>,
+    /// How much flow control (pacing, a flow's backoff or open breaker)
+    /// moved `fire_at` past the occurrence's own instant, in ms: recorded
+    /// as the run's pacing, apart from its lateness.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paced_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A message body that cannot be used.
@@ -60,6 +69,7 @@ impl DispatchMessage {
             attempt: 1,
             manual: false,
             fire_at: None,
+            paced_ms: 0,
         }
     }
 
@@ -70,6 +80,18 @@ impl DispatchMessage {
     }
 
     /// The next attempt at the same occurrence, to be fired at `at`.
+    /// The same attempt, moved to fire at `at` by flow control (the move
+    /// is added to `paced_ms`).
+    pub fn held_until(&self, at: DateTime<Utc>) -> Self {
+        let from = self.fire_at.unwrap_or(self.occurrence);
+        let moved = (at - from).num_milliseconds().max(0) as u64;
+        DispatchMessage {
+            fire_at: Some(at),
+            paced_ms: self.paced_ms.saturating_add(moved),
+            ..self.clone()
+        }
+    }
+
     pub fn retry(&self, at: DateTime<Utc>) -> Self {
         DispatchMessage {
             attempt: self.attempt.saturating_add(1),

@@ -124,6 +124,7 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
         .value("EnqueueFailed", Unit::Count, summary.failed as f64)
         .value("InvalidSchedules", Unit::Count, summary.invalid as f64)
         .value("PurgedRuns", Unit::Count, summary.purged_runs as f64)
+        .value("Paced", Unit::Count, summary.paced as f64)
         .value(
             "ScanDurationMs",
             Unit::Milliseconds,
@@ -148,6 +149,15 @@ pub fn for_process(report: &ProcessReport) -> MetricSet {
         .value("HeldEarly", Unit::Count, report.held as f64)
         .value("PutBack", Unit::Count, report.put_back as f64)
         .value("Chained", Unit::Count, report.chained as f64)
+        .value("Throttled", Unit::Count, report.throttled as f64)
+        .value("FlowHeld", Unit::Count, report.flow_held as f64)
+        .value("FlowSkipped", Unit::Count, report.flow_skipped as f64)
+        .value("FlowOpened", Unit::Count, report.flows_opened as f64)
+        .value("FlowClosed", Unit::Count, report.flows_closed as f64)
+        .value("FlowsOpen", Unit::Count, report.flows_open as f64)
+        .value("FlowProbes", Unit::Count, report.probes as f64)
+        .value("RetryBudgetDelayed", Unit::Count, report.budget_delayed as f64)
+        .sample("PacingDelayMs", Unit::Milliseconds, &report.pacing_ms)
         .sample("FireLagMs", Unit::Milliseconds, &report.fire_lag_ms)
         .sample("TargetLatencyMs", Unit::Milliseconds, &report.latency_ms);
     m

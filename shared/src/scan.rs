@@ -83,6 +83,8 @@ pub struct ScanSummary {
     pub elapsed_ms: u64,
     /// Runs deleted by the retention purge of this tick.
     pub purged_runs: u64,
+    /// Messages whose fire time flow control moved (pacing, backoff).
+    pub paced: u64,
 }
 
 /// A scan could not talk to the database.
@@ -125,15 +127,29 @@ pub async fn scan(
             break;
         }
         let now = Utc::now();
-        let claimed = store::claim_due(pool, now, &claim).await?;
+        // Claim and pace in one transaction: the flows' pacing slots move
+        // only for occurrences that are really claimed.
+        let mut tx = pool.begin().await.map_err(StoreError::from)?;
+        let mut claimed = store::claim_due(&mut *tx, now, &claim).await?;
         if claimed.is_empty() {
+            tx.commit().await.map_err(StoreError::from)?;
             break;
         }
+        claimed.sort_by_key(|c| (c.occurrence, c.task_id));
         summary.pages += 1;
         summary.claimed += claimed.len() as u64;
         let page_was_full = claimed.len() as i64 >= opts.page_size;
         let horizon = now + claim.lookahead;
-        let sent_ok = dispatch_page(pool, queue, &claimed, now, horizon, &mut summary).await?;
+        let windows: Vec<Window> = claimed.iter().map(|c| window(c, now, horizon)).collect();
+        // Delays count from now, after the claim query, so that messages are
+        // not late by the time the claim took.
+        let send_now = Utc::now();
+        let (mut outgoing, owner) = messages_of(&claimed, &windows, send_now);
+        summary.paced +=
+            pace(&mut tx, &claimed, &owner, &mut outgoing, send_now, opts.lease).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        let sent_ok =
+            dispatch_page(pool, queue, &claimed, &windows, outgoing, &owner, &mut summary).await?;
         // A queue that refuses messages is down or throttling hard: stop
         // instead of claiming (and releasing) page after page.
         if !sent_ok || !page_was_full {
@@ -299,19 +315,57 @@ pub fn window(c: &Claimed, now: DateTime<Utc>, horizon: DateTime<Utc>) -> Window
     }
 }
 
+/// Moves the fire times of a page's messages as their flows ask (pacing,
+/// backoff; see [`store::pace_dispatch`]), in the claim transaction, and
+/// keeps the leases of `forbid` rows until after their new fire time.
+/// Returns how many messages it moved.
+async fn pace(
+    tx: &mut sqlx::PgConnection,
+    claimed: &[Claimed],
+    owner: &[usize],
+    outgoing: &mut [Outgoing],
+    send_now: DateTime<Utc>,
+    lease: Duration,
+) -> Result<u64, ScanError> {
+    let wants: Vec<(&str, DateTime<Utc>)> = outgoing
+        .iter()
+        .zip(owner)
+        .map(|(o, &i)| {
+            let at = o.message.fire_at.unwrap_or(o.message.occurrence);
+            (claimed[i].flow.as_str(), at)
+        })
+        .collect();
+    let paced = store::pace_dispatch(tx, send_now, &wants).await?;
+    let mut moved = 0;
+    let mut leases = Vec::new();
+    for ((out, &i), at) in outgoing.iter_mut().zip(owner).zip(paced) {
+        let wanted = out.message.fire_at.unwrap_or(out.message.occurrence);
+        if at <= wanted {
+            continue;
+        }
+        moved += 1;
+        out.message = out.message.held_until(at);
+        out.delay = firetime::delay_until(at, send_now);
+        let c = &claimed[i];
+        if c.overlap != Overlap::Allow {
+            let keep = Duration::from_millis(c.timeout_ms.max(0) as u64) + lease;
+            leases.push((c.task_id, at + chrono::Duration::from_std(keep).unwrap_or_default()));
+        }
+    }
+    store::extend_leases(&mut *tx, &leases).await?;
+    Ok(moved)
+}
+
 /// Sends one claimed page; returns false when the queue refused messages.
 async fn dispatch_page(
     pool: &PgPool,
     queue: &dyn DispatchQueue,
     claimed: &[Claimed],
-    now: DateTime<Utc>,
-    horizon: DateTime<Utc>,
+    windows: &[Window],
+    outgoing: Vec<Outgoing>,
+    owner: &[usize],
     summary: &mut ScanSummary,
 ) -> Result<bool, ScanError> {
-    let windows: Vec<Window> = claimed.iter().map(|c| window(c, now, horizon)).collect();
-    // Delays count from now, after the claim query, so that messages are
-    // not late by the time the claim took.
-    let (outgoing, owner) = messages_of(claimed, &windows, Utc::now());
     let report = queue.send(&outgoing).await;
     summary.send_calls += report.calls as u64;
     summary.failed += report.failed.len() as u64;
@@ -340,7 +394,7 @@ async fn dispatch_page(
             .collect();
         store::release(pool, &released).await?;
     }
-    store::advance_dispatched(pool, &advances(claimed, &windows, &first_failed)).await?;
+    store::advance_dispatched(pool, &advances(claimed, windows, &first_failed)).await?;
     Ok(report.failed.is_empty())
 }
 
@@ -402,6 +456,8 @@ mod tests {
             timezone: "UTC".into(),
             overlap,
             jitter_secs: 0,
+            flow: "example.com:443".into(),
+            timeout_ms: 1000,
         }
     }
 

@@ -41,6 +41,7 @@ fn get(url: impl Into<String>, timeout: Duration) -> FireRequest {
         body: None,
         timeout,
         idempotency_key: "task-1:2024-01-01T00:00:00Z".into(),
+        flow: None,
     }
 }
 
@@ -637,6 +638,7 @@ async fn deadline_guard_stops_starting_requests() {
                 done.push(*i);
             }
             Fired::NotStarted => not_started.push(*i),
+            Fired::Held { .. } => panic!("no flow control here, nothing is held"),
         }
     }
     done.sort_unstable();

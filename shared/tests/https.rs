@@ -59,6 +59,7 @@ fn get(url: String) -> FireRequest {
         body: None,
         timeout: Duration::from_secs(5),
         idempotency_key: "task-1:2024-01-01T00:00:00Z".into(),
+        flow: None,
     }
 }
 
@@ -171,7 +172,7 @@ async fn http2_carries_many_concurrent_requests_on_one_connection() {
     for (i, fired) in &results {
         match fired {
             Fired::Done(r) => assert_eq!(r.verdict, Verdict::Succeeded, "job {i}: {r:?}"),
-            Fired::NotStarted => panic!("job {i} not started"),
+            Fired::NotStarted | Fired::Held { .. } => panic!("job {i} not started"),
         }
     }
     // All 50 were in flight together, as streams of one connection.

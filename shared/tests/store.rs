@@ -44,6 +44,7 @@ fn finished(
                 latency_ms: Some(20),
                 error: None,
                 response_excerpt: Some("ok".into()),
+                pacing_ms: None,
             },
             next_run_at: next,
             manual: false,

@@ -354,6 +354,7 @@ impl Pipeline {
             body: None,
             timeout: Duration::from_secs(10),
             idempotency_key: "warm-up".into(),
+            flow: None,
         };
         // One first: over HTTPS, requests started before the first ALPN
         // answer each open a connection of their own, even where HTTP/2

@@ -230,6 +230,7 @@ async fn run_baseline(target: &Target, tasks: u64, timeout: Duration) -> Result<
             body: None,
             timeout,
             idempotency_key: format!("{i}:baseline"),
+            flow: None,
         })
         .collect();
     let meter = Meter::start(target.pid());

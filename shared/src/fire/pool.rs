@@ -25,12 +25,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::stream::{Fuse, FuturesUnordered};
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use url::Url;
 
-use super::request::{FireRequest, FireResult, Firer};
+use super::request::{FireRequest, FireResult, Firer, Verdict};
+use crate::flow::{FlowControl, Gate, HoldReason};
 
 /// Below this much remaining time (after the margin) a request is not worth
 /// starting: it would most likely be cut off and redelivered anyway.
@@ -50,6 +52,9 @@ pub struct Limits {
     pub deadline: Option<Instant>,
     /// Time kept in reserve before `deadline` (for writing results back).
     pub deadline_margin: Duration,
+    /// Flow control: per-flow adaptive caps (instead of `per_host`), the
+    /// gate (backoff, open breakers, probes) and the feedback of each call.
+    pub flows: Option<Arc<FlowControl>>,
 }
 
 impl Limits {
@@ -60,7 +65,14 @@ impl Limits {
             per_host,
             deadline: None,
             deadline_margin: Duration::ZERO,
+            flows: None,
         }
+    }
+
+    /// Add flow control.
+    pub fn with_flows(mut self, flows: Arc<FlowControl>) -> Self {
+        self.flows = Some(flows);
+        self
     }
 
     /// Add a deadline guard.
@@ -79,6 +91,12 @@ pub enum Fired {
     /// The deadline guard stopped it before it started: the processor
     /// should hand it back to the queue (batch item failure).
     NotStarted,
+    /// Its flow holds it (backoff, open breaker): not fired; it should go
+    /// out again at `until`.
+    Held {
+        until: DateTime<Utc>,
+        why: HoldReason,
+    },
 }
 
 /// Fire `jobs`, yielding `(tag, Fired)` for each one as soon as it is
@@ -114,12 +132,13 @@ where
         started: HashMap::new(),
         per_host: HashMap::new(),
         not_started: VecDeque::new(),
+        held: VecDeque::new(),
         expired: false,
         next_id: 0,
     }
 }
 
-type InFlight = Pin<Box<dyn Future<Output = (u64, FireResult)> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = (u64, Fired)> + Send>>;
 
 struct Job<T> {
     tag: T,
@@ -141,6 +160,8 @@ struct FireStream<T, S: Stream> {
     per_host: HashMap<String, usize>,
     /// Jobs the deadline guard stopped, waiting to be yielded.
     not_started: VecDeque<T>,
+    /// Jobs their flow holds, waiting to be yielded.
+    held: VecDeque<(T, Fired)>,
     /// The deadline guard tripped: nothing starts any more.
     expired: bool,
     next_id: u64,
@@ -175,7 +196,10 @@ where
                     if self.expired {
                         self.not_started.push_back(tag);
                     } else {
-                        let host = host_key(&request.url);
+                        let host = match &request.flow {
+                            Some(flow) => flow.clone(),
+                            None => host_key(&request.url),
+                        };
                         self.pending.push_back(Job { tag, request, host });
                     }
                 }
@@ -190,10 +214,12 @@ where
         let mut started = 0;
         let mut i = 0;
         while i < self.pending.len() && self.in_flight.len() < self.limits.concurrency {
-            let host_busy = self
-                .per_host
-                .get(&self.pending[i].host)
-                .is_some_and(|n| *n >= self.limits.per_host);
+            let host = &self.pending[i].host;
+            let cap = match &self.limits.flows {
+                Some(flows) => flows.in_flight_limit(host),
+                None => self.limits.per_host,
+            };
+            let host_busy = self.per_host.get(host).is_some_and(|n| *n >= cap);
             if host_busy {
                 i += 1;
                 continue;
@@ -208,7 +234,18 @@ where
             if let Some(left) = time_left {
                 job.request.timeout = job.request.timeout.min(left);
             }
-            self.launch(job);
+            let probe = match &self.limits.flows {
+                Some(flows) => match flows.gate(&job.host, Utc::now(), seed(&job.request)) {
+                    Gate::Go => false,
+                    Gate::Probe => true,
+                    Gate::Hold { until, why } => {
+                        self.held.push_back((job.tag, Fired::Held { until, why }));
+                        continue;
+                    }
+                },
+                None => false,
+            };
+            self.launch(job, probe);
             started += 1;
         }
         started
@@ -231,16 +268,36 @@ where
             .extend(self.pending.drain(..).map(|job| job.tag));
     }
 
-    fn launch(&mut self, job: Job<T>) {
+    /// Starts a request. A probe of an open flow first takes the flow's
+    /// probe (shared by all processors); if another took it, the job is
+    /// held instead. Every answer goes back to flow control.
+    fn launch(&mut self, job: Job<T>, probe: bool) {
         let id = self.next_id;
         self.next_id += 1;
         *self.per_host.entry(job.host.clone()).or_insert(0) += 1;
+        let flow = job.host.clone();
         self.started.insert(id, (job.tag, job.host));
         let firer = Arc::clone(&self.firer);
+        let flows = self.limits.flows.clone();
         let request = job.request;
         self.in_flight.push(Box::pin(async move {
+            if let (true, Some(flows)) = (probe, &flows) {
+                if !flows.claim_probe(&flow).await {
+                    if let Gate::Hold { until, why } = flows.gate(&flow, Utc::now(), seed(&request))
+                    {
+                        return (id, Fired::Held { until, why });
+                    }
+                }
+            }
             let result = firer.fire(&request).await;
-            (id, result)
+            if let Some(flows) = &flows {
+                let retry_after = match result.verdict {
+                    Verdict::Retryable { retry_after, .. } => retry_after,
+                    _ => None,
+                };
+                flows.observe(&flow, &result, retry_after);
+            }
+            (id, Fired::Done(result))
         }));
     }
 
@@ -268,6 +325,9 @@ where
             if let Some(tag) = this.not_started.pop_front() {
                 return Poll::Ready(Some((tag, Fired::NotStarted)));
             }
+            if let Some(held) = this.held.pop_front() {
+                return Poll::Ready(Some(held));
+            }
             // Alternate pulling and starting until neither makes progress:
             // starting frees buffer room, pulling may bring eligible jobs.
             loop {
@@ -277,16 +337,19 @@ where
                 } else {
                     this.start_eligible()
                 };
-                if !this.not_started.is_empty() || (pulled == 0 && started == 0) {
+                if !this.not_started.is_empty()
+                    || !this.held.is_empty()
+                    || (pulled == 0 && started == 0)
+                {
                     break;
                 }
             }
-            if !this.not_started.is_empty() {
+            if !this.not_started.is_empty() || !this.held.is_empty() {
                 continue;
             }
-            if let Poll::Ready(Some((id, result))) = this.in_flight.poll_next_unpin(cx) {
+            if let Poll::Ready(Some((id, fired))) = this.in_flight.poll_next_unpin(cx) {
                 match this.finish(id) {
-                    Some(tag) => return Poll::Ready(Some((tag, Fired::Done(result)))),
+                    Some(tag) => return Poll::Ready(Some((tag, fired))),
                     // Unreachable: every launched id is recorded.
                     None => continue,
                 }
@@ -301,6 +364,14 @@ where
             return Poll::Pending;
         }
     }
+}
+
+/// Spreads held jobs of one flow over a moment (see [`FlowControl::gate`]).
+fn seed(request: &FireRequest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    request.idempotency_key.hash(&mut h);
+    h.finish()
 }
 
 /// `host:port` of a URL; unparseable URLs share one key and fail fast anyway.

@@ -51,6 +51,9 @@ pub struct FireRequest {
     pub timeout: Duration,
     /// Sent as `Idempotency-Key` (`<task id>:<occurrence>`).
     pub idempotency_key: String,
+    /// The flow the request counts against ([`crate::flow`]); `None`: the
+    /// URL's `host:port`.
+    pub flow: Option<String>,
 }
 
 /// What to do about an outcome.

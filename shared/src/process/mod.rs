@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::fire::{fire_stream, FireRequest, Firer, Limits};
+use crate::flow::FlowControl;
 use crate::message::DispatchMessage;
 use crate::queue::{DispatchQueue, Outgoing, MAX_DELAY};
 use crate::store::Outcome;
@@ -84,6 +85,8 @@ pub struct ProcessorOptions {
     /// its recorded run is chained (leased and enqueued by the processor);
     /// later ones are left to the scanner. The scanner's lookahead.
     pub chain_horizon: Duration,
+    /// Flow-control defaults.
+    pub flows: crate::flow::FlowSettings,
 }
 
 impl ProcessorOptions {
@@ -94,6 +97,7 @@ impl ProcessorOptions {
             deadline_margin: settings.deadline_margin,
             lease: settings.lease,
             chain_horizon: settings.lookahead,
+            flows: settings.flow.clone(),
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct SetupError {
 pub struct Processor {
     pool: PgPool,
     firer: Arc<Firer>,
+    /// This processor's view of its flows (one per process).
+    flows: Arc<FlowControl>,
     /// Where retries are sent (the dispatch queue itself).
     retries: Arc<dyn DispatchQueue>,
     opts: ProcessorOptions,
@@ -150,7 +156,7 @@ struct Settled<Id> {
     /// message put back); if it cannot be sent, the message is handed back.
     retry: Option<Outgoing>,
     /// The next occurrence, to enqueue if the write-back chained it.
-    chain: Option<DispatchMessage>,
+    chain: Option<Chain>,
     report: ProcessReport,
 }
 
@@ -185,6 +191,15 @@ impl<Id> Settled<Id> {
     }
 }
 
+/// A next occurrence the processor chains.
+struct Chain {
+    message: DispatchMessage,
+    /// The task's flow (chained occurrences are paced like dispatched ones).
+    flow: String,
+    /// Lease kept past the fire time (timeout + lease).
+    keep: chrono::Duration,
+}
+
 /// A message whose request is being made.
 struct InFlight<Id> {
     id: Id,
@@ -207,9 +222,11 @@ impl Processor {
         retries: Arc<dyn DispatchQueue>,
         opts: ProcessorOptions,
     ) -> Self {
+        let flows = Arc::new(FlowControl::new(pool.clone(), opts.flows.clone()));
         Processor {
             pool,
             firer,
+            flows,
             retries,
             opts,
         }
@@ -319,7 +336,8 @@ impl Processor {
             .buffer_unordered(HOLD_SLOTS)
             // Boxing pins down the lifetimes, so the whole future is `Send`.
             .boxed();
-        let mut limits = Limits::new(self.opts.concurrency, self.opts.per_host);
+        let mut limits = Limits::new(self.opts.concurrency, self.opts.per_host)
+            .with_flows(self.flows.clone());
         if let Some(deadline) = deadline {
             limits = limits.with_deadline(deadline, self.opts.deadline_margin);
         }
@@ -331,8 +349,24 @@ impl Processor {
             // Dropping `settled_tx` (and the stream's copy) ends the writer.
         };
         let writing = self.write_back(settled_rx, &mut done);
-        let ((), report) = futures::join!(firing, writing);
+        // Flow state is synced while the work runs, and once after it.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let work = async move {
+            let (_, report) = futures::join!(firing, writing);
+            let _ = stop_tx.send(());
+            report
+        };
+        let sync = self.flows.clone().run_sync(async move {
+            let _ = stop_rx.await;
+        });
+        let (mut report, ()) = futures::join!(work, sync);
+        report.add_flow_counters(&self.flows.take_counters());
         report
+    }
+
+    /// This processor's flows (for status and tests).
+    pub fn flows(&self) -> &Arc<FlowControl> {
+        &self.flows
     }
 }
 

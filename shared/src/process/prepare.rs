@@ -14,7 +14,7 @@ use super::decide::{self, Before, Stale};
 use super::{Disposition, InFlight, ProcessReport, Processor, Settled, Triage};
 use crate::fire::FireRequest;
 use crate::message::DispatchMessage;
-use crate::store::{self, Outcome, OutcomeKind, RunRecord, RunStatus};
+use crate::store::{self, OnOpen, Outcome, OutcomeKind, RunRecord, RunStatus};
 use crate::task::{header_map, Task, Timing};
 
 /// A chunk's messages that could not be fired, and those to fire.
@@ -54,6 +54,9 @@ impl Processor {
                 return (settled, Vec::new());
             }
         };
+        // Flows new to this processor: their limits before their first call.
+        let flows: Vec<&str> = tasks.iter().map(|t| t.flow.as_str()).collect();
+        self.flows.ensure(&flows).await;
         let tasks: HashMap<i64, Arc<Task>> =
             tasks.into_iter().map(|t| (t.id, Arc::new(t))).collect();
         let recorded: HashSet<(i64, DateTime<Utc>)> = recorded.into_iter().collect();
@@ -135,6 +138,25 @@ impl Processor {
                 });
                 Triage::Settled(self.put_back(id, message, &task, fire_at, early, now))
             }
+            Before::Fire { .. }
+                if !message.manual
+                    && self.flows.missed_while_open(&task.flow, message.occurrence)
+                        == Some(OnOpen::Skip) =>
+            {
+                span.in_scope(|| tracing::info!(flow = %task.flow, "missed while the flow was open; skipping (on_open = skip)"));
+                let run = without_call(
+                    &message,
+                    RunStatus::Skipped,
+                    format!("flow {} was open: skipped (on_open = skip)", task.flow),
+                    now,
+                );
+                let report = ProcessReport {
+                    skipped: 1,
+                    flow_skipped: 1,
+                    ..Default::default()
+                };
+                Triage::Settled(self.finish(id, &message, &task, &timing, run, now, report))
+            }
             Before::Fire { fire_at, hold } => {
                 self.fire(id, message, task, timing, span, fire_at, hold, now)
             }
@@ -176,6 +198,7 @@ impl Processor {
             body: task.body.clone(),
             timeout: Duration::from_millis(task.timeout_ms.max(1) as u64),
             idempotency_key: message.idempotency_key(),
+            flow: Some(task.flow.clone()),
         };
         let job = InFlight {
             id,
@@ -275,5 +298,6 @@ fn without_call(
         latency_ms: None,
         error: Some(error),
         response_excerpt: None,
+        pacing_ms: (message.paced_ms > 0).then(|| message.paced_ms.min(i32::MAX as u64) as i32),
     }
 }

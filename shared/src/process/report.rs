@@ -36,6 +36,23 @@ pub struct ProcessReport {
     pub put_back: u64,
     /// Next occurrences leased and enqueued by the processor (chaining).
     pub chained: u64,
+    /// Messages their flow held (backoff, open breaker) and sent again.
+    pub flow_held: u64,
+    /// Occurrences recorded as skipped because their flow was open
+    /// (`on_open = skip`).
+    pub flow_skipped: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// Probes of open flows sent.
+    pub probes: u64,
+    /// Retries delayed to the next window by their flow's retry budget.
+    pub budget_delayed: u64,
+    /// Flows this processor saw open / close.
+    pub flows_opened: u64,
+    pub flows_closed: u64,
+    /// Flows open as seen at the end of a run (merged reports keep the
+    /// largest).
+    pub flows_open: u64,
     /// Fire lag (start of the first attempt − occurrence), milliseconds.
     #[serde(skip)]
     pub fire_lag_ms: Vec<f64>,
@@ -50,6 +67,9 @@ pub struct ProcessReport {
     /// arrival), milliseconds. What Sundial adds beyond the queue.
     #[serde(skip)]
     pub start_delay_ms: Vec<f64>,
+    /// Delay flow control added to first attempts (pacing, holds), ms.
+    #[serde(skip)]
+    pub pacing_ms: Vec<f64>,
 }
 
 impl ProcessReport {
@@ -70,14 +90,35 @@ impl ProcessReport {
         self.held += other.held;
         self.put_back += other.put_back;
         self.chained += other.chained;
+        self.flow_held += other.flow_held;
+        self.flow_skipped += other.flow_skipped;
+        self.throttled += other.throttled;
+        self.probes += other.probes;
+        self.budget_delayed += other.budget_delayed;
+        self.flows_opened += other.flows_opened;
+        self.flows_closed += other.flows_closed;
+        self.flows_open = self.flows_open.max(other.flows_open);
         for (mine, theirs) in [
             (&mut self.fire_lag_ms, &other.fire_lag_ms),
             (&mut self.latency_ms, &other.latency_ms),
             (&mut self.delivery_late_ms, &other.delivery_late_ms),
             (&mut self.start_delay_ms, &other.start_delay_ms),
+            (&mut self.pacing_ms, &other.pacing_ms),
         ] {
             keep_samples(mine, theirs);
         }
+    }
+}
+
+impl ProcessReport {
+    /// Adds the flow events of a run (see [`crate::flow::FlowCounters`]).
+    pub fn add_flow_counters(&mut self, c: &crate::flow::FlowCounters) {
+        self.throttled += c.throttled;
+        self.probes += c.probes;
+        self.budget_delayed += c.budget_delayed;
+        self.flows_opened += c.opened;
+        self.flows_closed += c.closed;
+        self.flows_open = c.open_now;
     }
 }
 

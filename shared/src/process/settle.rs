@@ -8,8 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::decide::{self, AfterCall};
-use super::{Disposition, InFlight, ProcessReport, Processor, Settled, MAX_BACKOFF};
+use super::{Chain, Disposition, InFlight, ProcessReport, Processor, Settled, MAX_BACKOFF};
 use crate::fire::{retry_delay, FireResult, Fired};
+use crate::flow::HoldReason;
+use crate::store::OnOpen;
 use crate::firetime;
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
@@ -42,6 +44,9 @@ impl Processor {
                 tracing::info!("deadline near; handing the message back");
                 return Settled::hand_back(id, report);
             }
+            Fired::Held { until, why } => {
+                return self.held(id, message, &task, &timing, until, why, report);
+            }
         };
         count_call(&mut report, &message, &result, ready_at, delivery_late);
         let now = Utc::now();
@@ -63,7 +68,7 @@ impl Processor {
                     latency_ms = result.latency.as_millis() as u64,
                     "fired"
                 );
-                let run = run_record(&result, status, message.attempt);
+                let run = run_record(&result, status, &message);
                 self.finish(id, &message, &task, &timing, run, now, report)
             }
         }
@@ -98,7 +103,10 @@ impl Processor {
             retry_in_ms = delay.as_millis() as u64,
             "attempt failed; retrying"
         );
-        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        // The flow's backoff and retry budget may move it later.
+        let wanted = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        let retry_at = self.flows.retry_at(&task.flow, wanted, now);
+        let delay = firetime::delay_until(retry_at, now);
         let lease_until = retry_at + self.lease_after(task);
         Settled {
             // Manual firings hold no lease.
@@ -111,6 +119,53 @@ impl Processor {
             retry: Some(Outgoing {
                 message: message.retry(retry_at),
                 delay,
+            }),
+            ..Settled::new(id, Disposition::Done, report)
+        }
+    }
+
+    /// A message its flow held instead of firing: sent again to fire when
+    /// the flow allows (same attempt; the lease kept past it), or, for an
+    /// open flow whose policy is `skip`, recorded as skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn held<Id>(
+        &self,
+        id: Id,
+        message: DispatchMessage,
+        task: &Task,
+        timing: &Timing,
+        until: DateTime<Utc>,
+        why: HoldReason,
+        mut report: ProcessReport,
+    ) -> Settled<Id> {
+        let now = Utc::now();
+        if why == HoldReason::Open(OnOpen::Skip) && !message.manual {
+            tracing::info!(flow = %task.flow, "flow open; skipping the occurrence (on_open = skip)");
+            report.skipped = 1;
+            report.flow_skipped = 1;
+            let run = skipped_run(&message, &task.flow, now);
+            return self.finish(id, &message, task, timing, run, now, report);
+        }
+        report.flow_held = 1;
+        tracing::info!(
+            flow = %task.flow,
+            until = %until,
+            reason = if why == HoldReason::Backoff { "backoff" } else { "open" },
+            "flow holds the occurrence; sending it again"
+        );
+        let lease_until = until + self.lease_after(task);
+        Settled {
+            outcome: (!message.manual).then(|| Outcome {
+                task_id: task.id,
+                version: task.version,
+                occurrence: message.occurrence,
+                kind: OutcomeKind::Retrying {
+                    lease_until: lease_until.max(now),
+                },
+            }),
+            retry: Some(Outgoing {
+                message: message.held_until(until),
+                delay: firetime::delay_until(until, now),
             }),
             ..Settled::new(id, Disposition::Done, report)
         }
@@ -188,11 +243,15 @@ impl Processor {
         .flatten()
         .map(|next| {
             let at = firetime::fire_at(task.id, next, task.jitter_secs);
-            DispatchMessage::new(task.id, next, task.version).firing_at(at)
+            Chain {
+                message: DispatchMessage::new(task.id, next, task.version).firing_at(at),
+                flow: task.flow.clone(),
+                keep: self.lease_after(task),
+            }
         });
         let chain_lease = chain
             .as_ref()
-            .and_then(|m| m.fire_at)
+            .and_then(|c| c.message.fire_at)
             .map(|at| at.max(now) + self.lease_after(task));
         Settled {
             outcome: Some(Outcome {
@@ -237,14 +296,42 @@ fn count_call(
         .start_delay_ms
         .push(ms(result.started_at - ready_at).max(0.0));
     if message.attempt == 1 && !message.manual {
+        // Lateness is counted from the instant flow control gave it.
+        let paced = chrono::Duration::milliseconds(message.paced_ms.min(i64::MAX as u64) as i64);
         report
             .fire_lag_ms
-            .push(ms(result.started_at - message.occurrence));
+            .push(ms(result.started_at - message.occurrence - paced).max(0.0));
+        report.pacing_ms.push(message.paced_ms as f64);
     }
 }
 
-fn run_record(result: &FireResult, status: RunStatus, attempt: u32) -> RunRecord {
+/// The run of an occurrence skipped because its flow was open.
+fn skipped_run(message: &DispatchMessage, flow: &str, now: DateTime<Utc>) -> RunRecord {
     RunRecord {
+        status: RunStatus::Skipped,
+        attempts: message.attempt.min(i32::MAX as u32) as i32,
+        fired_at: None,
+        finished_at: now,
+        http_status: None,
+        latency_ms: None,
+        error: Some(crate::sanitise::clean_text(
+            &format!("flow {flow} open: skipped (on_open = skip)"),
+            512,
+        )),
+        response_excerpt: None,
+        pacing_ms: paced(message),
+    }
+}
+
+/// The pacing a run records.
+fn paced(message: &DispatchMessage) -> Option<i32> {
+    (message.paced_ms > 0).then(|| message.paced_ms.min(i32::MAX as u64) as i32)
+}
+
+fn run_record(result: &FireResult, status: RunStatus, message: &DispatchMessage) -> RunRecord {
+    let attempt = message.attempt;
+    RunRecord {
+        pacing_ms: paced(message),
         status,
         attempts: attempt.min(i32::MAX as u32) as i32,
         fired_at: Some(result.started_at),

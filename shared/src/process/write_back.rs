@@ -132,6 +132,60 @@ impl Processor {
         }
     }
 
+    /// Chained occurrences of flows that pace or back off get their fire
+    /// times the way the scanner gives them ([`store::pace_dispatch`], in
+    /// one transaction with the lease extension); the others keep theirs.
+    /// If pacing cannot be reached, they keep theirs too (the target's own
+    /// 429s and the shared backoff still apply).
+    async fn pace_chained(
+        &self,
+        chains: &[&super::Chain],
+        now: DateTime<Utc>,
+    ) -> Vec<crate::message::DispatchMessage> {
+        let mut messages: Vec<_> = chains.iter().map(|c| c.message.clone()).collect();
+        let needs = chains
+            .iter()
+            .any(|c| self.flows.paces_or_backs_off(&c.flow, now));
+        if !needs {
+            return messages;
+        }
+        let wants: Vec<(&str, DateTime<Utc>)> = chains
+            .iter()
+            .map(|c| {
+                let at = c.message.fire_at.unwrap_or(c.message.occurrence);
+                (c.flow.as_str(), at)
+            })
+            .collect();
+        let paced = async {
+            let mut tx = self.pool.begin().await?;
+            let at = store::pace_dispatch(&mut tx, now, &wants).await?;
+            let leases: Vec<(i64, DateTime<Utc>)> = chains
+                .iter()
+                .zip(&at)
+                .zip(&wants)
+                .filter(|((_, a), (_, w))| *a > w)
+                .map(|((c, a), _)| (c.message.task_id, *a + c.keep))
+                .collect();
+            store::extend_leases(&mut *tx, &leases).await?;
+            tx.commit().await?;
+            Ok::<_, store::StoreError>(at)
+        }
+        .await;
+        match paced {
+            Ok(at) => {
+                for (m, a) in messages.iter_mut().zip(at) {
+                    if m.fire_at.is_some_and(|w| a > w) {
+                        *m = m.held_until(a);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot pace chained occurrences; sending them unpaced")
+            }
+        }
+        messages
+    }
+
     /// Enqueues the next occurrences the write-back leased. One the queue
     /// refuses is released at once, so the scanner dispatches it; if this
     /// process dies first, its lease lapses and the scanner does the same.
@@ -145,14 +199,18 @@ impl Processor {
             return;
         }
         let leased: HashSet<i64> = recorded.chained.iter().copied().collect();
-        let now = Utc::now();
-        let outgoing: Vec<Outgoing> = batch
+        let chains: Vec<&super::Chain> = batch
             .iter()
             .filter_map(|s| s.chain.as_ref())
-            .filter(|m| leased.contains(&m.task_id))
+            .filter(|c| leased.contains(&c.message.task_id))
+            .collect();
+        let now = Utc::now();
+        let messages = self.pace_chained(&chains, now).await;
+        let outgoing: Vec<Outgoing> = messages
+            .into_iter()
             .map(|m| Outgoing {
-                message: m.clone(),
                 delay: firetime::delay_until(m.fire_at.unwrap_or(m.occurrence), now),
+                message: m,
             })
             .collect();
         let sent = self.retries.send(&outgoing).await;

@@ -19,6 +19,9 @@ pub struct Claimed {
     pub timezone: String,
     pub overlap: Overlap,
     pub jitter_secs: i32,
+    /// The task's flow (pacing, backoff).
+    pub flow: String,
+    pub timeout_ms: i32,
 }
 
 /// How to claim.
@@ -36,7 +39,10 @@ pub struct ClaimOptions {
 
 /// Claims due occurrences: locks them with `FOR UPDATE SKIP LOCKED`, so
 /// concurrent scanners never claim the same row, and leases them until
-/// `max(occurrence, now) + jitter + timeout + lease`.
+/// `max(occurrence, now) + jitter + timeout + lease`. Rows of flows that
+/// hold their work are left alone: an open breaker whose probe is not due
+/// yet, or a backoff beyond the lookahead (the flow's own bookkeeping
+/// says when they go; the rows stay due and unleased, so nothing is lost).
 pub async fn claim_due(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
@@ -50,6 +56,8 @@ pub async fn claim_due(
              WHERE enabled AND next_run_at <= $1 \
                -- Is nobody holding it, or has their lease expired?
                AND (lease_until IS NULL OR lease_until < $2) \
+               AND NOT EXISTS (SELECT 1 FROM flow_state s WHERE s.key = tasks.flow \
+                   AND ((s.breaker = 'open' AND s.probe_at > $2) OR s.not_before > $1)) \
              ORDER BY next_run_at \
              LIMIT $3 \
              FOR UPDATE SKIP LOCKED \
@@ -60,7 +68,7 @@ pub async fn claim_due(
              lease_owner = $5 \
          FROM due WHERE t.id = due.id \
          RETURNING t.id AS task_id, t.version, t.next_run_at AS occurrence, t.schedule, \
-                   t.timezone, t.overlap, t.jitter_secs",
+                   t.timezone, t.overlap, t.jitter_secs, t.flow, t.timeout_ms",
     )
     .bind(horizon)
     .bind(now)

@@ -9,6 +9,7 @@
 //!   releases and chained occurrences;
 //! * [`runs`]: run history (pages, figures, retention);
 //! * [`flow_config`]: the limits operators set per flow;
+//! * [`flows`]: the shared state of flows (pacing, backoff, breaker);
 //! * [`idempotency`]: the admin API's idempotency keys.
 //!
 //! Functions take `impl PgExecutor` so callers can compose them in one
@@ -22,6 +23,7 @@ use crate::task::InvalidField;
 
 pub mod claims;
 pub mod flow_config;
+pub mod flows;
 pub mod idempotency;
 pub mod outcomes;
 pub mod runs;
@@ -29,6 +31,7 @@ pub mod tasks;
 
 pub use claims::*;
 pub use flow_config::*;
+pub use flows::*;
 pub use idempotency::*;
 pub use outcomes::*;
 pub use runs::*;

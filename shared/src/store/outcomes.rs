@@ -100,6 +100,8 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Start of the target's answer (at most 1 KiB).
     pub response_excerpt: Option<String>,
+    /// Delay flow control added before the first attempt, in ms.
+    pub pacing_ms: Option<i32>,
 }
 
 /// What [`record_outcomes`] changed.
@@ -143,6 +145,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
     let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut leases: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut chains: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut pacing: Vec<Option<i32>> = Vec::with_capacity(n);
     for o in outcomes {
         task_ids.push(o.task_id);
         versions.push(o.version);
@@ -177,6 +180,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         latency.push(run.and_then(|r| r.latency_ms));
         errors.push(run.and_then(|r| r.error.as_deref().map(truncate_error)));
         excerpts.push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
+        pacing.push(run.and_then(|r| r.pacing_ms).map(|ms| ms.max(0)));
         nexts.push(next);
         leases.push(lease);
         chains.push(chain);
@@ -197,6 +201,7 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         .bind(&leases)
         .bind(&excerpts)
         .bind(&chains)
+        .bind(&pacing)
         .fetch_one(db)
         .await?;
     Ok(recorded)
@@ -341,6 +346,7 @@ fn unstorable_as_failed(outcome: &Outcome, err: &StoreError) -> Option<Outcome> 
                 latency_ms: None,
                 error: Some(truncate_error(&reason)),
                 response_excerpt: None,
+                pacing_ms: run.pacing_ms,
             },
             next_run_at: *next_run_at,
             manual: *manual,
@@ -355,16 +361,17 @@ WITH input AS (
     SELECT * FROM UNNEST(
         $1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::int[],
         $7::timestamptz[], $8::timestamptz[], $9::int[], $10::int[], $11::text[],
-        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[]
+        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[], $16::int[]
     ) AS i(task_id, version, occurrence, kind, status, attempts, fired_at, finished_at,
            http_status, latency_ms, error, next_run_at, lease_until, response_excerpt,
-           chain_lease)
+           chain_lease, pacing_ms)
 ),
 runs AS (
     INSERT INTO task_runs (task_id, scheduled_for, attempts, fired_at, finished_at, status,
-                           http_status, latency_ms, error, manual, response_excerpt)
+                           http_status, latency_ms, error, manual, response_excerpt, pacing_ms)
     SELECT i.task_id, i.occurrence, i.attempts, i.fired_at, i.finished_at, i.status,
-           i.http_status, i.latency_ms, i.error, i.kind = 'manual', i.response_excerpt
+           i.http_status, i.latency_ms, i.error, i.kind = 'manual', i.response_excerpt,
+           i.pacing_ms
     FROM input i
     WHERE i.kind IN ('finished', 'manual')
       -- The task may have been deleted while its occurrence was in flight.

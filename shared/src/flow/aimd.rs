@@ -1,0 +1,191 @@
+//! Adaptive concurrency per flow and processor: additive increase,
+//! multiplicative decrease. A 429 halves the flow's limit; latency rising
+//! well above the flow's baseline cuts it by a tenth; a stretch of calm
+//! successes adds one. The limit stays between 1 and the flow's cap.
+
+use std::time::{Duration, Instant};
+
+/// After a decrease, how long before the limit may grow again (and before
+/// another decrease: the requests already in flight answer alike).
+pub const SETTLE: Duration = Duration::from_millis(500);
+/// Latency above `baseline * LATENCY_FACTOR + LATENCY_SLACK` is congestion.
+pub const LATENCY_FACTOR: f64 = 2.0;
+/// See [`LATENCY_FACTOR`] (keeps fast targets' jitter from counting).
+pub const LATENCY_SLACK: Duration = Duration::from_millis(20);
+
+/// One flow's limiter.
+#[derive(Debug, Clone)]
+pub struct Aimd {
+    limit: f64,
+    cap: f64,
+    /// Lowest recent latency, drifting up slowly so a target that got
+    /// slower for good becomes the new normal.
+    baseline: Option<Duration>,
+    last_decrease: Option<Instant>,
+    /// Successes since the limit last grew.
+    calm: u32,
+}
+
+/// What a call told the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The target answered (not 429) in this long.
+    Answered(Duration),
+    /// The target said 429.
+    Throttled,
+    /// No answer (connect error, timeout): the breaker's business, not
+    /// the limiter's.
+    Failed,
+}
+
+impl Aimd {
+    /// A limiter starting at `initial` (clamped to `1..=cap`).
+    pub fn new(initial: usize, cap: usize) -> Self {
+        let cap = cap.max(1) as f64;
+        Aimd {
+            limit: (initial.max(1) as f64).min(cap),
+            cap,
+            baseline: None,
+            last_decrease: None,
+            calm: 0,
+        }
+    }
+
+    /// Requests in flight allowed now.
+    pub fn limit(&self) -> usize {
+        self.limit.floor().max(1.0) as usize
+    }
+
+    /// A new cap (the flow's `max_in_flight` changed).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1) as f64;
+        self.limit = self.limit.min(self.cap);
+    }
+
+    /// Takes a call's outcome into account.
+    pub fn observe(&mut self, signal: Signal, now: Instant) {
+        let settled = self
+            .last_decrease
+            .is_none_or(|at| now.duration_since(at) >= SETTLE);
+        match signal {
+            Signal::Throttled => {
+                if settled {
+                    self.decrease(0.5, now);
+                }
+            }
+            Signal::Answered(latency) => {
+                // The lowest latency seen, drifting up by 0.1 % per sample
+                // while the target answers slower.
+                let base = match self.baseline {
+                    Some(b) if latency > b => b.mul_f64(1.001).min(latency),
+                    _ => latency,
+                };
+                self.baseline = Some(base);
+                let congested = latency > base.mul_f64(LATENCY_FACTOR) + LATENCY_SLACK;
+                if congested {
+                    if settled {
+                        self.decrease(0.9, now);
+                    }
+                } else if settled {
+                    self.calm += 1;
+                    if self.calm as f64 >= self.limit {
+                        self.calm = 0;
+                        self.limit = (self.limit + 1.0).min(self.cap);
+                    }
+                }
+            }
+            Signal::Failed => {}
+        }
+    }
+
+    fn decrease(&mut self, factor: f64, now: Instant) {
+        self.limit = (self.limit * factor).max(1.0);
+        self.last_decrease = Some(now);
+        self.calm = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Duration = Duration::from_millis(5);
+
+    #[test]
+    fn throttling_halves_once_per_settle_period() {
+        let t = Instant::now();
+        let mut a = Aimd::new(32, 64);
+        a.observe(Signal::Throttled, t);
+        assert_eq!(a.limit(), 16);
+        // The other requests of the same burst answer 429 too: no collapse.
+        a.observe(Signal::Throttled, t + Duration::from_millis(10));
+        assert_eq!(a.limit(), 16);
+        a.observe(Signal::Throttled, t + SETTLE);
+        assert_eq!(a.limit(), 8);
+    }
+
+    #[test]
+    fn never_below_one_nor_above_the_cap() {
+        let t = Instant::now();
+        let mut a = Aimd::new(4, 6);
+        for k in 0..10 {
+            a.observe(Signal::Throttled, t + SETTLE * k);
+        }
+        assert_eq!(a.limit(), 1);
+        let later = t + SETTLE * 20;
+        for _ in 0..1000 {
+            a.observe(Signal::Answered(FAST), later);
+        }
+        assert_eq!(a.limit(), 6);
+    }
+
+    #[test]
+    fn calm_successes_add_one_per_limit_of_them() {
+        let t = Instant::now();
+        let mut a = Aimd::new(4, 100);
+        for _ in 0..4 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 5);
+        for _ in 0..5 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 6);
+    }
+
+    #[test]
+    fn no_growth_while_settling_after_a_decrease() {
+        let t = Instant::now();
+        let mut a = Aimd::new(8, 100);
+        a.observe(Signal::Throttled, t);
+        for _ in 0..100 {
+            a.observe(Signal::Answered(FAST), t + Duration::from_millis(100));
+        }
+        assert_eq!(a.limit(), 4);
+    }
+
+    #[test]
+    fn latency_far_above_the_baseline_cuts_the_limit() {
+        let t = Instant::now();
+        let mut a = Aimd::new(20, 100);
+        for _ in 0..10 {
+            a.observe(Signal::Answered(Duration::from_millis(10)), t);
+        }
+        let before = a.limit();
+        a.observe(Signal::Answered(Duration::from_millis(200)), t + SETTLE);
+        assert!(a.limit() < before, "{} !< {before}", a.limit());
+        // A slightly slower answer is not congestion.
+        let mut b = Aimd::new(20, 100);
+        b.observe(Signal::Answered(Duration::from_millis(10)), t);
+        b.observe(Signal::Answered(Duration::from_millis(25)), t);
+        assert!(b.limit() >= 20);
+    }
+
+    #[test]
+    fn failures_leave_the_limit_alone() {
+        let t = Instant::now();
+        let mut a = Aimd::new(10, 100);
+        a.observe(Signal::Failed, t);
+        assert_eq!(a.limit(), 10);
+    }
+}

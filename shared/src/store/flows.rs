@@ -1,0 +1,320 @@
+//! The shared state of flows (`flow_state`): the scanner's pacing slots,
+//! the processors' periodic sync (backoff, breaker, retry budget) and the
+//! probe of an open flow. See [`crate::flow`] for the rules.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+
+use super::{OnOpen, Result};
+use crate::flow::pace::{self, Rate};
+
+/// What one processor saw of a flow since its last sync, with the
+/// breaker parameters in force for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowDelta {
+    pub key: String,
+    pub requests: i64,
+    pub retries: i64,
+    pub successes: i64,
+    pub failures: i64,
+    /// Failures after the last success.
+    pub trailing: i64,
+    pub throttled: i64,
+    /// A backoff this processor set (429/503).
+    pub not_before: Option<DateTime<Utc>>,
+    pub threshold: i32,
+    pub window_secs: f64,
+    pub cooldown_secs: f64,
+}
+
+/// A flow's shared state and limits, as a processor pulls them.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FlowRow {
+    pub key: String,
+    /// The row exists in `flow_state`.
+    pub stored: bool,
+    /// The breaker before this sync's update (`None` when not updated).
+    pub was_breaker: Option<String>,
+    pub breaker: String,
+    pub failures: i32,
+    pub not_before: Option<DateTime<Utc>>,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub probe_at: Option<DateTime<Utc>>,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_requests: i64,
+    pub window_retries: i64,
+    pub rate_per_sec: Option<f64>,
+    pub burst: Option<i32>,
+    pub max_in_flight: Option<i32>,
+    pub retry_budget: Option<f64>,
+    pub breaker_failures: Option<i32>,
+    pub breaker_window_secs: Option<i32>,
+    pub breaker_cooldown_secs: Option<i32>,
+    pub on_open: Option<OnOpen>,
+}
+
+/// The columns of [`FlowRow`] over `w` (the keys), `r` (state) and `f`
+/// (limits).
+macro_rules! flow_row_columns {
+    () => {
+        "w.key, (r.key IS NOT NULL) AS stored, r.was_breaker, \
+         COALESCE(r.breaker, 'closed') AS breaker, COALESCE(r.failures, 0) AS failures, \
+         r.not_before, r.opened_at, r.closed_at, r.probe_at, r.window_start, \
+         COALESCE(r.window_requests, 0)::bigint AS window_requests, \
+         COALESCE(r.window_retries, 0)::bigint AS window_retries, \
+         f.rate_per_sec, f.burst, f.max_in_flight, f.retry_budget, f.breaker_failures, \
+         f.breaker_window_secs, f.breaker_cooldown_secs, f.on_open"
+    };
+}
+
+/// State and limits of the given flows, one row per key.
+pub async fn load_flows(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<FlowRow>> {
+    let sql = concat!(
+        "SELECT ",
+        flow_row_columns!(),
+        " FROM UNNEST($1::text[]) AS w(key) \
+         LEFT JOIN (SELECT s.*, NULL::text AS was_breaker FROM flow_state s) r ON r.key = w.key \
+         LEFT JOIN flows f ON f.key = w.key"
+    );
+    Ok(sqlx::query_as::<_, FlowRow>(sql)
+        .bind(keys)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Creates the state rows of flows new to `flow_state`.
+pub async fn ensure_flow_states(db: impl PgExecutor<'_>, keys: &[String]) -> Result<()> {
+    sqlx::query("INSERT INTO flow_state (key) SELECT UNNEST($1::text[]) ON CONFLICT (key) DO NOTHING")
+        .bind(keys)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A processor's sync, one statement: adds its deltas to the flows'
+/// shared state and moves the breakers (a success closes an open flow;
+/// `threshold` consecutive failures within the window open a closed one,
+/// with the first probe a cooldown away), rolls the retry-budget window,
+/// and returns the state and limits of every `watched` flow. The rows of
+/// the deltas' flows are locked in key order, so concurrent syncs of
+/// several processors serialise instead of deadlocking.
+pub async fn sync_flows(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    budget_window_secs: f64,
+    deltas: &[FlowDelta],
+    watched: &[String],
+) -> Result<Vec<FlowRow>> {
+    let col = |f: fn(&FlowDelta) -> i64| deltas.iter().map(f).collect::<Vec<i64>>();
+    let keys: Vec<&str> = deltas.iter().map(|d| d.key.as_str()).collect();
+    let not_before: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|d| d.not_before).collect();
+    let threshold: Vec<i32> = deltas.iter().map(|d| d.threshold).collect();
+    let window: Vec<f64> = deltas.iter().map(|d| d.window_secs).collect();
+    let cooldown: Vec<f64> = deltas.iter().map(|d| d.cooldown_secs).collect();
+    let sql = concat!(
+        "WITH d AS ( \
+             SELECT * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                                  $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[], \
+                                  $10::int[], $11::float8[], $12::float8[]) \
+                 AS d(key, requests, retries, successes, failures, trailing, throttled, \
+                      not_before, threshold, window_secs, cooldown_secs) \
+         ), cur AS ( \
+             SELECT s.* FROM flow_state s WHERE s.key IN (SELECT key FROM d) \
+             ORDER BY s.key FOR UPDATE \
+         ), calc AS ( \
+             SELECT d.*, c.breaker AS was, c.failures_since AS since_old, \
+                    (c.window_start IS NULL \
+                     OR c.window_start + make_interval(secs => $13) <= $1) AS roll, \
+                    CASE WHEN d.successes > 0 THEN d.trailing \
+                         WHEN c.failures_since IS NULL \
+                              OR c.failures_since + make_interval(secs => d.window_secs) < $1 \
+                         THEN d.failures \
+                         ELSE c.failures + d.failures END AS fails \
+             FROM d JOIN cur c ON c.key = d.key \
+         ), moves AS ( \
+             SELECT x.*, \
+                    (x.was = 'closed' AND x.fails >= x.threshold) AS to_open, \
+                    (x.was = 'open' AND x.successes > 0) AS to_close \
+             FROM calc x \
+         ), upd AS ( \
+             UPDATE flow_state s SET \
+                 failures = LEAST(m.fails, 1000000000)::int, \
+                 failures_since = CASE WHEN m.fails = 0 THEN NULL \
+                     WHEN m.successes > 0 OR m.since_old IS NULL \
+                          OR m.since_old + make_interval(secs => m.window_secs) < $1 THEN $1 \
+                     ELSE m.since_old END, \
+                 breaker = CASE WHEN m.to_open THEN 'open' WHEN m.to_close THEN 'closed' \
+                                ELSE s.breaker END, \
+                 opened_at = CASE WHEN m.to_open THEN $1 ELSE s.opened_at END, \
+                 closed_at = CASE WHEN m.to_close THEN $1 ELSE s.closed_at END, \
+                 probe_at = CASE WHEN m.to_open THEN $1 + make_interval(secs => m.cooldown_secs) \
+                                 WHEN m.to_close THEN NULL ELSE s.probe_at END, \
+                 opened_total = s.opened_total + m.to_open::int, \
+                 not_before = GREATEST(s.not_before, m.not_before), \
+                 throttled_total = s.throttled_total + m.throttled, \
+                 window_start = CASE WHEN m.roll THEN $1 ELSE s.window_start END, \
+                 window_requests = CASE WHEN m.roll THEN m.requests \
+                                        ELSE s.window_requests + m.requests END, \
+                 window_retries = CASE WHEN m.roll THEN m.retries \
+                                       ELSE s.window_retries + m.retries END, \
+                 updated_at = now() \
+             FROM moves m WHERE s.key = m.key \
+             RETURNING s.*, m.was AS was_breaker \
+         ), r AS ( \
+             SELECT * FROM upd \
+             UNION ALL \
+             SELECT s.*, NULL::text AS was_breaker FROM flow_state s \
+             WHERE s.key = ANY($14) AND s.key NOT IN (SELECT key FROM d) \
+         ) \
+         SELECT ",
+        flow_row_columns!(),
+        " FROM UNNEST($14::text[]) AS w(key) \
+         LEFT JOIN r ON r.key = w.key \
+         LEFT JOIN flows f ON f.key = w.key"
+    );
+    Ok(sqlx::query_as::<_, FlowRow>(sql)
+        .bind(now)
+        .bind(&keys)
+        .bind(col(|d| d.requests))
+        .bind(col(|d| d.retries))
+        .bind(col(|d| d.successes))
+        .bind(col(|d| d.failures))
+        .bind(col(|d| d.trailing))
+        .bind(col(|d| d.throttled))
+        .bind(&not_before)
+        .bind(&threshold)
+        .bind(&window)
+        .bind(&cooldown)
+        .bind(budget_window_secs)
+        .bind(watched)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Takes an open flow's probe: moves `probe_at` a cooldown on if it is
+/// due. True when this call took it (exactly one caller per cooldown).
+pub async fn claim_probe(
+    db: impl PgExecutor<'_>,
+    key: &str,
+    now: DateTime<Utc>,
+    cooldown_secs: f64,
+) -> Result<bool> {
+    let taken: Option<(String,)> = sqlx::query_as(
+        "UPDATE flow_state SET probe_at = $2 + make_interval(secs => $3), updated_at = now() \
+         WHERE key = $1 AND breaker = 'open' AND (probe_at IS NULL OR probe_at <= $2) \
+         RETURNING key",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(cooldown_secs)
+    .fetch_optional(db)
+    .await?;
+    Ok(taken.is_some())
+}
+
+/// Fire times for requests about to be dispatched, in the caller's
+/// transaction: each goes out at its wanted instant, or later if its flow
+/// backs off (`not_before`) or is rate-limited (paced by [`pace::slot`]
+/// under the flow's row lock, earliest wanted first). Returns one instant
+/// per want, in order.
+pub async fn pace_dispatch(
+    tx: &mut PgConnection,
+    now: DateTime<Utc>,
+    wants: &[(&str, DateTime<Utc>)],
+) -> Result<Vec<DateTime<Utc>>> {
+    let mut out: Vec<DateTime<Utc>> = wants.iter().map(|(_, at)| *at).collect();
+    if wants.is_empty() {
+        return Ok(out);
+    }
+    let mut keys: Vec<String> = wants.iter().map(|(k, _)| k.to_string()).collect();
+    keys.sort();
+    keys.dedup();
+    // Rate-limited flows need a row to lock and hold the slot.
+    sqlx::query(
+        "INSERT INTO flow_state (key) \
+         SELECT key FROM flows WHERE key = ANY($1) AND rate_per_sec IS NOT NULL \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&keys)
+    .execute(&mut *tx)
+    .await?;
+    let rated: Vec<(String, Option<DateTime<Utc>>, f64, i32)> = sqlx::query_as(
+        "SELECT s.key, s.next_slot, f.rate_per_sec, f.burst \
+         FROM flow_state s JOIN flows f ON f.key = s.key \
+         WHERE s.key = ANY($1) AND f.rate_per_sec IS NOT NULL \
+         ORDER BY s.key FOR UPDATE OF s",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    let backoff: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT key, not_before FROM flow_state WHERE key = ANY($1) AND not_before > $2",
+    )
+    .bind(&keys)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rated.is_empty() && backoff.is_empty() {
+        return Ok(out);
+    }
+    let floors: std::collections::HashMap<&str, DateTime<Utc>> =
+        backoff.iter().map(|(k, at)| (k.as_str(), *at)).collect();
+    let mut slots: std::collections::HashMap<&str, (Rate, Option<DateTime<Utc>>)> = rated
+        .iter()
+        .map(|(k, tat, per_sec, burst)| {
+            let rate = Rate {
+                per_sec: *per_sec,
+                burst: (*burst).max(1) as u32,
+            };
+            (k.as_str(), (rate, *tat))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| wants[i].1);
+    for i in order {
+        let (flow, wanted) = wants[i];
+        let mut at = wanted;
+        if let Some(floor) = floors.get(flow) {
+            at = at.max(*floor);
+        }
+        if let Some((rate, tat)) = slots.get_mut(flow) {
+            at = pace::slot(*rate, tat, at);
+        }
+        out[i] = at;
+    }
+    let (flows, tats): (Vec<&str>, Vec<Option<DateTime<Utc>>>) =
+        slots.iter().map(|(k, (_, tat))| (*k, *tat)).unzip();
+    if !flows.is_empty() {
+        sqlx::query(
+            "UPDATE flow_state s SET next_slot = u.tat, updated_at = now() \
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(key, tat) WHERE s.key = u.key",
+        )
+        .bind(&flows)
+        .bind(&tats)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(out)
+}
+
+/// Keeps the leases of dispatched occurrences at least until `until`
+/// (pacing moved their fire time past the lease the claim gave them).
+pub async fn extend_leases(
+    db: impl PgExecutor<'_>,
+    leases: &[(i64, DateTime<Utc>)],
+) -> Result<u64> {
+    if leases.is_empty() {
+        return Ok(0);
+    }
+    let (ids, untils): (Vec<i64>, Vec<DateTime<Utc>>) = leases.iter().copied().unzip();
+    let done = sqlx::query(
+        "UPDATE tasks t SET lease_until = GREATEST(t.lease_until, u.until) \
+         FROM UNNEST($1::bigint[], $2::timestamptz[]) AS u(id, until) WHERE t.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&untils)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
