@@ -156,7 +156,11 @@ pub fn for_process(report: &ProcessReport) -> MetricSet {
         .value("FlowClosed", Unit::Count, report.flows_closed as f64)
         .value("FlowsOpen", Unit::Count, report.flows_open as f64)
         .value("FlowProbes", Unit::Count, report.probes as f64)
-        .value("RetryBudgetDelayed", Unit::Count, report.budget_delayed as f64)
+        .value(
+            "RetryBudgetDelayed",
+            Unit::Count,
+            report.budget_delayed as f64,
+        )
         .sample("PacingDelayMs", Unit::Milliseconds, &report.pacing_ms)
         .sample("FireLagMs", Unit::Milliseconds, &report.fire_lag_ms)
         .sample("TargetLatencyMs", Unit::Milliseconds, &report.latency_ms);

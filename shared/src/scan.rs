@@ -145,11 +145,26 @@ pub async fn scan(
         // not late by the time the claim took.
         let send_now = Utc::now();
         let (mut outgoing, owner) = messages_of(&claimed, &windows, send_now);
-        summary.paced +=
-            pace(&mut tx, &claimed, &owner, &mut outgoing, send_now, opts.lease).await?;
+        summary.paced += pace(
+            &mut tx,
+            &claimed,
+            &owner,
+            &mut outgoing,
+            send_now,
+            opts.lease,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
-        let sent_ok =
-            dispatch_page(pool, queue, &claimed, &windows, outgoing, &owner, &mut summary).await?;
+        let sent_ok = dispatch_page(
+            pool,
+            queue,
+            &claimed,
+            &windows,
+            outgoing,
+            &owner,
+            &mut summary,
+        )
+        .await?;
         // A queue that refuses messages is down or throttling hard: stop
         // instead of claiming (and releasing) page after page.
         if !sent_ok || !page_was_full {
@@ -349,7 +364,10 @@ async fn pace(
         let c = &claimed[i];
         if c.overlap != Overlap::Allow {
             let keep = Duration::from_millis(c.timeout_ms.max(0) as u64) + lease;
-            leases.push((c.task_id, at + chrono::Duration::from_std(keep).unwrap_or_default()));
+            leases.push((
+                c.task_id,
+                at + chrono::Duration::from_std(keep).unwrap_or_default(),
+            ));
         }
     }
     store::extend_leases(&mut *tx, &leases).await?;

@@ -133,6 +133,7 @@ where
         per_host: HashMap::new(),
         not_started: VecDeque::new(),
         held: VecDeque::new(),
+        wake: None,
         expired: false,
         next_id: 0,
     }
@@ -162,6 +163,8 @@ struct FireStream<T, S: Stream> {
     not_started: VecDeque<T>,
     /// Jobs their flow holds, waiting to be yielded.
     held: VecDeque<(T, Fired)>,
+    /// Wakes the stream when a job waiting for its flow's spacing may go.
+    wake: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The deadline guard tripped: nothing starts any more.
     expired: bool,
     next_id: u64,
@@ -213,6 +216,7 @@ where
     fn start_eligible(&mut self) -> usize {
         let mut started = 0;
         let mut i = 0;
+        let mut spaced_until: Option<DateTime<Utc>> = None;
         while i < self.pending.len() && self.in_flight.len() < self.limits.concurrency {
             let host = &self.pending[i].host;
             let cap = match &self.limits.flows {
@@ -223,6 +227,13 @@ where
             if host_busy {
                 i += 1;
                 continue;
+            }
+            if let Some(flows) = &self.limits.flows {
+                if let Err(at) = flows.take_local_slot(host, Utc::now()) {
+                    spaced_until = Some(spaced_until.map_or(at, |s| s.min(at)));
+                    i += 1;
+                    continue;
+                }
             }
             let Some(time_left) = self.time_left() else {
                 self.expire();
@@ -247,6 +258,10 @@ where
             };
             self.launch(job, probe);
             started += 1;
+        }
+        if let Some(at) = spaced_until {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            self.wake = Some(Box::pin(tokio::time::sleep(wait)));
         }
         started
     }
@@ -357,6 +372,13 @@ where
             let drained = this.jobs.is_done() && this.pending.is_empty();
             if drained && this.in_flight.is_empty() {
                 return Poll::Ready(None);
+            }
+            // A job waits for its flow's spacing: wake when it may go.
+            if let Some(wake) = this.wake.as_mut() {
+                if wake.as_mut().poll(cx).is_ready() {
+                    this.wake = None;
+                    continue;
+                }
             }
             // Wakers are registered: by the input stream if it was polled to
             // Pending, otherwise by in-flight requests (a full buffer or a

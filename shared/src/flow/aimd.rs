@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 /// After a decrease, how long before the limit may grow again (and before
 /// another decrease: the requests already in flight answer alike).
 pub const SETTLE: Duration = Duration::from_millis(500);
+/// The limit grows by one at most this often.
+pub const GROWTH_EVERY: Duration = Duration::from_millis(100);
 /// Latency above `baseline * LATENCY_FACTOR + LATENCY_SLACK` is congestion.
 pub const LATENCY_FACTOR: f64 = 2.0;
 /// See [`LATENCY_FACTOR`] (keeps fast targets' jitter from counting).
@@ -22,6 +24,7 @@ pub struct Aimd {
     /// slower for good becomes the new normal.
     baseline: Option<Duration>,
     last_decrease: Option<Instant>,
+    last_increase: Option<Instant>,
     /// Successes since the limit last grew.
     calm: u32,
 }
@@ -47,6 +50,7 @@ impl Aimd {
             cap,
             baseline: None,
             last_decrease: None,
+            last_increase: None,
             calm: 0,
         }
     }
@@ -87,10 +91,14 @@ impl Aimd {
                         self.decrease(0.9, now);
                     }
                 } else if settled {
-                    self.calm += 1;
-                    if self.calm as f64 >= self.limit {
+                    self.calm = self.calm.saturating_add(1);
+                    let paced = self
+                        .last_increase
+                        .is_none_or(|at| now.duration_since(at) >= GROWTH_EVERY);
+                    if self.calm as f64 >= self.limit && paced && self.limit < self.cap {
                         self.calm = 0;
                         self.limit = (self.limit + 1.0).min(self.cap);
+                        self.last_increase = Some(now);
                     }
                 }
             }
@@ -133,8 +141,8 @@ mod tests {
         }
         assert_eq!(a.limit(), 1);
         let later = t + SETTLE * 20;
-        for _ in 0..1000 {
-            a.observe(Signal::Answered(FAST), later);
+        for k in 0..1000 {
+            a.observe(Signal::Answered(FAST), later + GROWTH_EVERY * k);
         }
         assert_eq!(a.limit(), 6);
     }
@@ -147,8 +155,13 @@ mod tests {
             a.observe(Signal::Answered(FAST), t);
         }
         assert_eq!(a.limit(), 5);
-        for _ in 0..5 {
+        // At most one step per GROWTH_EVERY, however many successes.
+        for _ in 0..50 {
             a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 5);
+        for _ in 0..5 {
+            a.observe(Signal::Answered(FAST), t + GROWTH_EVERY);
         }
         assert_eq!(a.limit(), 6);
     }

@@ -56,7 +56,9 @@ pub struct FlowSettings {
     /// Requests in flight per flow and processor at most, unless the flow
     /// sets `max_in_flight` (`SUNDIAL_PER_HOST_CONCURRENCY`).
     pub per_flow_cap: usize,
-    /// Where adaptive concurrency starts for a flow (clamped to its cap).
+    /// Where adaptive concurrency starts for a flow (clamped to its cap;
+    /// by default the cap: a healthy flow runs as before, the limiter only
+    /// steps in on 429s and rising latency).
     pub initial_limit: usize,
     /// Consecutive failures that open a flow (`SUNDIAL_BREAKER_FAILURES`).
     pub breaker_failures: u32,
@@ -76,7 +78,7 @@ impl Default for FlowSettings {
     fn default() -> Self {
         FlowSettings {
             per_flow_cap: crate::config::defaults::PER_HOST_CONCURRENCY,
-            initial_limit: 8,
+            initial_limit: usize::MAX,
             breaker_failures: 5,
             breaker_window: Duration::from_secs(60),
             breaker_cooldown: Duration::from_secs(30),
@@ -113,9 +115,8 @@ impl FlowLimits {
     }
 
     fn of(row: &FlowRow, s: &FlowSettings) -> Self {
-        let secs = |v: Option<i32>, d: Duration| {
-            v.map_or(d, |n| Duration::from_secs(n.max(1) as u64))
-        };
+        let secs =
+            |v: Option<i32>, d: Duration| v.map_or(d, |n| Duration::from_secs(n.max(1) as u64));
         FlowLimits {
             rate: row.rate_per_sec.filter(|r| *r > 0.0).map(|per_sec| Rate {
                 per_sec,
@@ -244,6 +245,9 @@ struct Entry {
     window_retries: u64,
     /// Consecutive failures this processor saw (local breaker).
     local_failures: u32,
+    /// This processor's own pacing slot (a second line behind the shared
+    /// schedule: requests a late delivery bunched are spread again).
+    local_tat: Option<DateTime<Utc>>,
     /// The row exists in `flow_state`.
     stored: bool,
     /// Pulled at least once (limits are those of the `flows` row).
@@ -267,6 +271,7 @@ impl Entry {
             window_requests: 0,
             window_retries: 0,
             local_failures: 0,
+            local_tat: None,
             stored: false,
             loaded: false,
             last_used: tokio::time::Instant::now(),
@@ -293,7 +298,7 @@ impl Entry {
         self.window_start = row.window_start;
         self.window_requests = row.window_requests.max(0) as u64;
         self.window_retries = row.window_retries.max(0) as u64;
-        self.stored = true;
+        self.stored = row.stored;
         self.loaded = true;
     }
 }
@@ -362,7 +367,28 @@ impl FlowControl {
     /// Does the flow pace its requests, or back off now? (Then chained
     /// occurrences go through [`store::pace_dispatch`].)
     pub fn paces_or_backs_off(&self, flow: &str, now: DateTime<Utc>) -> bool {
-        self.with(flow, |e| e.limits.rate.is_some() || e.not_before.is_some_and(|nb| nb > now))
+        self.with(flow, |e| {
+            e.limits.rate.is_some() || e.not_before.is_some_and(|nb| nb > now)
+        })
+    }
+
+    /// May a request of a rate-limited flow start now, as far as this
+    /// processor's own spacing goes? `Ok` takes the slot; `Err(at)` says
+    /// when one is free. Flows without a rate always pass.
+    pub fn take_local_slot(&self, flow: &str, now: DateTime<Utc>) -> Result<(), DateTime<Utc>> {
+        self.with(flow, |e| {
+            let Some(rate) = e.limits.rate else {
+                return Ok(());
+            };
+            let mut tat = e.local_tat;
+            let at = pace::slot(rate, &mut tat, now);
+            if at <= now {
+                e.local_tat = tat;
+                Ok(())
+            } else {
+                Err(at)
+            }
+        })
     }
 
     /// Requests in flight this processor allows the flow now.
@@ -622,7 +648,14 @@ impl FlowControl {
             if !new_keys.is_empty() {
                 store::ensure_flow_states(&self.pool, &new_keys).await?;
             }
-            store::sync_flows(&self.pool, now, BUDGET_WINDOW.as_secs_f64(), &deltas, &watched).await
+            store::sync_flows(
+                &self.pool,
+                now,
+                BUDGET_WINDOW.as_secs_f64(),
+                &deltas,
+                &watched,
+            )
+            .await
         }
         .await;
         let rows = match result {

@@ -336,8 +336,8 @@ impl Processor {
             .buffer_unordered(HOLD_SLOTS)
             // Boxing pins down the lifetimes, so the whole future is `Send`.
             .boxed();
-        let mut limits = Limits::new(self.opts.concurrency, self.opts.per_host)
-            .with_flows(self.flows.clone());
+        let mut limits =
+            Limits::new(self.opts.concurrency, self.opts.per_host).with_flows(self.flows.clone());
         if let Some(deadline) = deadline {
             limits = limits.with_deadline(deadline, self.opts.deadline_margin);
         }

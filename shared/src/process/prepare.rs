@@ -17,6 +17,9 @@ use crate::message::DispatchMessage;
 use crate::store::{self, OnOpen, Outcome, OutcomeKind, RunRecord, RunStatus};
 use crate::task::{header_map, Task, Timing};
 
+/// A message of a rate-limited flow this much past its slot is re-paced.
+const REPACE_AFTER: Duration = Duration::from_millis(50);
+
 /// A chunk's messages that could not be fired, and those to fire.
 type Prepared<Id> = (Vec<Settled<Id>>, Vec<(InFlight<Id>, FireRequest)>);
 
@@ -80,7 +83,74 @@ impl Processor {
                 Triage::Fire(job, request) => jobs.push((job, request)),
             }
         }
+        let jobs = self.repace_late(jobs, &mut settled, now).await;
         (settled, jobs)
+    }
+
+    /// Messages of rate-limited flows that arrive after their slot (the
+    /// queue delivered late) would fire together and break the flow's rate:
+    /// they take new slots from the flow's shared schedule (one
+    /// transaction per chunk) and are held, or put back, until then. If
+    /// the schedule cannot be reached they fire as they are.
+    async fn repace_late<Id>(
+        &self,
+        jobs: Vec<(InFlight<Id>, FireRequest)>,
+        settled: &mut Vec<Settled<Id>>,
+        now: DateTime<Utc>,
+    ) -> Vec<(InFlight<Id>, FireRequest)> {
+        let late_after = chrono::Duration::from_std(REPACE_AFTER).unwrap_or_default();
+        let late: Vec<usize> = (0..jobs.len())
+            .filter(|&i| {
+                let job = &jobs[i].0;
+                !job.message.manual
+                    && job.ready_at - late_after > decide::fire_instant(&job.message, &job.task)
+                    && self.flows.limits(&job.task.flow).rate.is_some()
+            })
+            .collect();
+        if late.is_empty() {
+            return jobs;
+        }
+        let wants: Vec<(&str, DateTime<Utc>)> = late
+            .iter()
+            .map(|&i| (jobs[i].0.task.flow.as_str(), now))
+            .collect();
+        let slots = async {
+            let mut tx = self.pool.begin().await?;
+            let at = store::pace_dispatch(&mut tx, now, &wants).await?;
+            tx.commit().await?;
+            Ok::<_, store::StoreError>(at)
+        }
+        .await;
+        let slots = match slots {
+            Ok(slots) => slots,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot re-pace late messages; firing them as they are");
+                return jobs;
+            }
+        };
+        let new_at: HashMap<usize, DateTime<Utc>> = late.into_iter().zip(slots).collect();
+        let mut kept = Vec::with_capacity(jobs.len());
+        for (i, (mut job, request)) in jobs.into_iter().enumerate() {
+            let Some(&at) = new_at.get(&i) else {
+                kept.push((job, request));
+                continue;
+            };
+            job.message = job.message.held_until(at);
+            let wait = (at - now).to_std().unwrap_or_default();
+            if wait > crate::firetime::HOLD_MAX {
+                let InFlight {
+                    id, message, task, ..
+                } = job;
+                let mut one = self.put_back(id, message, &task, at, wait, now);
+                one.report.received = 1;
+                settled.push(one);
+                continue;
+            }
+            job.hold_until = (!wait.is_zero()).then(|| Instant::now() + wait);
+            job.ready_at = at.max(now);
+            kept.push((job, request));
+        }
+        kept
     }
 
     /// Carries out [`decide::before_firing`] for one parsed message.

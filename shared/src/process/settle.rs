@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use super::decide::{self, AfterCall};
 use super::{Chain, Disposition, InFlight, ProcessReport, Processor, Settled, MAX_BACKOFF};
 use crate::fire::{retry_delay, FireResult, Fired};
-use crate::flow::HoldReason;
-use crate::store::OnOpen;
 use crate::firetime;
+use crate::flow::HoldReason;
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
+use crate::store::OnOpen;
 use crate::store::{Outcome, OutcomeKind, RunRecord, RunStatus};
 use crate::task::{Task, Timing};
 

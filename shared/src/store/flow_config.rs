@@ -52,10 +52,16 @@ macro_rules! flow_columns {
     };
 }
 
-
 /// The configured flows among `keys`, in one query.
-pub async fn load_flow_configs(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<FlowConfig>> {
-    let sql = concat!("SELECT ", flow_columns!(), " FROM flows WHERE key = ANY($1)");
+pub async fn load_flow_configs(
+    db: impl PgExecutor<'_>,
+    keys: &[String],
+) -> Result<Vec<FlowConfig>> {
+    let sql = concat!(
+        "SELECT ",
+        flow_columns!(),
+        " FROM flows WHERE key = ANY($1)"
+    );
     Ok(sqlx::query_as::<_, FlowConfig>(sql)
         .bind(keys)
         .fetch_all(db)

@@ -85,10 +85,12 @@ pub async fn load_flows(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<
 
 /// Creates the state rows of flows new to `flow_state`.
 pub async fn ensure_flow_states(db: impl PgExecutor<'_>, keys: &[String]) -> Result<()> {
-    sqlx::query("INSERT INTO flow_state (key) SELECT UNNEST($1::text[]) ON CONFLICT (key) DO NOTHING")
-        .bind(keys)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO flow_state (key) SELECT UNNEST($1::text[]) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(keys)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -117,7 +119,7 @@ pub async fn sync_flows(
              SELECT * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
                                   $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[], \
                                   $10::int[], $11::float8[], $12::float8[]) \
-                 AS d(key, requests, retries, successes, failures, trailing, throttled, \
+                 AS d(key, requests, retries, successes, failures, tail_failures, throttled, \
                       not_before, threshold, window_secs, cooldown_secs) \
          ), cur AS ( \
              SELECT s.* FROM flow_state s WHERE s.key IN (SELECT key FROM d) \
@@ -126,7 +128,7 @@ pub async fn sync_flows(
              SELECT d.*, c.breaker AS was, c.failures_since AS since_old, \
                     (c.window_start IS NULL \
                      OR c.window_start + make_interval(secs => $13) <= $1) AS roll, \
-                    CASE WHEN d.successes > 0 THEN d.trailing \
+                    CASE WHEN d.successes > 0 THEN d.tail_failures \
                          WHEN c.failures_since IS NULL \
                               OR c.failures_since + make_interval(secs => d.window_secs) < $1 \
                          THEN d.failures \

@@ -1,0 +1,248 @@
+//! The shared flow state in Postgres: pacing slots under concurrent
+//! claim transactions, the processors' sync (breaker moves, backoff,
+//! retry-budget window) and the one probe per cooldown.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgPool;
+use sundial::store::{self, FlowDelta};
+
+fn delta(key: &str) -> FlowDelta {
+    FlowDelta {
+        key: key.into(),
+        requests: 0,
+        retries: 0,
+        successes: 0,
+        failures: 0,
+        trailing: 0,
+        throttled: 0,
+        not_before: None,
+        threshold: 3,
+        window_secs: 60.0,
+        cooldown_secs: 5.0,
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn failures_open_the_breaker_across_processors_and_a_success_closes_it(pool: PgPool) {
+    let key = "api.internal:443".to_string();
+    store::ensure_flow_states(&pool, std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    // Two processors see two failures each: four in a row, threshold 3.
+    let two = FlowDelta {
+        requests: 2,
+        failures: 2,
+        trailing: 2,
+        ..delta(&key)
+    };
+    let rows = store::sync_flows(
+        &pool,
+        t0(),
+        10.0,
+        std::slice::from_ref(&two),
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].breaker.as_str(), rows[0].failures), ("closed", 2));
+    let now = t0() + Duration::seconds(1);
+    let rows = store::sync_flows(&pool, now, 10.0, &[two], std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].breaker, "open");
+    assert_eq!(rows[0].was_breaker.as_deref(), Some("closed"));
+    assert_eq!(rows[0].opened_at, Some(now));
+    assert_eq!(rows[0].probe_at, Some(now + Duration::seconds(5)));
+
+    // One probe per cooldown, whoever asks.
+    let early = now + Duration::seconds(4);
+    assert!(!store::claim_probe(&pool, &key, early, 5.0).await.unwrap());
+    let due = now + Duration::seconds(5);
+    assert!(store::claim_probe(&pool, &key, due, 5.0).await.unwrap());
+    assert!(!store::claim_probe(&pool, &key, due, 5.0).await.unwrap());
+
+    // The probe answers: closed for everyone.
+    let ok = FlowDelta {
+        requests: 1,
+        successes: 1,
+        ..delta(&key)
+    };
+    let later = due + Duration::milliseconds(100);
+    let rows = store::sync_flows(&pool, later, 10.0, &[ok], std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].breaker, "closed");
+    assert_eq!(rows[0].was_breaker.as_deref(), Some("open"));
+    assert_eq!(rows[0].closed_at, Some(later));
+    assert_eq!(rows[0].failures, 0);
+    // A watcher with nothing to push sees the same.
+    let rows = store::sync_flows(&pool, later, 10.0, &[], std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(rows[0].breaker, "closed");
+    assert_eq!(rows[0].was_breaker, None);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn failures_outside_the_window_do_not_add_up(pool: PgPool) {
+    let key = "slow.internal:80".to_string();
+    store::ensure_flow_states(&pool, std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    let two = FlowDelta {
+        requests: 2,
+        failures: 2,
+        trailing: 2,
+        ..delta(&key)
+    };
+    store::sync_flows(&pool, t0(), 10.0, std::slice::from_ref(&two), &[])
+        .await
+        .unwrap();
+    // Two more, two minutes later: the window (60 s) started afresh.
+    let rows = store::sync_flows(
+        &pool,
+        t0() + Duration::minutes(2),
+        10.0,
+        &[two],
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    assert_eq!((rows[0].breaker.as_str(), rows[0].failures), ("closed", 2));
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn backoff_and_budget_windows_are_shared(pool: PgPool) {
+    let key = "busy.internal:443".to_string();
+    store::ensure_flow_states(&pool, std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    let until = t0() + Duration::seconds(2);
+    let throttled = FlowDelta {
+        requests: 10,
+        retries: 2,
+        successes: 10,
+        throttled: 1,
+        not_before: Some(until),
+        ..delta(&key)
+    };
+    let rows = store::sync_flows(
+        &pool,
+        t0(),
+        10.0,
+        std::slice::from_ref(&throttled),
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows[0].not_before, Some(until));
+    assert_eq!((rows[0].window_requests, rows[0].window_retries), (10, 2));
+    // An earlier backoff never shortens a later one.
+    let shorter = FlowDelta {
+        not_before: Some(t0() + Duration::seconds(1)),
+        ..throttled.clone()
+    };
+    let rows = store::sync_flows(
+        &pool,
+        t0() + Duration::seconds(1),
+        10.0,
+        &[shorter],
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows[0].not_before, Some(until));
+    assert_eq!((rows[0].window_requests, rows[0].window_retries), (20, 4));
+    // The window turns after 10 s.
+    let rows = store::sync_flows(
+        &pool,
+        t0() + Duration::seconds(11),
+        10.0,
+        &[throttled],
+        std::slice::from_ref(&key),
+    )
+    .await
+    .unwrap();
+    assert_eq!((rows[0].window_requests, rows[0].window_retries), (10, 2));
+    let (total,): (i64,) = sqlx::query_as("SELECT throttled_total FROM flow_state WHERE key = $1")
+        .bind(&key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn concurrent_claim_transactions_share_one_pacing_schedule(pool: PgPool) {
+    let key = "paced.internal:443";
+    sqlx::query("INSERT INTO flows (key, rate_per_sec, burst) VALUES ($1, 10, 1)")
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let wants: Vec<(&str, DateTime<Utc>)> = (0..20).map(|_| (key, t0())).collect();
+    // Two scanners pace 20 requests each, in overlapping transactions.
+    let run = |pool: PgPool, wants: Vec<(&'static str, DateTime<Utc>)>| async move {
+        let mut tx = pool.begin().await.unwrap();
+        let at = store::pace_dispatch(&mut tx, t0(), &wants).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tx.commit().await.unwrap();
+        at
+    };
+    let (a, b) = tokio::join!(run(pool.clone(), wants.clone()), run(pool.clone(), wants));
+    let mut all: Vec<DateTime<Utc>> = a.into_iter().chain(b).collect();
+    all.sort();
+    let expected: Vec<DateTime<Utc>> = (0..40)
+        .map(|k| t0() + Duration::milliseconds(100 * k))
+        .collect();
+    assert_eq!(all, expected, "one slot every 100 ms, none shared");
+    // A flow without limits keeps its instants (and gets no state row).
+    let mut tx = pool.begin().await.unwrap();
+    let free = store::pace_dispatch(&mut tx, t0(), &[("free.internal:80", t0())])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(free, vec![t0()]);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn tasks_get_their_flow_by_trigger(pool: PgPool) {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO tasks (name, schedule, url, flow_key) VALUES \
+           ('a', 'rate(1 minute)', 'http://Example.COM/x', NULL), \
+           ('b', 'rate(1 minute)', 'https://example.com/x', NULL), \
+           ('c', 'rate(1 minute)', 'http://127.0.0.1:8080/x', NULL), \
+           ('d', 'rate(1 minute)', 'http://[::1]:9/x', NULL), \
+           ('e', 'rate(1 minute)', 'https://user:pw@api.example.com/x', NULL), \
+           ('f', 'rate(1 minute)', 'https://h1.example.com/x', 'shared-api') \
+         RETURNING flow",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let flows: Vec<&str> = rows.iter().map(|(f,)| f.as_str()).collect();
+    assert_eq!(
+        flows,
+        [
+            "example.com:80",
+            "example.com:443",
+            "127.0.0.1:8080",
+            "[::1]:9",
+            "api.example.com:443",
+            "shared-api"
+        ]
+    );
+    let (flow,): (String,) =
+        sqlx::query_as("UPDATE tasks SET url = 'http://other:81/' WHERE name = 'a' RETURNING flow")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(flow, "other:81");
+}
