@@ -125,6 +125,7 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
         .value("InvalidSchedules", Unit::Count, summary.invalid as f64)
         .value("PurgedRuns", Unit::Count, summary.purged_runs as f64)
         .value("Paced", Unit::Count, summary.paced as f64)
+        .value("FlowsOpen", Unit::Count, summary.flows_open as f64)
         .value(
             "ScanDurationMs",
             Unit::Milliseconds,

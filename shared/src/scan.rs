@@ -85,6 +85,8 @@ pub struct ScanSummary {
     pub purged_runs: u64,
     /// Messages whose fire time flow control moved (pacing, backoff).
     pub paced: u64,
+    /// Flows whose circuit breaker is open after the scan.
+    pub flows_open: i64,
 }
 
 /// A scan could not talk to the database.
@@ -175,6 +177,7 @@ pub async fn scan(
     let backlog = store::backlog(pool, Utc::now()).await?;
     summary.backlog = backlog.due;
     summary.oldest_due_age_secs = backlog.oldest_due_age_secs;
+    summary.flows_open = backlog.open_flows;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }

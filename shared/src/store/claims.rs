@@ -155,13 +155,16 @@ pub struct Backlog {
     pub due: i64,
     /// Age of the oldest such occurrence, in seconds (0 when none).
     pub oldest_due_age_secs: f64,
+    /// Flows whose circuit breaker is open.
+    pub open_flows: i64,
 }
 
 /// Backlog figures for metrics and `/v1/status`.
 pub async fn backlog(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<Backlog> {
     Ok(sqlx::query_as::<_, Backlog>(
         "SELECT count(*) AS due, \
-                COALESCE(EXTRACT(EPOCH FROM $1 - min(next_run_at))::float8, 0) AS oldest_due_age_secs \
+                COALESCE(EXTRACT(EPOCH FROM $1 - min(next_run_at))::float8, 0) AS oldest_due_age_secs, \
+                (SELECT count(*) FROM flow_state WHERE breaker = 'open') AS open_flows \
          FROM tasks \
          WHERE enabled AND next_run_at <= $1 AND (lease_until IS NULL OR lease_until < $1)",
     )
