@@ -103,7 +103,7 @@ fn flow_limit_fields() -> Map<String, Value> {
         json!({
             "type": ["number", "null"], "format": "double",
             "exclusiveMinimum": above, "maximum": max_rate,
-            "description": "Requests per second at most, paced at dispatch across all processors. Null or absent: no rate limit beyond the settings' default."
+            "description": "Requests per second at most, paced at dispatch across all processors. Null or absent: no rate limit."
         }),
     );
     fields.insert(
@@ -118,7 +118,7 @@ fn flow_limit_fields() -> Map<String, Value> {
         "max_in_flight".into(),
         nullable_int(
             MAX_IN_FLIGHT_RANGE,
-            "Requests in flight per processor at most (the cap of adaptive concurrency).",
+            "Requests in flight per processor at most (the cap of adaptive concurrency); null or absent: `SUNDIAL_PER_HOST_CONCURRENCY`.",
         ),
     );
     let (min_budget, max_budget) = RETRY_BUDGET_RANGE;
@@ -127,28 +127,28 @@ fn flow_limit_fields() -> Map<String, Value> {
         json!({
             "type": ["number", "null"], "format": "double",
             "minimum": min_budget, "maximum": max_budget,
-            "description": "Retries as a share of requests per 10-second window."
+            "description": "Retries as a share of requests per 10-second window; null or absent: `SUNDIAL_RETRY_BUDGET`."
         }),
     );
     fields.insert(
         "breaker_failures".into(),
         nullable_int(
             BREAKER_FAILURES_RANGE,
-            "Consecutive failures (connect errors, timeouts, 5xx) that open the breaker.",
+            "Consecutive failures (connect errors, timeouts, 5xx) that open the breaker; null or absent: `SUNDIAL_BREAKER_FAILURES`.",
         ),
     );
     fields.insert(
         "breaker_window_secs".into(),
         nullable_int(
             BREAKER_SECS_RANGE,
-            "Window the failures must fall in, in seconds.",
+            "Window the failures must fall in, in seconds; null or absent: `SUNDIAL_BREAKER_WINDOW_SECS`.",
         ),
     );
     fields.insert(
         "breaker_cooldown_secs".into(),
         nullable_int(
             BREAKER_SECS_RANGE,
-            "Seconds between probes while the breaker is open.",
+            "Seconds between probes while the breaker is open; null or absent: `SUNDIAL_BREAKER_COOLDOWN_SECS`.",
         ),
     );
     fields.insert(
@@ -318,7 +318,7 @@ fn tighten_schemas(doc: &mut Value) {
     for (name, value) in flow_limit_fields() {
         schemas["FlowLimits"]["properties"][name] = value;
     }
-    schemas["FlowLimits"]["description"] = json!("The limits of a flow. They replace the flow's limits whole: a field left out (or null) goes back to its default, which for the rate and requests in flight is no limit beyond the settings'.");
+    schemas["FlowLimits"]["description"] = json!("The limits of a flow. They replace the flow's limits whole: a field left out (or null) goes back to its default (no rate limit, burst 1, `fire_latest`, the settings for the others).");
     schemas["TaskPatch"]["description"] = json!("A partial edit: any field of a TaskSpec, with the same rules; absent or null fields keep their value, except `\"body\": null`, which removes the body.");
     let preview = &mut schemas["PreviewRequest"]["properties"];
     preview["schedule"] = fields["schedule"].clone();

@@ -88,8 +88,9 @@ pub const DEFAULT_BURST: i32 = 1;
 
 /// The limits of a flow as an operator writes them (body of
 /// `PUT /v1/flows/{key}`, flags of `sundial flows set`). They replace the
-/// flow's limits whole: a field left out (or `null`) is the default from
-/// the settings, which for the rate and requests in flight is no limit.
+/// flow's limits whole: a field left out (or `null`) is the default (no
+/// rate limit, burst 1, `fire_latest`, the settings for the others: see
+/// `flow::FlowSettings`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowLimits {
@@ -99,7 +100,8 @@ pub struct FlowLimits {
     /// Requests that may go out back to back before pacing applies, 1 to
     /// 100000 (default 1).
     pub burst: Option<i32>,
-    /// Requests in flight per processor at most, 1 to 10000.
+    /// Requests in flight per processor at most, 1 to 10000 (default
+    /// `SUNDIAL_PER_HOST_CONCURRENCY`).
     pub max_in_flight: Option<i32>,
     /// Retries as a share of requests per 10-second window, 0 to 10.
     pub retry_budget: Option<f64>,
