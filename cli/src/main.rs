@@ -1,7 +1,7 @@
 //! `sundial`: the command line. Runs the whole system locally (`dev`),
 //! applies migrations, previews schedules, runs the scanner or an SQS
-//! consumer outside Lambda, manages tasks over the admin API, and
-//! benchmarks.
+//! consumer outside Lambda, manages tasks and flows over the admin API,
+//! and benchmarks.
 
 use std::process::ExitCode;
 
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod dev;
+mod flows;
 mod runtime;
 mod schedule_cmd;
 mod tasks;
@@ -36,7 +37,10 @@ enum Command {
     /// Manage tasks through the admin API.
     #[command(subcommand)]
     Tasks(tasks::TasksCmd),
-    /// Show backlog, recent runs and fire lag from the admin API.
+    /// Set and inspect the limits per target (flows) through the admin API.
+    #[command(subcommand)]
+    Flows(flows::FlowsCmd),
+    /// Show backlog, recent runs, fire lag and open flows from the admin API.
     Status(tasks::StatusArgs),
     /// Measure throughput, lag, memory and scan speed.
     Bench(bench::BenchArgs),
@@ -52,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Scan(args) => runtime::scan(args).await,
         Command::Process(args) => runtime::process(args).await,
         Command::Tasks(cmd) => tasks::run(cmd).await,
+        Command::Flows(cmd) => flows::run(cmd).await,
         Command::Status(args) => tasks::status(args).await,
         Command::Bench(args) => bench::run(args).await,
     };

@@ -1,5 +1,6 @@
 //! `sundial tasks add|list|show|pause|resume|trigger|delete|runs` and
-//! `sundial status`: a client of the admin API.
+//! `sundial status`: a client of the admin API (whose [`Client`] and
+//! printing helpers `sundial flows` shares).
 //!
 //! Human tables by default, the API's JSON with `--json`. An API error is
 //! printed as the field and the reason it gave, and the command exits
@@ -290,13 +291,41 @@ pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()
             h["skipped"],
             ms(&h["lag_p50_ms"]),
             ms(&h["lag_p99_ms"]),
-        )
+        ) + &flow_status(&st["flows"])
     });
     out.extend_from_slice(text.as_bytes());
     Ok(())
 }
 
-fn render(json_out: bool, value: &Value, human: impl FnOnce() -> String) -> String {
+/// The flows part of `sundial status`: counts, then each open flow.
+fn flow_status(flows: &Value) -> String {
+    // An admin API older than flows says nothing of them.
+    if !flows.is_object() {
+        return String::new();
+    }
+    let mut out = format!(
+        "flows:          {} open, {} backing off\n",
+        flows["open"].as_i64().unwrap_or(0),
+        flows["backing_off"].as_i64().unwrap_or(0),
+    );
+    let open = flows["open_flows"].as_array().cloned().unwrap_or_default();
+    for flow in &open {
+        let _ = writeln!(
+            out,
+            "  open          {} since {}, next probe {}",
+            str_of(&flow["key"]),
+            when(&flow["opened_at"]),
+            when(&flow["probe_at"]),
+        );
+    }
+    let shown = open.len() as i64;
+    if flows["open"].as_i64().unwrap_or(0) > shown {
+        let _ = writeln!(out, "  (and more: sundial flows list)");
+    }
+    out
+}
+
+pub(crate) fn render(json_out: bool, value: &Value, human: impl FnOnce() -> String) -> String {
     if json_out {
         let mut s = json_for_terminal(&serde_json::to_string_pretty(value).unwrap_or_default());
         s.push('\n');
@@ -316,7 +345,7 @@ fn is_unprintable(c: char) -> bool {
 /// Stored text made safe to print: every unprintable character is written
 /// as an escape (`\n`, `\u{1b}`), so rows inserted with plain SQL cannot
 /// drive the terminal. Backslashes are doubled, so the escape is unambiguous.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     if !text.chars().any(|c| is_unprintable(c) || c == '\\') {
         return text.to_string();
     }
@@ -427,7 +456,7 @@ async fn list_tasks(api: &Client, list: &ListArgs) -> anyhow::Result<Value> {
 }
 
 /// A field of an API answer, safe to print (see [`printable`]).
-fn str_of(v: &Value) -> String {
+pub(crate) fn str_of(v: &Value) -> String {
     match v {
         Value::String(s) => printable(s),
         Value::Null => "-".into(),
@@ -436,7 +465,7 @@ fn str_of(v: &Value) -> String {
 }
 
 /// A timestamp as `2026-03-08 07:00:00Z`, or `-`.
-fn when(v: &Value) -> String {
+pub(crate) fn when(v: &Value) -> String {
     v.as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.to_utc().format("%Y-%m-%d %H:%M:%SZ").to_string())
@@ -444,7 +473,7 @@ fn when(v: &Value) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -612,14 +641,14 @@ fn run_table(page: &Value) -> String {
 }
 
 /// The admin API over HTTP.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(opts: &ApiOptions) -> anyhow::Result<Self> {
+    pub(crate) fn new(opts: &ApiOptions) -> anyhow::Result<Self> {
         let token = std::env::var("SUNDIAL_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty())
@@ -634,7 +663,7 @@ impl Client {
         Ok(Client { http, base, token })
     }
 
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.call(Method::GET, path, query, None, &[]).await
     }
 
@@ -643,7 +672,7 @@ impl Client {
     }
 
     /// Sends a request; an error answer becomes an error naming the field.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,

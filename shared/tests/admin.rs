@@ -910,6 +910,10 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
         ("POST", "/v1/tasks/{id}/resume"),
         ("POST", "/v1/tasks/{id}/trigger"),
         ("GET", "/v1/tasks/{id}/runs"),
+        ("GET", "/v1/flows"),
+        ("GET", "/v1/flows/{key}"),
+        ("PUT", "/v1/flows/{key}"),
+        ("DELETE", "/v1/flows/{key}"),
         ("GET", "/v1/status"),
         ("POST", "/v1/schedules/preview"),
         ("GET", "/healthz"),
@@ -925,13 +929,20 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
 
     let (_, task) = api.call("POST", "/v1/tasks", Some(spec("doc"))).await;
     let id = task["id"].to_string();
-    // Deletion last, so the other calls find the task.
+    let (status, _) = api
+        .call("PUT", "/v1/flows/example.com%3A443", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Deletion last, so the other calls find the task and the flow.
     routes.sort_by_key(|(m, _)| m == "DELETE");
     for (method, template) in routes {
-        let path = template.replace("{id}", &id);
+        let path = template
+            .replace("{id}", &id)
+            .replace("{key}", "example.com%3A443");
         let body = match (method.as_str(), template.as_str()) {
             ("POST", "/v1/tasks") => Some(spec("doc-2")),
             ("PATCH", _) => Some(json!({"jitter_secs": 5})),
+            ("PUT", _) => Some(json!({"rate_per_sec": 10, "burst": 2})),
             ("POST", "/v1/schedules/preview") => Some(json!({"schedule": "rate(1 minute)"})),
             _ => None,
         };

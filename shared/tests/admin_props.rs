@@ -304,10 +304,12 @@ fn route() -> impl Strategy<Value = (Method, String)> {
         (Method::POST, "/v1/tasks"),
         (Method::GET, "/v1/tasks"),
         (Method::GET, "/v1/status"),
+        (Method::GET, "/v1/flows"),
         (Method::POST, "/v1/schedules/preview"),
         (Method::GET, "/healthz"),
         (Method::GET, "/openapi.json"),
     ]);
+    let flow_methods = prop::sample::select(vec![Method::GET, Method::PUT, Method::DELETE]);
     let any_method = prop::sample::select(vec![
         Method::GET,
         Method::POST,
@@ -333,6 +335,9 @@ fn route() -> impl Strategy<Value = (Method, String)> {
         4 => (id_routes, id_segment())
             .prop_map(|((m, tail), id)| (m, format!("/v1/tasks/{id}{tail}"))),
         1 => Just((Method::POST, "/v1/tasks".to_string())),
+        // A key segment is as wild as an id one: anything percent-encoded.
+        1 => (flow_methods, id_segment())
+            .prop_map(|(m, key)| (m, format!("/v1/flows/{key}"))),
         3 => plain_routes.prop_map(|(m, p)| (m, p.to_string())),
         1 => (any_method.clone(), id_segment()).prop_map(|(m, id)| (m, format!("/v1/tasks/{id}"))),
         1 => (any_method, odd_paths),
@@ -357,7 +362,7 @@ fn query_value() -> impl Strategy<Value = String> {
 
 fn query() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        4 => prop::sample::select(vec!["limit", "cursor", "enabled", "failing", "before"])
+        4 => prop::sample::select(vec!["limit", "cursor", "enabled", "failing", "before", "after"])
             .prop_map(str::to_string),
         1 => "[A-Za-z0-9%._\\-]{0,8}",
     ];

@@ -1,5 +1,5 @@
-//! The admin HTTP API: register, inspect, edit and fire tasks; see the
-//! system's status; preview schedules. JSON under `/v1`, bearer-token auth
+//! The admin HTTP API: register, inspect, edit and fire tasks; set the
+//! limits of flows; see the system's status; preview schedules. JSON under `/v1`, bearer-token auth
 //! on everything but `/healthz`, and an OpenAPI document at
 //! `/openapi.json` generated from the handlers below.
 //!
@@ -27,6 +27,7 @@ use crate::queue::DispatchQueue;
 
 pub mod error;
 pub mod extract;
+pub mod flows;
 pub mod idempotency;
 pub mod openapi;
 pub mod serve;
@@ -128,6 +129,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tasks/{id}/resume", post(resume_task))
         .route("/v1/tasks/{id}/trigger", post(trigger_task))
         .route("/v1/tasks/{id}/runs", get(list_runs))
+        .route("/v1/flows", get(flows::list_flows))
+        .route(
+            "/v1/flows/{key}",
+            get(flows::show_flow)
+                .put(flows::put_flow)
+                .delete(flows::delete_flow),
+        )
         .route("/v1/status", get(status::status))
         .route("/v1/schedules/preview", post(status::preview))
         .route("/openapi.json", get(openapi_document))
@@ -205,6 +213,10 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::resume_task,
         tasks::trigger_task,
         tasks::list_runs,
+        flows::list_flows,
+        flows::show_flow,
+        flows::put_flow,
+        flows::delete_flow,
         status::status,
         status::preview,
         status::healthz,
@@ -220,6 +232,15 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::TaskDetail,
         tasks::RunPage,
         tasks::Triggered,
+        crate::store::FlowLimits,
+        crate::store::FlowConfig,
+        crate::store::OnOpen,
+        crate::store::FlowBreaker,
+        crate::store::FlowStateView,
+        crate::store::FlowView,
+        crate::store::FlowPage,
+        crate::store::FlowCounts,
+        crate::store::OpenFlow,
         status::Status,
         status::TaskCounts,
         status::PreviewRequest,

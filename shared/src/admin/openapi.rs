@@ -4,16 +4,21 @@
 //! neither refused valid ones nor let through invalid ones.
 //!
 //! The constraints come from the constants the validation itself uses
-//! ([`crate::task`], [`super::tasks`], [`super::status`]), so the two
+//! ([`crate::task`], [`crate::store::flow_config`], [`super::tasks`],
+//! [`super::flows`], [`super::status`]), so the two
 //! cannot drift apart; the statuses from what the extractors, handlers and
 //! [`super::serve`] can answer.
 
 use serde_json::{json, Map, Value};
 
+use crate::store::flow_config::{
+    BREAKER_FAILURES_RANGE, BREAKER_SECS_RANGE, BURST_RANGE, DEFAULT_BURST, MAX_FLOW_PAGE,
+    MAX_IN_FLIGHT_RANGE, RATE_PER_SEC_RANGE, RETRY_BUDGET_RANGE,
+};
 use crate::task::{
     ATTEMPTS_RANGE, BACKOFF_MS_RANGE, CATCH_UP_AGE_RANGE, JITTER_SECS_RANGE, MAX_BODY_BYTES,
-    MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_CHARS, MAX_NAME_CHARS, MAX_SCHEDULE_CHARS,
-    MAX_URL_CHARS, METHODS, RESERVED_HEADERS, TIMEOUT_MS_RANGE,
+    MAX_FLOW_KEY_CHARS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_CHARS, MAX_NAME_CHARS,
+    MAX_SCHEDULE_CHARS, MAX_URL_CHARS, METHODS, RESERVED_HEADERS, TIMEOUT_MS_RANGE,
 };
 
 /// A character stored text may hold: no C0/C1 control, DEL or bidi
@@ -70,6 +75,90 @@ fn nullable(mut schema: Value) -> Value {
 fn ranged((min, max): (i32, i32), description: &str) -> Value {
     json!({"type": "integer", "format": "int32", "minimum": min, "maximum": max,
            "description": description})
+}
+
+/// A flow key (task field, `{key}` of the flow routes, `after`): 1 to 200
+/// characters with a visible one, no control characters; surrounding
+/// whitespace is trimmed.
+fn flow_key_schema(description: &str) -> Value {
+    json!({
+        "type": "string", "minLength": 1, "maxLength": MAX_FLOW_KEY_CHARS,
+        "pattern": format!("^{SAFE_CHAR}*{SAFE_VISIBLE_CHAR}{SAFE_CHAR}*{END}"),
+        "description": description
+    })
+}
+
+const FLOW_KEY_FIELD: &str = "The flow this task's requests count against (limits, shared backoff, circuit breaker), 1 to 200 characters, no control characters; surrounding whitespace is trimmed. Default (absent or null): the URL's lower-cased `host:port`, the port made explicit.";
+
+/// The schemas of the fields of a flow's limits (`PUT /v1/flows/{key}`).
+fn flow_limit_fields() -> Map<String, Value> {
+    let nullable_int = |(min, max): (i32, i32), description: &str| {
+        json!({"type": ["integer", "null"], "format": "int32", "minimum": min, "maximum": max,
+               "description": description})
+    };
+    let mut fields = Map::new();
+    let (above, max_rate) = RATE_PER_SEC_RANGE;
+    fields.insert(
+        "rate_per_sec".into(),
+        json!({
+            "type": ["number", "null"], "format": "double",
+            "exclusiveMinimum": above, "maximum": max_rate,
+            "description": "Requests per second at most, paced at dispatch across all processors. Null or absent: no rate limit."
+        }),
+    );
+    fields.insert(
+        "burst".into(),
+        json!({
+            "type": ["integer", "null"], "format": "int32",
+            "minimum": BURST_RANGE.0, "maximum": BURST_RANGE.1, "default": DEFAULT_BURST,
+            "description": "Requests that may go out back to back before pacing applies (null or absent: 1)."
+        }),
+    );
+    fields.insert(
+        "max_in_flight".into(),
+        nullable_int(
+            MAX_IN_FLIGHT_RANGE,
+            "Requests in flight per processor at most (the cap of adaptive concurrency); null or absent: `SUNDIAL_PER_HOST_CONCURRENCY`.",
+        ),
+    );
+    let (min_budget, max_budget) = RETRY_BUDGET_RANGE;
+    fields.insert(
+        "retry_budget".into(),
+        json!({
+            "type": ["number", "null"], "format": "double",
+            "minimum": min_budget, "maximum": max_budget,
+            "description": "Retries as a share of requests per 10-second window; null or absent: `SUNDIAL_RETRY_BUDGET`."
+        }),
+    );
+    fields.insert(
+        "breaker_failures".into(),
+        nullable_int(
+            BREAKER_FAILURES_RANGE,
+            "Consecutive failures (connect errors, timeouts, 5xx) that open the breaker; null or absent: `SUNDIAL_BREAKER_FAILURES`.",
+        ),
+    );
+    fields.insert(
+        "breaker_window_secs".into(),
+        nullable_int(
+            BREAKER_SECS_RANGE,
+            "Window the failures must fall in, in seconds; null or absent: `SUNDIAL_BREAKER_WINDOW_SECS`.",
+        ),
+    );
+    fields.insert(
+        "breaker_cooldown_secs".into(),
+        nullable_int(
+            BREAKER_SECS_RANGE,
+            "Seconds between probes while the breaker is open; null or absent: `SUNDIAL_BREAKER_COOLDOWN_SECS`.",
+        ),
+    );
+    fields.insert(
+        "on_open".into(),
+        json!({
+            "type": "string", "enum": ["fire_latest", "skip"], "default": "fire_latest",
+            "description": "Occurrences missed while the breaker is open: fired once when it closes (`fire_latest`) or recorded as skipped (`skip`)."
+        }),
+    );
+    fields
 }
 
 fn zone_names() -> Vec<&'static str> {
@@ -223,6 +312,13 @@ fn tighten_schemas(doc: &mut Value) {
         // for `body`, null removes it).
         schemas["TaskPatch"]["properties"][name] = nullable(without_default(value.clone()));
     }
+    let flow_key = flow_key_schema(FLOW_KEY_FIELD);
+    schemas["TaskSpec"]["properties"]["flow_key"] = nullable(flow_key.clone());
+    schemas["TaskPatch"]["properties"]["flow_key"] = nullable(flow_key);
+    for (name, value) in flow_limit_fields() {
+        schemas["FlowLimits"]["properties"][name] = value;
+    }
+    schemas["FlowLimits"]["description"] = json!("The limits of a flow. They replace the flow's limits whole: a field left out (or null) goes back to its default (no rate limit, burst 1, `fire_latest`, the settings for the others).");
     schemas["TaskPatch"]["description"] = json!("A partial edit: any field of a TaskSpec, with the same rules; absent or null fields keep their value, except `\"body\": null`, which removes the body.");
     let preview = &mut schemas["PreviewRequest"]["properties"];
     preview["schedule"] = fields["schedule"].clone();
@@ -248,6 +344,8 @@ fn tighten_schemas(doc: &mut Value) {
             props["method"] = json!({"type": "string", "enum": METHODS});
             props["catch_up"] = json!({"type": "string", "enum": ["skip", "all", "none"]});
             props["overlap"] = json!({"type": "string", "enum": ["allow", "forbid"]});
+            props["flow"] = json!({"type": "string",
+                "description": "The flow in force: `flow_key`, else the URL's `host:port`."});
         }
     }
 }
@@ -280,7 +378,8 @@ fn operations(doc: &mut Value) -> Vec<(String, &mut Map<String, Value>)> {
 
 /// Range-checked path and query parameters, and the Idempotency-Key.
 fn tighten_parameters(doc: &mut Value) {
-    for (_, op) in operations(doc) {
+    for (label, op) in operations(doc) {
+        let flows = label.contains("/v1/flows");
         let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
             continue;
         };
@@ -288,10 +387,20 @@ fn tighten_parameters(doc: &mut Value) {
             let name = param["name"].as_str().unwrap_or("").to_string();
             let schema = match (param["in"].as_str().unwrap_or(""), name.as_str()) {
                 ("path", "id") => json!({"type": "integer", "format": "int64", "minimum": 1}),
+                ("path", "key") => {
+                    flow_key_schema("Flow key, percent-encoded (`api.internal%3A443`)")
+                }
+                ("query", "limit") if flows => json!({
+                    "type": "integer", "format": "int64", "minimum": 1,
+                    "maximum": MAX_FLOW_PAGE, "default": super::flows::DEFAULT_FLOW_PAGE
+                }),
                 ("query", "limit") => json!({
                     "type": "integer", "format": "int64", "minimum": 1,
                     "maximum": super::tasks::MAX_PAGE, "default": super::tasks::DEFAULT_PAGE
                 }),
+                ("query", "after") => flow_key_schema(
+                    "List the flows after this key: `next_after` of the previous page",
+                ),
                 ("query", "cursor") => json!({
                     "type": "string", "pattern": format!("^[0-9]{{1,18}}{END}")
                 }),
@@ -322,6 +431,7 @@ fn document_statuses(doc: &mut Value) {
             .is_some_and(|s| !s.is_empty());
         let has_body = op.contains_key("requestBody");
         let has_id = label.contains("{id}");
+        let has_key = label.contains("{key}");
         let has_query = op
             .get("parameters")
             .and_then(Value::as_array)
@@ -343,6 +453,12 @@ fn document_statuses(doc: &mut Value) {
                 "The `{id}` is not a task id, 1 to 2^63-1 (`invalid_field`, field `id`)",
             );
             add("404", "No such task (`task_not_found`)");
+        }
+        if has_key {
+            add(
+                "400",
+                "The `{key}` is not a flow key (`invalid_field`, field `key`)",
+            );
         }
         if has_query {
             add("400", "Invalid query parameter (`invalid_field` naming it)");

@@ -11,7 +11,7 @@ use super::error::{AdminError, ErrorBody, Result};
 use super::extract::{instant_in_range, last_showable_instant, JsonBody};
 use super::AdminState;
 use crate::schedule;
-use crate::store::{self, RunStats};
+use crate::store::{self, FlowCounts, RunStats};
 
 pub use crate::store::TaskCounts;
 
@@ -26,9 +26,11 @@ pub struct Status {
     /// Runs finished in the last hour, and their fire lag.
     pub last_hour: RunStats,
     pub tasks: TaskCounts,
+    /// Flows whose breaker is open, and flows in shared backoff.
+    pub flows: FlowCounts,
 }
 
-/// Backlog, lag and failures.
+/// Backlog, lag, failures, open flows.
 #[utoipa::path(
     get, path = "/v1/status", tag = "status",
     responses((status = 200, body = Status)),
@@ -39,12 +41,14 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
     let backlog = store::backlog(&state.pool, now).await?;
     let last_hour = store::run_stats(&state.pool, now - Duration::hours(1)).await?;
     let tasks = store::task_counts(&state.pool).await?;
+    let flows = store::flow_counts(&state.pool, now).await?;
     Ok(Json(Status {
         now,
         backlog: backlog.due,
         oldest_due_age_secs: backlog.oldest_due_age_secs,
         last_hour,
         tasks,
+        flows,
     }))
 }
 
