@@ -353,6 +353,10 @@ pub fn validate_flow_key(field: &'static str, raw: &str) -> Result<String, Inval
             "must not contain control characters",
         ));
     }
+    if key.chars().all(|c| c == '.') {
+        // `.` and `..` cannot travel as a path segment of /v1/flows/{key}.
+        return Err(InvalidField::new(field, "must not consist of dots only"));
+    }
     Ok(key.to_string())
 }
 

@@ -185,13 +185,35 @@ async fn a_rate_limited_flow_is_paced_across_scanners_and_processors(pool: PgPoo
         .iter()
         .map(|t| (*t - due).num_milliseconds())
         .collect();
-    // 50/s, burst 1: the slots hold at most 51 in any one-second window.
-    // Arrivals carry the send jitter of two processors on one loaded test
-    // runtime (a request held for its slot can start a few ms late and
-    // meet the next slot's): two more are allowed for that, no more.
+    // The schedule: every run's slot (its occurrence plus the pacing it
+    // recorded) obeys 50/s, burst 1, exactly: at most 51 in any second.
+    let runs: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT scheduled_for + make_interval(secs => COALESCE(pacing_ms, 0) / 1000.0), fired_at \
+         FROM task_runs WHERE fired_at IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("slots");
+    let slots: Vec<DateTime<Utc>> = runs.iter().map(|(slot, _)| *slot).collect();
+    let slot_peak = max_in_window(&slots, chrono::Duration::seconds(1));
+    assert!(slot_peak <= 51, "{slot_peak} slots within one second");
+    // Sending on schedule: never before the slot, and soon after it.
+    let mut send_delay: Vec<i64> = runs
+        .iter()
+        .map(|(slot, fired)| (*fired - *slot).num_milliseconds())
+        .collect();
+    send_delay.sort_unstable();
+    assert!(send_delay[0] >= -1, "fired before its slot: {send_delay:?}");
+    let p99 = send_delay[send_delay.len() * 99 / 100];
+    assert!(p99 <= 100, "send delay p99 {p99} ms");
+    // At the target: the schedule's 51, plus what a send delay of p99 can
+    // shift into a window (one slot per 20 ms of delay). Two processors
+    // share one loaded test runtime here, so a request held for its slot
+    // can start some ms late and meet the next slot's.
+    let allowance = (p99 as usize).div_ceil(20);
     assert!(
-        peak <= 51 + 2,
-        "{peak} requests within one second: {offsets:?}"
+        peak <= 51 + allowance,
+        "{peak} requests within one second (send delay p99 {p99} ms): {offsets:?}"
     );
     let start = times.iter().min().copied().expect("times");
     let end = times.iter().max().copied().expect("times");

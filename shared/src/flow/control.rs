@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::aimd::{Aimd, Signal};
 use super::pace;
 use super::{
-    FlowCounters, FlowLimits, FlowSettings, Gate, Health, HoldReason, BUDGET_WINDOW, FORGET_AFTER,
+    FlowCounters, FlowPolicy, FlowSettings, Gate, Health, HoldReason, BUDGET_WINDOW, FORGET_AFTER,
     MAX_BACKOFF, MIN_RETRIES_PER_WINDOW, RETURN_SPREAD_MS,
 };
 use crate::fire::FireResult;
@@ -40,7 +40,7 @@ impl Tally {
 /// One flow as this processor knows it.
 #[derive(Debug, Clone)]
 struct Entry {
-    limits: FlowLimits,
+    limits: FlowPolicy,
     aimd: Aimd,
     tally: Tally,
     /// Shared state as last pulled (or set locally since).
@@ -66,7 +66,7 @@ struct Entry {
 
 impl Entry {
     fn new(settings: &FlowSettings) -> Self {
-        let limits = FlowLimits::defaults(settings);
+        let limits = FlowPolicy::defaults(settings);
         Entry {
             aimd: Aimd::new(settings.initial_limit, limits.cap),
             limits,
@@ -88,7 +88,7 @@ impl Entry {
     }
 
     fn apply(&mut self, row: &FlowRow, settings: &FlowSettings) {
-        let limits = FlowLimits::of(row, settings);
+        let limits = FlowPolicy::of(row, settings);
         if limits.cap != self.limits.cap {
             self.aimd.set_cap(limits.cap);
         }
@@ -169,7 +169,7 @@ impl FlowControl {
     }
 
     /// The limits in force for a flow (defaults until first synced).
-    pub fn limits(&self, flow: &str) -> FlowLimits {
+    pub fn limits(&self, flow: &str) -> FlowPolicy {
         self.with(flow, |e| e.limits.clone())
     }
 

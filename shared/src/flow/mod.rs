@@ -88,9 +88,10 @@ impl Default for FlowSettings {
     }
 }
 
-/// The limits in force for one flow: its `flows` row over the defaults.
+/// The limits in force for one flow: its `flows` row over the defaults
+/// (`store::FlowLimits` is what an operator sends; this is what applies).
 #[derive(Debug, Clone, PartialEq)]
-pub struct FlowLimits {
+pub struct FlowPolicy {
     pub rate: Option<Rate>,
     pub cap: usize,
     pub retry_budget: f64,
@@ -100,9 +101,9 @@ pub struct FlowLimits {
     pub on_open: OnOpen,
 }
 
-impl FlowLimits {
+impl FlowPolicy {
     fn defaults(s: &FlowSettings) -> Self {
-        FlowLimits {
+        FlowPolicy {
             rate: None,
             cap: s.per_flow_cap,
             retry_budget: s.retry_budget,
@@ -116,7 +117,7 @@ impl FlowLimits {
     fn of(row: &FlowRow, s: &FlowSettings) -> Self {
         let secs =
             |v: Option<i32>, d: Duration| v.map_or(d, |n| Duration::from_secs(n.max(1) as u64));
-        FlowLimits {
+        FlowPolicy {
             rate: row.rate_per_sec.filter(|r| *r > 0.0).map(|per_sec| Rate {
                 per_sec,
                 burst: row.burst.unwrap_or(1).max(1) as u32,
