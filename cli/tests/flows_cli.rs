@@ -287,7 +287,7 @@ async fn flows_commands(pool: PgPool) {
         ),
         (vec!["flows", "set", "k", "--on-open", "later"], "--on-open"),
         (vec!["flows", "show", " "], "KEY:"),
-        (vec!["flows", "show", ".."], "cannot be named in a URL path"),
+        (vec!["flows", "show", ".."], "must not consist of dots only"),
         (vec!["flows", "show", "nobody.example:80"], "not found"),
     ] {
         let out = sundial(&api, &args).await;
