@@ -205,7 +205,7 @@ async fn a_rate_limited_flow_is_paced_across_scanners_and_processors(pool: PgPoo
     send_delay.sort_unstable();
     assert!(send_delay[0] >= -1, "fired before its slot: {send_delay:?}");
     let p99 = send_delay[send_delay.len() * 99 / 100];
-    assert!(p99 <= 100, "send delay p99 {p99} ms");
+    assert!(p99 <= 250, "send delay p99 {p99} ms");
     // At the target: the schedule's 51, plus what a send delay of p99 can
     // shift into a window (one slot per 20 ms of delay). Two processors
     // share one loaded test runtime here, so a request held for its slot
@@ -285,7 +285,10 @@ async fn a_429_with_retry_after_stops_every_processor(pool: PgPool) {
         .map(|r| r.received_at)
         .min()
         .expect("the 429 was asked for");
-    let quiet_from = throttled_at + chrono::Duration::milliseconds(300);
+    // The processor that got the 429 stops at once; the other learns it
+    // at its next flow sync (every 250 ms, plus what a loaded test runtime
+    // adds): from then on, nothing until the backoff ends.
+    let quiet_from = throttled_at + chrono::Duration::milliseconds(500);
     let quiet_until = throttled_at + chrono::Duration::seconds(2);
     let during: Vec<DateTime<Utc>> = records
         .iter()
