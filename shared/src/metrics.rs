@@ -119,6 +119,7 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
             Unit::Seconds,
             summary.oldest_due_age_secs,
         )
+        .value("MissedOccurrences", Unit::Count, summary.missed as f64)
         .value("Claimed", Unit::Count, summary.claimed as f64)
         .value("Enqueued", Unit::Count, summary.enqueued as f64)
         .value("EnqueueFailed", Unit::Count, summary.failed as f64)
@@ -180,6 +181,7 @@ mod tests {
             failed: 1,
             backlog: 3,
             oldest_due_age_secs: 12.5,
+            missed: 2,
             ..Default::default()
         };
         let record = for_scan(&summary).to_emf("sundial-scanner", 1_700_000_000_000);
@@ -193,6 +195,7 @@ mod tests {
         assert_eq!(record["Claimed"], 7.0);
         assert_eq!(record["EnqueueFailed"], 1.0);
         assert_eq!(record["OldestDueAgeSeconds"], 12.5);
+        assert_eq!(record["MissedOccurrences"], 2.0);
         assert_eq!(record["FunctionName"], "sundial-scanner");
     }
 

@@ -1,6 +1,7 @@
 //! What the scanner does to due rows: claim them under a lease, hand them
 //! back when they could not be queued, move `overlap = allow` rows past
-//! what is queued; and the backlog figures of due, unclaimed work.
+//! what is queued; and the backlog figures of due, unclaimed work (and
+//! of missed occurrences, overdue beyond the grace).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -157,6 +158,10 @@ pub struct Backlog {
     pub oldest_due_age_secs: f64,
     /// Flows whose circuit breaker is open.
     pub open_flows: i64,
+    /// Of the due occurrences, those overdue by more than the ledger's
+    /// grace ([`crate::ledger::MISSED_GRACE`]) whose flow does not hold
+    /// them on purpose: nothing is working on them (a stuck pipeline).
+    pub missed: i64,
 }
 
 /// Backlog figures for metrics and `/v1/status`.
@@ -164,11 +169,17 @@ pub async fn backlog(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<Back
     Ok(sqlx::query_as::<_, Backlog>(
         "SELECT count(*) AS due, \
                 COALESCE(EXTRACT(EPOCH FROM $1 - min(next_run_at))::float8, 0) AS oldest_due_age_secs, \
-                (SELECT count(*) FROM flow_state WHERE breaker = 'open') AS open_flows \
+                (SELECT count(*) FROM flow_state WHERE breaker = 'open') AS open_flows, \
+                count(*) FILTER (WHERE next_run_at < $1 - make_interval(secs => $2) \
+                    -- Held by an open breaker or a backoff? Then it waits on purpose.
+                    AND NOT EXISTS (SELECT 1 FROM flow_state s WHERE s.key = tasks.flow \
+                        AND ((s.breaker = 'open' AND s.probe_at > $1) OR s.not_before > $1))) \
+                    AS missed \
          FROM tasks \
          WHERE enabled AND next_run_at <= $1 AND (lease_until IS NULL OR lease_until < $1)",
     )
     .bind(now)
+    .bind(crate::ledger::MISSED_GRACE.num_milliseconds() as f64 / 1000.0)
     .fetch_one(db)
     .await?)
 }

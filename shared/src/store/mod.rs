@@ -10,7 +10,9 @@
 //! * [`runs`]: run history (pages, figures, retention);
 //! * [`flow_config`]: the limits operators set per flow;
 //! * [`flows`]: the shared state of flows (pacing, backoff, breaker);
-//! * [`idempotency`]: the admin API's idempotency keys.
+//! * [`idempotency`]: the admin API's idempotency keys;
+//! * [`ledger`]: the history behind the occurrence ledger (definitions,
+//!   events, runs over a range).
 //!
 //! Functions take `impl PgExecutor` so callers can compose them in one
 //! transaction, and an explicit `now` so tests control the clock. Batch
@@ -25,6 +27,7 @@ pub mod claims;
 pub mod flow_config;
 pub mod flows;
 pub mod idempotency;
+pub mod ledger;
 pub mod outcomes;
 pub mod runs;
 pub mod tasks;
@@ -33,6 +36,7 @@ pub use claims::*;
 pub use flow_config::*;
 pub use flows::*;
 pub use idempotency::*;
+pub use ledger::*;
 pub use outcomes::*;
 pub use runs::*;
 pub use tasks::*;
