@@ -1,7 +1,7 @@
 //! `sundial`: the command line. Runs the whole system locally (`dev`),
 //! applies migrations, previews schedules, runs the scanner or an SQS
 //! consumer outside Lambda, manages tasks and flows over the admin API,
-//! and benchmarks.
+//! explains what became of an occurrence (`why`), and benchmarks.
 
 use std::process::ExitCode;
 
@@ -13,6 +13,7 @@ mod flows;
 mod runtime;
 mod schedule_cmd;
 mod tasks;
+mod why;
 
 #[derive(Debug, Parser)]
 #[command(name = "sundial", version, about = "Fires HTTP endpoints on schedules")]
@@ -42,6 +43,8 @@ enum Command {
     Flows(flows::FlowsCmd),
     /// Show backlog, recent runs, fire lag and open flows from the admin API.
     Status(tasks::StatusArgs),
+    /// Say what became of a task's occurrence: fired, skipped, paused, missed.
+    Why(why::WhyArgs),
     /// Measure throughput, lag, memory and scan speed.
     Bench(bench::BenchArgs),
 }
@@ -58,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Tasks(cmd) => tasks::run(cmd).await,
         Command::Flows(cmd) => flows::run(cmd).await,
         Command::Status(args) => tasks::status(args).await,
+        Command::Why(args) => why::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {

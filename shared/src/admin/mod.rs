@@ -1,5 +1,6 @@
 //! The admin HTTP API: register, inspect, edit and fire tasks; set the
-//! limits of flows; see the system's status; preview schedules. JSON under `/v1`, bearer-token auth
+//! limits of flows; see the system's status; preview schedules; account
+//! for every occurrence of a task. JSON under `/v1`, bearer-token auth
 //! on everything but `/healthz`, and an OpenAPI document at
 //! `/openapi.json` generated from the handlers below.
 //!
@@ -129,6 +130,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tasks/{id}/resume", post(resume_task))
         .route("/v1/tasks/{id}/trigger", post(trigger_task))
         .route("/v1/tasks/{id}/runs", get(list_runs))
+        .route("/v1/tasks/{id}/occurrences", get(list_occurrences))
         .route("/v1/flows", get(flows::list_flows))
         .route(
             "/v1/flows/{key}",
@@ -213,6 +215,7 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::resume_task,
         tasks::trigger_task,
         tasks::list_runs,
+        tasks::list_occurrences,
         flows::list_flows,
         flows::show_flow,
         flows::put_flow,
@@ -232,6 +235,13 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::TaskDetail,
         tasks::RunPage,
         tasks::Triggered,
+        crate::store::Ledger,
+        crate::ledger::Entry,
+        crate::ledger::OccurrenceState,
+        crate::ledger::RunFacts,
+        crate::ledger::TaskEvent,
+        crate::ledger::EventKind,
+        crate::ledger::Definition,
         crate::store::FlowLimits,
         crate::store::FlowConfig,
         crate::store::OnOpen,

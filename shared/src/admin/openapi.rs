@@ -404,7 +404,10 @@ fn tighten_parameters(doc: &mut Value) {
                 ("query", "cursor") => json!({
                     "type": "string", "pattern": format!("^[0-9]{{1,18}}{END}")
                 }),
-                ("query", "before") => json!({"type": "string", "format": "date-time"}),
+                ("query", "name") => task_fields()["name"].clone(),
+                ("query", "before" | "from" | "to") => {
+                    json!({"type": "string", "format": "date-time"})
+                }
                 ("header", "Idempotency-Key") => json!({
                     "type": "string", "pattern": format!("^[!-~]{{1,255}}{END}")
                 }),

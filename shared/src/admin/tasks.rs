@@ -1,5 +1,5 @@
 //! The `/v1/tasks` routes: create, list, show, edit, delete, pause, resume,
-//! fire by hand, and run history.
+//! fire by hand, run history, and the occurrence ledger.
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -12,18 +12,22 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sqlx::{Postgres, Transaction};
 
 use super::error::{AdminError, ErrorBody, Result};
-use super::extract::{instant_in_range, JsonBody, QueryParams, TaskId};
+use super::extract::{instant_in_range, last_showable_instant, JsonBody, QueryParams, TaskId};
 use super::{idempotency, AdminState};
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
 use crate::schedule::{parse_zone, Schedule};
-use crate::store::{self, Run, TaskFilter};
+use crate::store::{self, Ledger, Run, TaskFilter};
 use crate::task::{header_map, validate_url, CatchUp, Overlap, Task, TaskSpec, ValidTask};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_PAGE: i64 = 50;
 /// Largest `limit` accepted.
 pub const MAX_PAGE: i64 = 200;
+/// What the admin API records as the actor of the changes it makes.
+pub const ACTOR: &str = "admin API";
+/// The range `GET /v1/tasks/{id}/occurrences` covers when `from` is not given.
+pub const DEFAULT_LEDGER_RANGE: chrono::Duration = chrono::Duration::hours(24);
 /// How many occurrences `GET /v1/tasks/{id}` shows.
 pub const SHOWN_OCCURRENCES: usize = 5;
 
@@ -94,6 +98,8 @@ pub struct ListTasksQuery {
     pub enabled: Option<bool>,
     /// Only tasks whose last run failed (true) or did not (false).
     pub failing: Option<bool>,
+    /// Only the task with this name.
+    pub name: Option<String>,
 }
 
 /// A page of tasks.
@@ -144,10 +150,31 @@ pub async fn list_tasks(
                 })
         })
         .transpose()?;
+    let name = query
+        .name
+        .as_deref()
+        .map(|name| {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > crate::task::MAX_NAME_CHARS {
+                Err(AdminError::invalid(
+                    "name",
+                    format!("must be 1 to {} characters", crate::task::MAX_NAME_CHARS),
+                ))
+            } else if name.chars().any(crate::task::is_unsafe_char) {
+                Err(AdminError::invalid(
+                    "name",
+                    "must not contain control characters",
+                ))
+            } else {
+                Ok(name.to_string())
+            }
+        })
+        .transpose()?;
     let filter = TaskFilter {
         enabled: query.enabled,
         failing: query.failing,
         after_id,
+        name,
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };
@@ -319,6 +346,7 @@ pub async fn update_task(
             .map_err(|reason| AdminError::invalid("url", reason))?;
     }
     let mut tx = state.pool.begin().await?;
+    store::set_actor(&mut tx, ACTOR).await?;
     let current = lock_task(&mut tx, id).await?;
     let valid = patch.apply(&current)?.into_valid()?;
     let task = store::update_task(&mut tx, id, &valid, Utc::now()).await?;
@@ -349,6 +377,7 @@ pub async fn delete_task(
 
 async fn set_enabled(state: &AdminState, id: i64, enabled: bool) -> Result<Json<Task>> {
     let mut tx = state.pool.begin().await?;
+    store::set_actor(&mut tx, ACTOR).await?;
     let task = store::set_enabled(&mut tx, id, enabled, Utc::now()).await?;
     tx.commit().await?;
     Ok(Json(task))
@@ -501,4 +530,73 @@ pub async fn list_runs(
         None
     };
     Ok(Json(RunPage { runs, next_before }))
+}
+
+/// Query of `GET /v1/tasks/{id}/occurrences`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OccurrencesQuery {
+    /// Start of the range (RFC 3339; default `to` − 24 h).
+    pub from: Option<DateTime<Utc>>,
+    /// End of the range, included (RFC 3339; default now).
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Every occurrence the task's schedule defined in a range (as of the
+/// definition in force then) and what became of it: fired, skipped,
+/// pending, in flight, not scheduled (paused), passed over, or missed.
+/// At most 1000, the newest; `more_before` says where earlier ones start.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}/occurrences", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id"), OccurrencesQuery),
+    responses(
+        (status = 200, body = Ledger),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_occurrences(
+    State(state): State<AdminState>,
+    TaskId(id): TaskId,
+    QueryParams(query): QueryParams<OccurrencesQuery>,
+) -> Result<Json<Ledger>> {
+    let now = Utc::now();
+    let (from, to) = ledger_range(query, now)?;
+    let ledger =
+        store::task_ledger(&state.pool, id, from, to, now, crate::ledger::MISSED_GRACE).await?;
+    Ok(Json(ledger))
+}
+
+/// The checked range of an occurrences query: both ends RFC 3339 instants
+/// (clipped to what an answer can show), `from` not after `to`.
+fn ledger_range(
+    query: OccurrencesQuery,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let to = query
+        .to
+        .map(|t| instant_in_range("to", t))
+        .transpose()?
+        .unwrap_or(now);
+    let from = query
+        .from
+        .map(|t| instant_in_range("from", t))
+        .transpose()?;
+    let earliest = DateTime::parse_from_rfc3339("0000-01-01T00:00:00Z")
+        .map(|t| t.to_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let latest = last_showable_instant().unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let to = to.clamp(earliest, latest);
+    let from = from
+        .unwrap_or_else(|| {
+            to.checked_sub_signed(DEFAULT_LEDGER_RANGE)
+                .unwrap_or(earliest)
+        })
+        .clamp(earliest, latest);
+    if from > to {
+        return Err(AdminError::invalid("from", "must not be after `to`"));
+    }
+    Ok((from, to))
 }

@@ -116,6 +116,8 @@ pub struct TaskFilter {
     pub failing: Option<bool>,
     /// Cursor: tasks with an id greater than this.
     pub after_id: Option<i64>,
+    /// Only the task with this name.
+    pub name: Option<String>,
     /// Page size (clamped to 1..=500).
     pub limit: i64,
 }
@@ -129,6 +131,7 @@ pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<
          WHERE ($1::boolean IS NULL OR enabled = $1) \
            AND ($2::boolean IS NULL OR (consecutive_failures > 0) = $2) \
            AND ($3::bigint IS NULL OR id > $3) \
+           AND ($5::text IS NULL OR name = $5) \
          ORDER BY id LIMIT $4"
     );
     Ok(sqlx::query_as::<_, Task>(sql)
@@ -136,6 +139,7 @@ pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<
         .bind(filter.failing)
         .bind(filter.after_id)
         .bind(filter.limit.clamp(1, 500))
+        .bind(&filter.name)
         .fetch_all(db)
         .await?)
 }
