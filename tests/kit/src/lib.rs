@@ -1,4 +1,5 @@
-//! The test kit: one row factory for `tasks` ([`TaskBuilder`]) and the
+//! The test kit: one row factory for `tasks` ([`TaskBuilder`]), the
+//! history of the occurrence ledger ([`ledger_scenario`]), and the
 //! database helpers ([`database_url`], [`database_url_for`]).
 //!
 //! Every field of a task is optional and the defaults are sane: a unique
@@ -334,4 +335,142 @@ impl TaskBuilder {
         q.push(") RETURNING id, version, next_run_at");
         q
     }
+}
+
+/// A task with a history for the occurrence ledger: hourly (`0 * * * *`,
+/// UTC, catch-up `skip`, 3 attempts), in existence since an hour before
+/// `hours[0]`, which is eight hours before the current hour. Its runs:
+///
+/// * `hours[0]` succeeded (fired 4 ms late, 200 in 83 ms);
+/// * `hours[1]` failed after 3 attempts (500 in 12 ms, error `HTTP 500`);
+/// * `hours[2]` skipped (catch-up `none`'s reason);
+/// * `hours[3]` has no run: catch-up fired `hours[4]` (10 minutes late);
+/// * `hours[5]` and later have no run; the task waits on `hours[6]`,
+///   unleased.
+///
+/// Pausing it around `hours[5]` is the caller's part (through the API
+/// under test, then [`backdate_event`]).
+#[derive(Debug, Clone)]
+pub struct LedgerScenario {
+    pub id: i64,
+    pub name: String,
+    /// `hours[k]` = eight hours before the current hour, plus `k` hours
+    /// (`k` = 0..=8).
+    pub hours: Vec<DateTime<Utc>>,
+}
+
+/// Inserts the task and runs of [`LedgerScenario`].
+pub async fn ledger_scenario(pool: &PgPool) -> LedgerScenario {
+    let now = Utc::now();
+    let hour = now.timestamp() - now.timestamp().rem_euclid(3600);
+    let base = DateTime::from_timestamp(hour, 0).expect("an instant") - Duration::hours(8);
+    let hours: Vec<DateTime<Utc>> = (0..=8).map(|k| base + Duration::hours(k)).collect();
+    let name = unique_name();
+    let task = TaskBuilder::new()
+        .name(name.clone())
+        .schedule("0 * * * *")
+        .catch_up("skip")
+        .max_attempts(3)
+        .next_run_at(hours[6])
+        .insert(pool)
+        .await;
+    sqlx::query("UPDATE task_definitions SET valid_from = $2 WHERE task_id = $1")
+        .bind(task.id)
+        .bind(base - Duration::hours(1))
+        .execute(pool)
+        .await
+        .expect("backdate the definition");
+    let ms = Duration::milliseconds;
+    // (occurrence, status, attempts, fired_at, http_status, latency_ms, error)
+    type Row = (
+        DateTime<Utc>,
+        &'static str,
+        i32,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+        Option<i32>,
+        Option<&'static str>,
+    );
+    let rows: [Row; 4] = [
+        (
+            hours[0],
+            "succeeded",
+            1,
+            Some(hours[0] + ms(4)),
+            Some(200),
+            Some(83),
+            None,
+        ),
+        (
+            hours[1],
+            "failed",
+            3,
+            Some(hours[1] + ms(2000)),
+            Some(500),
+            Some(12),
+            Some("HTTP 500"),
+        ),
+        (
+            hours[2],
+            "skipped",
+            1,
+            None,
+            None,
+            None,
+            Some("missed its time; catch-up policy is `none`"),
+        ),
+        (
+            hours[4],
+            "succeeded",
+            1,
+            Some(hours[4] + Duration::minutes(10)),
+            Some(200),
+            Some(50),
+            None,
+        ),
+    ];
+    for (at, status, attempts, fired_at, http_status, latency_ms, error) in rows {
+        sqlx::query(
+            "INSERT INTO task_runs (task_id, scheduled_for, status, attempts, fired_at, \
+             finished_at, http_status, latency_ms, error) \
+             VALUES ($1, $2, $3, $4, $5, COALESCE($5, $2) + interval '1 second', $6, $7, $8)",
+        )
+        .bind(task.id)
+        .bind(at)
+        .bind(status)
+        .bind(attempts)
+        .bind(fired_at)
+        .bind(http_status)
+        .bind(latency_ms)
+        .bind(error)
+        .execute(pool)
+        .await
+        .expect("insert a run");
+    }
+    LedgerScenario {
+        id: task.id,
+        name,
+        hours,
+    }
+}
+
+/// Moves the latest event of `kind` (`paused`, `resumed`, ...) of a task
+/// to `at`, as if it had happened then.
+pub async fn backdate_event(pool: &PgPool, task_id: i64, kind: &str, at: DateTime<Utc>) {
+    let done = sqlx::query(
+        "UPDATE task_events SET at = $3 WHERE id = ( \
+             SELECT id FROM task_events WHERE task_id = $1 AND kind = $2 \
+             ORDER BY id DESC LIMIT 1)",
+    )
+    .bind(task_id)
+    .bind(kind)
+    .bind(at)
+    .execute(pool)
+    .await
+    .expect("backdate an event");
+    assert_eq!(
+        done.rows_affected(),
+        1,
+        "task {task_id} has no `{kind}` event"
+    );
 }
