@@ -188,7 +188,9 @@ async fn flow_held(
     flow: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<String>> {
-    let row: Option<(String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    /// breaker, probe_at, not_before
+    type HeldRow = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let row: Option<HeldRow> = sqlx::query_as(
         "SELECT breaker, probe_at, not_before FROM flow_state \
          WHERE key = $1 AND ((breaker = 'open' AND probe_at > $2) OR not_before > $2)",
     )
