@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use sundial::admin::{self, AdminState, TargetCheck};
@@ -369,6 +369,26 @@ async fn occurrences_route_checks_its_input(pool: PgPool) {
     let to = DateTime::parse_from_rfc3339(body["to"].as_str().unwrap()).unwrap();
     assert_eq!(to - from, Duration::hours(24));
     assert_eq!(body["occurrences"], json!([]));
+
+    // A future `from` alone looks 24 hours ahead: the pending occurrences.
+    let ahead = Utc::now() + Duration::hours(2);
+    let (status, body) = call(&router, "GET", &format!("{path}?from={}", rfc(ahead)), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let to = DateTime::parse_from_rfc3339(body["to"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        to.to_utc() - ahead.with_nanosecond(0).unwrap(),
+        Duration::hours(24)
+    );
+    let states: Vec<&Value> = body["occurrences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["state"])
+        .collect();
+    // (25 when `from` falls on the hour: both ends are included)
+    let on_the_hour = usize::from(ahead.timestamp() % 3600 == 0);
+    assert_eq!(states.len(), 24 + on_the_hour, "{body}");
+    assert!(states.iter().all(|s| *s == "pending"), "{body}");
 
     for (query, field) in [
         ("from=yesterday", "from"),

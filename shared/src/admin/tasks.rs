@@ -537,9 +537,11 @@ pub async fn list_runs(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OccurrencesQuery {
-    /// Start of the range (RFC 3339; default `to` − 24 h).
+    /// Start of the range (RFC 3339; default `to` − 24 h). Must not be
+    /// after `to`.
     pub from: Option<DateTime<Utc>>,
-    /// End of the range, included (RFC 3339; default now).
+    /// End of the range, included (RFC 3339; default now, or `from` + 24 h
+    /// when `from` is in the future).
     pub to: Option<DateTime<Utc>>,
 }
 
@@ -575,26 +577,25 @@ fn ledger_range(
     query: OccurrencesQuery,
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
-    let to = query
-        .to
-        .map(|t| instant_in_range("to", t))
-        .transpose()?
-        .unwrap_or(now);
     let from = query
         .from
         .map(|t| instant_in_range("from", t))
         .transpose()?;
+    let to = query.to.map(|t| instant_in_range("to", t)).transpose()?;
     let earliest = DateTime::parse_from_rfc3339("0000-01-01T00:00:00Z")
         .map(|t| t.to_utc())
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let latest = last_showable_instant().unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let to = to.clamp(earliest, latest);
-    let from = from
-        .unwrap_or_else(|| {
-            to.checked_sub_signed(DEFAULT_LEDGER_RANGE)
-                .unwrap_or(earliest)
-        })
-        .clamp(earliest, latest);
+    let span = DEFAULT_LEDGER_RANGE;
+    let (from, to) = match (from, to) {
+        (Some(from), Some(to)) => (from, to),
+        (None, Some(to)) => (to.checked_sub_signed(span).unwrap_or(earliest), to),
+        // A range starting in the future looks ahead from there.
+        (Some(from), None) if from > now => (from, from.checked_add_signed(span).unwrap_or(latest)),
+        (Some(from), None) => (from, now),
+        (None, None) => (now - span, now),
+    };
+    let (from, to) = (from.clamp(earliest, latest), to.clamp(earliest, latest));
     if from > to {
         return Err(AdminError::invalid("from", "must not be after `to`"));
     }

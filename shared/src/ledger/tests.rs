@@ -357,3 +357,42 @@ fn manual_runs_are_listed_too() {
         entries[1].summary
     );
 }
+
+#[test]
+fn extreme_ranges_are_bounded_and_answer() {
+    let schedules = [
+        ("0 9 * * *", "Europe/Berlin"),
+        ("*/15 * * * *", "America/New_York"),
+        ("cron(0 12 ? * MON-FRI *)", "UTC"),
+        ("rate(5 minutes)", "Asia/Kolkata"),
+        ("* * * * * *", "UTC"),
+        ("at(2026-03-08T02:30:00)", "America/New_York"),
+        ("@yearly", "Pacific/Kiritimati"),
+        ("0 0 30 2 *", "UTC"),
+    ];
+    let ranges = [
+        ("0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z"),
+        ("0000-01-01T00:00:00Z", "0000-01-03T00:00:00Z"),
+        ("9999-12-29T00:00:00Z", "9999-12-31T23:59:59.999999999Z"),
+    ];
+    for (schedule, zone) in schedules {
+        let defs = [def(schedule, zone, "0000-01-01T00:00:00Z", None, 1)];
+        for (from, to) in ranges {
+            let e = enumerate(&defs, at(from), at(to));
+            assert!(
+                e.occurrences.len() <= MAX_OCCURRENCES,
+                "{schedule} {from}..{to}"
+            );
+            assert!(
+                e.occurrences
+                    .iter()
+                    .all(|(t, _)| *t >= at(from) && *t <= at(to)),
+                "{schedule} {from}..{to}"
+            );
+            assert!(
+                e.occurrences.windows(2).all(|w| w[0].0 < w[1].0),
+                "{schedule}"
+            );
+        }
+    }
+}
