@@ -275,7 +275,7 @@ pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()
         let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.0} ms"));
         format!(
             "tasks:          {} total, {} enabled, {} failing, {} invalid\n\
-             backlog:        {} due, oldest {:.0}s overdue\n\
+             backlog:        {} due, oldest {:.0}s overdue, {} missed\n\
              last hour:      {} runs, {} succeeded, {} failed, {} timed out, {} skipped\n\
              fire lag:       p50 {}, p99 {}\n",
             t["total"],
@@ -284,6 +284,7 @@ pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()
             t["invalid"],
             st["backlog"],
             st["oldest_due_age_secs"].as_f64().unwrap_or(0.0),
+            st["missed"].as_i64().unwrap_or(0),
             h["runs"],
             h["succeeded"],
             h["failed"],

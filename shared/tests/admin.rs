@@ -910,6 +910,7 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
         ("POST", "/v1/tasks/{id}/resume"),
         ("POST", "/v1/tasks/{id}/trigger"),
         ("GET", "/v1/tasks/{id}/runs"),
+        ("GET", "/v1/tasks/{id}/occurrences"),
         ("GET", "/v1/flows"),
         ("GET", "/v1/flows/{key}"),
         ("PUT", "/v1/flows/{key}"),

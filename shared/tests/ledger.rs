@@ -493,6 +493,10 @@ async fn scanner_counts_missed_occurrences(pool: PgPool) {
         .filter_map(|m| m["Name"].as_str())
         .collect();
     assert!(declared.contains(&"MissedOccurrences"));
+    // ... and in /v1/status
+    let (status, body) = call(&api(&pool), "GET", "/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["missed"], 1, "{body}");
     // ... and the ledger says `missed`, from the task's first minute on
     let ledger = store::task_ledger(
         &pool,

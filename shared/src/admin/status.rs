@@ -23,6 +23,9 @@ pub struct Status {
     pub backlog: i64,
     /// Age of the oldest of them, in seconds (0 when none).
     pub oldest_due_age_secs: f64,
+    /// Of them, occurrences overdue beyond the grace (120 s) that nothing
+    /// holds: what the scanner reports as `MissedOccurrences`.
+    pub missed: i64,
     /// Runs finished in the last hour, and their fire lag.
     pub last_hour: RunStats,
     pub tasks: TaskCounts,
@@ -46,6 +49,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
         now,
         backlog: backlog.due,
         oldest_due_age_secs: backlog.oldest_due_age_secs,
+        missed: backlog.missed,
         last_hour,
         tasks,
         flows,
