@@ -353,6 +353,36 @@ async fn sql_changes_are_recorded_as_sql(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn api_changes_are_recorded_as_the_admin_api(pool: PgPool) {
+    let router = api(&pool);
+    let (status, task) = call(
+        &router,
+        "POST",
+        "/v1/tasks",
+        Some(json!({"name": "created-paused", "schedule": "rate(1 hour)",
+                    "url": "https://example.com/hook", "enabled": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let (status, body) = call(&router, "POST", &format!("/v1/tasks/{id}/resume"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, actor FROM task_events WHERE task_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            ("paused".into(), "admin API".into()),
+            ("resumed".into(), "admin API".into()),
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn occurrences_route_checks_its_input(pool: PgPool) {
     let router = api(&pool);
     let task = TaskBuilder::new()

@@ -66,10 +66,14 @@ pub async fn create_task(
     let key = idempotency::key_from(&headers)?;
     let Some(key) = key else {
         let valid = check_spec(&state, &spec).await?;
-        let task = store::create_task(&state.pool, &valid, Utc::now()).await?;
+        let mut tx = state.pool.begin().await?;
+        store::set_actor(&mut tx, ACTOR).await?;
+        let task = store::create_task(&mut *tx, &valid, Utc::now()).await?;
+        tx.commit().await?;
         return Ok((StatusCode::CREATED, Json(task)));
     };
     let mut tx = state.pool.begin().await?;
+    store::set_actor(&mut tx, ACTOR).await?;
     match idempotency::claim(&mut tx, &key, &idempotency::fingerprint(&spec)).await? {
         idempotency::Claim::Replay(id) => {
             let task = store::get_task(&mut *tx, id).await?;
