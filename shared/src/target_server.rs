@@ -12,6 +12,7 @@
 //! | `/flaky/{n}` | 503 for the first `n` requests of each idempotency key, then 200 (needs `record`) |
 //! | `/hang` | never answers (sleeps an hour; ends on shutdown) |
 //! | `/retry-after/{secs}` | 429 with `Retry-After: {secs}` |
+//! | `/admit/{r}[/{key}]` | 200 for the first `r` requests of each wall-clock second, 429 with `Retry-After: 1` beyond; each distinct path counts apart |
 //! | `/redirect?to={url}[&status={code}]` | 302 (or `code`, e.g. 307) to `url` |
 //! | `/redirect-chain/{n}` | 302 to `/redirect-chain/{n-1}`; `n = 0` → 200 |
 //! | `/bytes/{n}` | 200 with an `n`-byte body, streamed in 16 KiB chunks |
@@ -23,6 +24,13 @@
 //! [`RequestRecord`] (bench turns that off to stay O(1) in memory). When
 //! [`TargetConfig::secrets`] is set, the `Sundial-Signature` of each request
 //! is verified and the result recorded.
+//!
+//! [`TargetServer::set_down`] takes the host down and back up while the
+//! server keeps its port: [`Down::Refuse`] closes the listener (the kernel
+//! refuses connections, as for a host whose service is gone),
+//! [`Down::Reset`] accepts each connection and resets it at once, so every
+//! attempt is counted ([`TargetStats::refused`]). Either way open
+//! connections are closed once their requests finish.
 //!
 //! With [`TargetConfig::tls`] the target speaks HTTPS with a certificate
 //! from a throw-away CA ([`tls::TestCa`]), offering HTTP/2 and/or HTTP/1.1
@@ -49,7 +57,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -111,6 +119,9 @@ pub struct RequestRecord {
     pub headers: Vec<(String, String)>,
     /// Protocol the request came with (`HTTP/1.1`, `HTTP/2.0`).
     pub version: Version,
+    /// The status the target answered with; `None` while the request is
+    /// being handled, or when the client hung up before the answer.
+    pub status: Option<u16>,
 }
 
 impl RequestRecord {
@@ -133,6 +144,9 @@ pub struct TargetStats {
     connections: AtomicU64,
     tls_handshakes: AtomicU64,
     tls_failures: AtomicU64,
+    admitted: AtomicU64,
+    throttled: AtomicU64,
+    refused: AtomicU64,
     records: Mutex<Vec<RequestRecord>>,
 }
 
@@ -173,6 +187,22 @@ impl TargetStats {
         self.tls_failures.load(Ordering::SeqCst)
     }
 
+    /// `/admit` requests answered 200.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// `/admit` requests answered 429 (over the second's admissions).
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Connections reset as soon as they were accepted, because the host
+    /// was down in [`Down::Reset`] mode (each one a client's attempt).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
     /// A copy of the stored records (empty when recording is off).
     pub fn records(&self) -> Vec<RequestRecord> {
         self.lock_records().clone()
@@ -202,11 +232,33 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// How a host that is down fails its clients ([`TargetServer::set_down`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// Nothing listens on the port: the kernel refuses connections. The
+    /// attempts cannot be counted here.
+    Refuse,
+    /// Every connection is accepted and reset at once (the client sees a
+    /// connection error before any answer) and counted in
+    /// [`TargetStats::refused`].
+    Reset,
+}
+
+/// Admissions of one `/admit` path in the current wall-clock second.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Unix second the count belongs to.
+    second: i64,
+    admitted: u64,
+}
+
 #[derive(Clone)]
 struct AppState {
     config: Arc<TargetConfig>,
     stats: Arc<TargetStats>,
     shutdown: watch::Receiver<bool>,
+    /// `/admit` windows by path.
+    windows: Arc<Mutex<HashMap<String, Window>>>,
 }
 
 /// A running target; dropping it aborts the server.
@@ -217,6 +269,7 @@ pub struct TargetServer {
     /// Live counters and records.
     pub stats: Arc<TargetStats>,
     shutdown: watch::Sender<bool>,
+    down: watch::Sender<Option<Down>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     https: bool,
 }
@@ -226,6 +279,18 @@ impl TargetServer {
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// Takes the host down (`Some`) or brings it back up on the same port
+    /// (`None`). Going down closes open connections once their requests
+    /// finish; see [`Down`] for how new ones fail.
+    pub fn set_down(&self, down: Option<Down>) {
+        self.down.send_replace(down);
+    }
+
+    /// Whether the host is down, and how.
+    pub fn down(&self) -> Option<Down> {
+        *self.down.borrow()
     }
 
     /// Stop accepting, let open requests finish (hanging ones are released),
@@ -261,6 +326,7 @@ pub async fn spawn(config: TargetConfig) -> std::io::Result<TargetServer> {
     let addr = listener.local_addr()?;
     let stats = Arc::new(TargetStats::default());
     let (tx, rx) = watch::channel(false);
+    let (down_tx, down_rx) = watch::channel(None);
     let tls = config
         .tls
         .as_ref()
@@ -270,34 +336,80 @@ pub async fn spawn(config: TargetConfig) -> std::io::Result<TargetServer> {
         config: Arc::new(config),
         stats: Arc::clone(&stats),
         shutdown: rx.clone(),
+        windows: Arc::default(),
     };
     let app = Router::new().fallback(handle).with_state(state);
-    let task = tokio::spawn(serve(listener, app, tls, Arc::clone(&stats), rx));
+    let signals = Signals {
+        stop: rx,
+        down: down_rx,
+    };
+    let task = tokio::spawn(serve(listener, app, tls, Arc::clone(&stats), signals));
     Ok(TargetServer {
         addr,
         stats,
         shutdown: tx,
+        down: down_tx,
         task: Some(task),
         https,
     })
 }
 
+/// What the accept loop and every connection watch.
+#[derive(Clone)]
+struct Signals {
+    /// Turns true on shutdown.
+    stop: watch::Receiver<bool>,
+    /// Whether (and how) the host is down.
+    down: watch::Receiver<Option<Down>>,
+}
+
+/// How soon a listener closed by [`Down::Refuse`] is bound again when its
+/// port is still taken.
+const REBIND_EVERY: Duration = Duration::from_millis(20);
+
 /// The accept loop: one task per connection, so a slow TLS handshake holds
 /// back no other client. On shutdown it stops accepting, asks every
 /// connection to finish its open requests and close, and waits for them.
+/// While the host is down in [`Down::Refuse`] mode nothing listens; the
+/// same address is bound again when it comes back up.
 async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
     stats: Arc<TargetStats>,
-    mut stop: watch::Receiver<bool>,
+    mut signals: Signals,
 ) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let mut listener = Some(listener);
     let mut connections = JoinSet::new();
     loop {
+        let down = *signals.down.borrow_and_update();
+        if down == Some(Down::Refuse) {
+            listener = None;
+        } else if listener.is_none() {
+            match TcpListener::bind(addr).await {
+                Ok(bound) => listener = Some(bound),
+                // Someone holds the port for a moment (an outgoing
+                // connection's local port): try again shortly.
+                Err(_) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(REBIND_EVERY) => continue,
+                        _ = signals.stop.wait_for(|stop| *stop) => break,
+                    }
+                }
+            }
+        }
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept(listener.as_ref()) => accepted,
+            changed = signals.down.changed() => {
+                // An error means the sender is gone: stop as well.
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
             // An error means the sender is gone: stop as well.
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = signals.stop.wait_for(|stop| *stop) => break,
         };
         while connections.try_join_next().is_some() {}
         let tcp = match accepted {
@@ -309,12 +421,19 @@ async fn serve(
                 continue;
             }
         };
+        if signals.down.borrow().is_some() {
+            // Down in `Reset` mode: an RST instead of an answer.
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            let _ = tcp.set_zero_linger();
+            drop(tcp);
+            continue;
+        }
         stats.connections.fetch_add(1, Ordering::SeqCst);
         // Best effort: only latency suffers without it.
         let _ = tcp.set_nodelay(true);
-        let (app, stats, stop) = (app.clone(), Arc::clone(&stats), stop.clone());
+        let (app, stats, signals) = (app.clone(), Arc::clone(&stats), signals.clone());
         let Some(acceptor) = tls.clone() else {
-            connections.spawn(serve_connection(tcp, app, Version::HTTP_11, stop));
+            connections.spawn(serve_connection(tcp, app, Version::HTTP_11, signals));
             continue;
         };
         connections.spawn(async move {
@@ -327,7 +446,7 @@ async fn serve(
                 Some(b"h2") => Version::HTTP_2,
                 _ => Version::HTTP_11,
             };
-            serve_connection(stream, app, version, stop).await;
+            serve_connection(stream, app, version, signals).await;
         });
     }
     drop(listener);
@@ -335,9 +454,18 @@ async fn serve(
     Ok(())
 }
 
+/// The next connection, or never while nothing listens.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serve one connection in the protocol ALPN chose (HTTP/1.1 for plain
-/// connections: no h2c), until the client closes it or the server stops.
-async fn serve_connection<I>(io: I, app: Router, version: Version, mut stop: watch::Receiver<bool>)
+/// connections: no h2c), until the client closes it, the server stops or
+/// the host goes down.
+async fn serve_connection<I>(io: I, app: Router, version: Version, mut signals: Signals)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -355,7 +483,8 @@ where
     tokio::select! {
         // A connection error (the client hung up) ends it either way.
         _ = conn.as_mut() => return,
-        _ = stop.wait_for(|stop| *stop) => {}
+        _ = signals.stop.wait_for(|stop| *stop) => {}
+        _ = signals.down.wait_for(Option::is_some) => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
@@ -379,8 +508,9 @@ async fn handle(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if state.config.record {
-        state.stats.lock_records().push(RequestRecord {
+    let record = state.config.record.then(|| {
+        let mut records = state.stats.lock_records();
+        records.push(RequestRecord {
             method: method.to_string(),
             path: uri.path().to_owned(),
             idempotency_key: idempotency_key.clone(),
@@ -395,9 +525,47 @@ async fn handle(
                 })
                 .collect(),
             version,
+            status: None,
         });
+        records.len() - 1
+    });
+    let request = Request {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+        idempotency_key,
+        signature_valid,
+    };
+    let response = respond(&state, request).await;
+    if let Some(i) = record {
+        if let Some(r) = state.stats.lock_records().get_mut(i) {
+            r.status = Some(response.status().as_u16());
+        }
     }
+    response
+}
 
+/// What a route may look at.
+struct Request<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    idempotency_key: Option<String>,
+    signature_valid: Option<bool>,
+}
+
+/// The answer of the route the path names.
+async fn respond(state: &AppState, req: Request<'_>) -> Response {
+    let Request {
+        method,
+        uri,
+        headers,
+        body,
+        idempotency_key,
+        signature_valid,
+    } = req;
     let path = uri.path().trim_matches('/');
     let segments: Vec<&str> = path.split('/').collect();
     match segments.as_slice() {
@@ -408,7 +576,7 @@ async fn handle(
         },
         ["delay", ms] => match ms.parse::<u64>() {
             Ok(ms) => {
-                wait(Duration::from_millis(ms), state.shutdown).await;
+                wait(Duration::from_millis(ms), state.shutdown.clone()).await;
                 (StatusCode::OK, "ok").into_response()
             }
             Err(_) => (StatusCode::BAD_REQUEST, "bad delay").into_response(),
@@ -431,7 +599,7 @@ async fn handle(
             Err(_) => (StatusCode::BAD_REQUEST, "bad failure count").into_response(),
         },
         ["hang"] => {
-            wait(MAX_WAIT, state.shutdown).await;
+            wait(MAX_WAIT, state.shutdown.clone()).await;
             (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
         }
         ["retry-after", secs] => (
@@ -440,8 +608,12 @@ async fn handle(
             "slow down",
         )
             .into_response(),
-        ["redirect"] => match query_param(&uri, "to") {
-            Some(to) => match query_param(&uri, "status").map(|c| c.parse::<u16>()) {
+        ["admit", rate] | ["admit", rate, _] => match rate.parse::<u64>() {
+            Ok(rate) => admit(state, uri.path(), rate),
+            Err(_) => (StatusCode::BAD_REQUEST, "bad admission rate").into_response(),
+        },
+        ["redirect"] => match query_param(uri, "to") {
+            Some(to) => match query_param(uri, "status").map(|c| c.parse::<u16>()) {
                 None => redirect(&to),
                 Some(Ok(code @ 300..=399)) => redirect_with(code, &to),
                 Some(_) => (StatusCode::BAD_REQUEST, "bad redirect status").into_response(),
@@ -466,11 +638,50 @@ async fn handle(
                 "idempotency_key": idempotency_key,
                 "signature_valid": signature_valid,
                 "content_type": headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-                "body": String::from_utf8_lossy(&body),
+                "body": String::from_utf8_lossy(body),
             });
             axum::Json(echo).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "no such route").into_response(),
+    }
+}
+
+/// `/admit/{rate}[/{key}]`: the first `rate` requests of each wall-clock
+/// second (fixed windows) on this path are admitted, the rest throttled,
+/// as a rate-limited API does. Each path keeps its own count, so the
+/// benchmarks sharing a target do not share a budget.
+fn admit(state: &AppState, path: &str, rate: u64) -> Response {
+    let second = Utc::now().timestamp();
+    let admitted = {
+        // Every critical section is one lookup and one update.
+        let mut windows = state.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = windows.entry(path.to_owned()).or_insert(Window {
+            second,
+            admitted: 0,
+        });
+        if window.second != second {
+            *window = Window {
+                second,
+                admitted: 0,
+            };
+        }
+        let admitted = window.admitted < rate;
+        if admitted {
+            window.admitted += 1;
+        }
+        admitted
+    };
+    if admitted {
+        state.stats.admitted.fetch_add(1, Ordering::SeqCst);
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        state.stats.throttled.fetch_add(1, Ordering::SeqCst);
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "over the rate",
+        )
+            .into_response()
     }
 }
 

@@ -730,3 +730,144 @@ async fn counting_mode_stores_no_records() {
     assert!(srv.stats.records().is_empty());
     srv.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------- target server
+
+/// Sleeps until `ms` milliseconds into the next wall-clock second.
+async fn into_next_second(ms: u32) {
+    let into = chrono::Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - into + ms))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_route_admits_r_per_second_per_path_and_throttles_the_rest() {
+    let srv = server().await;
+    let firer = local_firer();
+    // A burst straddling a second boundary would count in two windows:
+    // try again in the next second (a loaded machine), with fresh paths.
+    for round in 0..3 {
+        into_next_second(20).await;
+        let second = chrono::Utc::now().timestamp();
+        let a = srv.url(&format!("/admit/3/a{round}"));
+        let b = srv.url(&format!("/admit/3/b{round}"));
+        let mut verdicts = Vec::new();
+        for url in [&a, &a, &a, &a, &a, &b] {
+            verdicts.push(fire(&firer, url.clone()).await);
+        }
+        if chrono::Utc::now().timestamp() != second {
+            continue;
+        }
+        let statuses: Vec<_> = verdicts.iter().map(|r| r.http_status).collect();
+        let [ok, limited] = [Some(200), Some(429)];
+        assert_eq!(statuses, [ok, ok, ok, limited, limited, ok]);
+        assert_eq!(
+            verdicts[3].verdict,
+            Verdict::Retryable {
+                retry_after: Some(Duration::from_secs(1)),
+                timed_out: false
+            }
+        );
+        // The target records what it answered.
+        let recorded: Vec<_> = srv
+            .stats
+            .records()
+            .iter()
+            .filter(|r| r.path.ends_with(&format!("{round}")))
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(recorded, statuses);
+
+        // The next second admits again.
+        into_next_second(20).await;
+        assert_eq!(fire(&firer, a.clone()).await.http_status, Some(200));
+        assert_eq!(srv.stats.admitted(), 5);
+        assert_eq!(srv.stats.throttled(), 2);
+
+        let bad = fire(&firer, srv.url("/admit/many")).await;
+        assert_eq!(bad.http_status, Some(400));
+        srv.shutdown().await.unwrap();
+        return;
+    }
+    panic!("no burst of six requests fit in one second");
+}
+
+/// Waits until connecting to `addr` succeeds (`true`) or is refused.
+async fn wait_until_listening(addr: std::net::SocketAddr, listening: bool) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() == listening {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{addr} did not become {}",
+        if listening {
+            "reachable"
+        } else {
+            "unreachable"
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_down_refuses_connections_then_serves_again_on_its_port() {
+    let srv = server().await;
+    let firer = local_firer();
+    // A pooled keep-alive connection is open when the host goes down.
+    assert_eq!(
+        fire(&firer, srv.url("/ok")).await.verdict,
+        Verdict::Succeeded
+    );
+
+    srv.set_down(Some(target_server::Down::Refuse));
+    assert_eq!(srv.down(), Some(target_server::Down::Refuse));
+    wait_until_listening(srv.addr, false).await;
+    let refused = fire(&firer, srv.url("/ok")).await;
+    assert_eq!(refused.verdict, NOT_TIMED_OUT);
+    assert_eq!(refused.http_status, None);
+    assert!(refused.error.is_some());
+    assert_eq!(
+        srv.stats.requests(),
+        1,
+        "nothing reaches a host that is down"
+    );
+
+    srv.set_down(None);
+    wait_until_listening(srv.addr, true).await;
+    let back = fire(&firer, srv.url("/ok")).await;
+    assert_eq!(back.verdict, Verdict::Succeeded);
+    assert_eq!(srv.stats.requests(), 2);
+    srv.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_down_in_reset_mode_counts_every_attempt() {
+    let srv = server().await;
+    let firer = local_firer();
+    assert_eq!(
+        fire(&firer, srv.url("/ok")).await.verdict,
+        Verdict::Succeeded
+    );
+
+    srv.set_down(Some(target_server::Down::Reset));
+    for _ in 0..3 {
+        let reset = fire(&firer, srv.url("/ok")).await;
+        assert_eq!(reset.verdict, NOT_TIMED_OUT);
+        assert_eq!(reset.http_status, None);
+    }
+    assert_eq!(srv.stats.refused(), 3, "one reset connection per attempt");
+    assert_eq!(srv.stats.requests(), 1);
+    assert_eq!(
+        srv.stats.connections(),
+        1,
+        "reset connections are not served ones"
+    );
+
+    srv.set_down(None);
+    assert_eq!(
+        fire(&firer, srv.url("/ok")).await.verdict,
+        Verdict::Succeeded
+    );
+    assert_eq!(srv.stats.refused(), 3);
+    srv.shutdown().await.unwrap();
+}
