@@ -288,7 +288,7 @@ async fn sub_minute(
     Ok((fired, expected))
 }
 
-fn parse_key(key: &str) -> Option<(i64, DateTime<Utc>)> {
+pub(super) fn parse_key(key: &str) -> Option<(i64, DateTime<Utc>)> {
     let (id, at) = key.split_once(':')?;
     Some((
         id.parse().ok()?,

@@ -23,11 +23,14 @@ mod https;
 mod lambda_path;
 mod measure;
 mod memory;
+mod outage;
 mod phases;
 mod report;
 mod scan;
 mod slow;
+mod sqs_path;
 mod target;
+mod throttled;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -52,6 +55,12 @@ enum Scenario {
     /// The deployed shape: scanner once a minute, SQS (emulator), the
     /// long-polling consumer; early firings, lag, sub-minute schedules.
     LambdaPath(lambda_path::LambdaPathArgs),
+    /// Flow control: N tasks due at once against a target admitting R/s
+    /// (429 beyond), with a flow limit and without.
+    Throttled(throttled::ThrottledArgs),
+    /// Flow control: one host down among ten healthy ones; requests to it
+    /// against the breaker's bound, healthy lag against a run without.
+    Outage(outage::OutageArgs),
     /// Every scenario (`--quick`: in a few minutes), then docs/BENCHMARKS.md.
     All(all::AllArgs),
     /// Serve the bench target (started by the other scenarios).
@@ -150,6 +159,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::Scan(a) => scan::run(a).await,
         Scenario::Phases(a) => phases::run(a).await,
         Scenario::LambdaPath(a) => lambda_path::run(a).await,
+        Scenario::Throttled(a) => throttled::run(a).await,
+        Scenario::Outage(a) => outage::run(a).await,
         Scenario::All(a) => all::run(a).await,
         Scenario::Target(shape) => target::serve(shape).await,
     }
