@@ -15,19 +15,24 @@ use super::burst::{self, BurstResults};
 use super::https;
 use super::lambda_path::{self, LambdaPathResults};
 use super::memory::{self, MemoryResults};
+use super::outage::{self, OutageResults};
 use super::phases::{self, PhasesResults};
 use super::report::{self, num, ResultFile, Table};
 use super::scan::{self, ScanResults};
 use super::slow::{self, SlowResults};
+use super::sqs_path::Check;
+use super::throttled::{self, ThrottledResults};
 use super::Common;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "burst",
     "slow-endpoints",
     "memory",
     "scan",
     "phases",
     "lambda-path",
+    "throttled",
+    "outage",
     // Not a scenario of its own: burst and memory again over TLS (see `https`).
     "https",
 ];
@@ -170,6 +175,8 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     let scan: Option<ResultFile<ScanResults>> = report::read(out, "scan").ok();
     let phases: Option<ResultFile<PhasesResults>> = report::read(out, "phases").ok();
     let lambda_path: Option<ResultFile<LambdaPathResults>> = report::read(out, "lambda-path").ok();
+    let throttled: Option<ResultFile<ThrottledResults>> = report::read(out, "throttled").ok();
+    let outage: Option<ResultFile<OutageResults>> = report::read(out, "outage").ok();
 
     let machine = burst
         .as_ref()
@@ -200,7 +207,9 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     ));
 
     md.push_str("## Targets\n\n");
-    md.push_str(&targets_table(&burst, &slow, &memory, &scan).markdown());
+    let mut targets = targets_table(&burst, &slow, &memory, &scan);
+    flow_targets(&mut targets, &throttled, &outage);
+    md.push_str(&targets.markdown());
     md.push('\n');
 
     md.push_str("## Lambda path: scanner once a minute, SQS, the long-polling consumer\n\n");
@@ -219,6 +228,8 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     } else {
         md.push_str("_Not run._\n\n");
     }
+
+    md.push_str(&flow_section(&throttled, &outage));
 
     md.push_str("## Burst: N tasks due at the same instant\n\n");
     if let Some(f) = &burst {
@@ -449,6 +460,125 @@ fn targets_table(
         None => not_run(&mut t, "scan"),
     }
     t
+}
+
+/// The flow-control checks in the targets table.
+fn flow_targets(
+    t: &mut Table,
+    throttled: &Option<ResultFile<ThrottledResults>>,
+    outage: &Option<ResultFile<OutageResults>>,
+) {
+    let row = |t: &mut Table, prefix: &str, c: &Check| {
+        t.row([
+            format!("{prefix}: {}", c.target),
+            c.measured.clone(),
+            if c.pass { "met" } else { "**missed**" }.to_string(),
+        ]);
+    };
+    match throttled {
+        Some(f) => {
+            for run in &f.results.runs {
+                for c in &run.checks {
+                    row(t, &format!("throttled {}", run.label), c);
+                }
+            }
+        }
+        None => {
+            t.row(["throttled", "not run", "—"]);
+        }
+    }
+    match outage {
+        Some(f) => {
+            for c in &f.results.checks {
+                row(t, "outage", c);
+            }
+        }
+        None => {
+            t.row(["outage", "not run", "—"]);
+        }
+    }
+}
+
+/// `## Flow control`: the throttled target and the host that is down.
+fn flow_section(
+    throttled: &Option<ResultFile<ThrottledResults>>,
+    outage: &Option<ResultFile<OutageResults>>,
+) -> String {
+    let mut md = String::from("## Flow control: a throttled target, a host that is down\n\n");
+    md.push_str("### Throttled target\n\n");
+    if let Some(f) = throttled {
+        let r = &f.results;
+        md.push_str(&format!(
+            "`sundial bench throttled`: N = {} tasks due at the same instant against a target \
+             that admits R = {}/s (fixed one-second windows; 429 with `Retry-After: 1` beyond), \
+             so N / R = {} s. The deployed shape: the scanner's tick, SQS (emulator, a fresh \
+             queue per variant), {} long-polling processors (concurrency {} each, per-flow cap \
+             {}), {} attempts per task. (a) a `flows` row limits the flow to R/s, burst 1; \
+             (b) no row (adaptive concurrency and shared backoff). 429s are counted at the \
+             target; drain = first to last admitted request; lost = occurrences without a \
+             succeeded run when the variant ended; busiest second = most requests the target \
+             saw in one wall-clock second.\n\n",
+            r.tasks,
+            r.rate,
+            num(r.tasks as f64 / r.rate.max(1) as f64),
+            r.processors,
+            r.concurrency,
+            r.per_host_concurrency,
+            r.max_attempts
+        ));
+        md.push_str(&throttled::table(r).markdown());
+        md.push('\n');
+        md.push_str(&throttled::checks_table(r).markdown());
+        md.push_str(&resources_line(&f.resources));
+    } else {
+        md.push_str("_Not run._\n\n");
+    }
+    md.push_str("### One host down among ten healthy ones\n\n");
+    if let Some(f) = outage {
+        let r = &f.results;
+        md.push_str(&format!(
+            "`sundial bench outage`: {} healthy hosts and one that goes down for {} s{} \
+             (`--down {}`: {}), {} `rate(1 second)` tasks per host, {} s of running before \
+             and {} s after; the same run without the outage is the baseline. The down \
+             host's flow has an explicit breaker: N = {} failures within {} s, one probe per \
+             {} s, so probes + N = {} + {} = {}. Deployed shape as above ({} processors). \
+             Lag = arrival at the target − occurrence, for the healthy hosts' occurrences \
+             due while the host is down (the same span in the baseline). Pending = the down \
+             host's occurrences due and not yet recorded when it came back.\n\n",
+            r.healthy_hosts,
+            r.outage_s,
+            if r.shortened {
+                " (shortened by `--quick`; the issue's figure is 60 s)"
+            } else {
+                ""
+            },
+            r.down.name(),
+            match r.down {
+                outage::DownMode::Refuse => {
+                    "nothing listens, so attempts are the processors' calls minus the requests \
+                     the hosts received"
+                }
+                outage::DownMode::Reset => "each connection is reset and counted by the host",
+            },
+            r.tasks_per_host,
+            r.warmup_s,
+            r.recovery_s,
+            r.breaker_failures,
+            r.breaker_window_s,
+            r.breaker_cooldown_s,
+            r.probes,
+            r.breaker_failures,
+            r.bound,
+            r.processors,
+        ));
+        md.push_str(&outage::table(r).markdown());
+        md.push('\n');
+        md.push_str(&outage::checks_table(r).markdown());
+        md.push_str(&resources_line(&f.resources));
+    } else {
+        md.push_str("_Not run._\n\n");
+    }
+    md
 }
 
 /// Published prices (us-east-1, arm64), USD.

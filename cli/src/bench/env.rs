@@ -104,11 +104,20 @@ impl DbTarget {
 /// allowed, one signing secret, `concurrency` both globally and per host
 /// (every bench request goes to the one target host).
 pub fn settings(concurrency: usize, lookahead_secs: u64) -> Result<Settings> {
+    settings_per_host(concurrency, concurrency, lookahead_secs)
+}
+
+/// [`settings`] with a per-host (and per-flow) cap of its own.
+pub fn settings_per_host(
+    concurrency: usize,
+    per_host: usize,
+    lookahead_secs: u64,
+) -> Result<Settings> {
     let env: HashMap<String, String> = [
         ("SUNDIAL_ALLOW_TARGETS", "127.0.0.1/32".to_string()),
         ("SUNDIAL_SIGNING_SECRETS", BENCH_SECRET.to_string()),
         ("SUNDIAL_CONCURRENCY", concurrency.to_string()),
-        ("SUNDIAL_PER_HOST_CONCURRENCY", concurrency.to_string()),
+        ("SUNDIAL_PER_HOST_CONCURRENCY", per_host.to_string()),
         ("SUNDIAL_LOOKAHEAD_SECS", lookahead_secs.to_string()),
     ]
     .into_iter()

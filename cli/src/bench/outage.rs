@@ -178,8 +178,33 @@ pub struct OutageRun {
     pub down_tasks: u64,
     /// Occurrences answered 2xx more than once (any host).
     pub duplicates: u64,
+    /// Probes of the open flow the processors sent.
+    pub probes: u64,
+    /// Times the processors saw a flow open / close.
+    pub flows_opened: u64,
+    pub flows_closed: u64,
+    /// Messages a flow held (open breaker, backoff) and sent again.
+    pub flow_held: u64,
+    /// Occurrences recorded skipped because their flow was open.
+    pub flow_skipped: u64,
     pub ticks: u64,
+    /// The down host's `flow_state` row when it came back, and at the end.
+    pub flow_state_at_close: Option<serde_json::Value>,
+    pub flow_state_at_end: Option<serde_json::Value>,
+    /// Occurrences answered 2xx more than once (at most 10), for diagnosis.
+    pub duplicate_keys: Vec<Duplicate>,
     pub resources: Resources,
+}
+
+/// An occurrence a host answered 2xx more than once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Duplicate {
+    /// `healthy-<i>` or `down`.
+    pub host: String,
+    /// `<task id>:<occurrence>`.
+    pub key: String,
+    /// Arrival − occurrence of each 2xx request, ms.
+    pub arrivals_ms: Vec<f64>,
 }
 
 /// The scenario's parameters.
@@ -261,12 +286,14 @@ struct Timeline {
     up_at: Option<DateTime<Utc>>,
     /// Occurrences of the down host pending when it came back.
     held: Vec<(i64, DateTime<Utc>)>,
+    /// The down host's `flow_state` row then.
+    flow_state_at_close: Option<serde_json::Value>,
 }
 
 async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun> {
     let label = if with_outage { "outage" } else { "baseline" };
-    let mut settings = env::settings(defaults::CONCURRENCY, 75)?;
-    settings.per_host_concurrency = defaults::PER_HOST_CONCURRENCY;
+    let settings =
+        env::settings_per_host(defaults::CONCURRENCY, defaults::PER_HOST_CONCURRENCY, 75)?;
     let pool = ctx.db.fresh(settings.db_pool_size.max(10)).await?;
     let queue = FreshQueue::create(&format!("outage-{label}"), &settings).await?;
     let mut servers = Vec::new();
@@ -298,6 +325,7 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
         &pool,
         plan,
         &servers,
+        &flow,
         with_outage,
         &mut timeline,
         &mut progress,
@@ -361,8 +389,16 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
         held_unaccounted,
         down_recovered: down_recovered(&pool, up_at).await?,
         down_tasks: plan.tasks_per_host,
-        duplicates: records.iter().map(|r| duplicates(r)).sum(),
+        duplicates: records.iter().map(|r| duplicates(r).len() as u64).sum(),
+        probes: driven.report.probes,
+        flows_opened: driven.report.flows_opened,
+        flows_closed: driven.report.flows_closed,
+        flow_held: driven.report.flow_held,
+        flow_skipped: driven.report.flow_skipped,
         ticks: driven.ticks.ticks,
+        flow_state_at_close: timeline.flow_state_at_close.take(),
+        flow_state_at_end: sqs_path::flow_state(&pool, &flow).await?,
+        duplicate_keys: duplicate_keys(&records, plan.healthy),
         resources,
     };
     progress.done(&format!(
@@ -403,6 +439,7 @@ async fn clock(
     pool: &PgPool,
     plan: &Plan,
     servers: &[TargetServer],
+    down_flow: &str,
     with_outage: bool,
     timeline: &mut Timeline,
     progress: &mut Progress,
@@ -425,6 +462,9 @@ async fn clock(
     let up_at = Utc::now();
     timeline.up_at = Some(up_at);
     timeline.held = pending(pool, up_at).await.unwrap_or_default();
+    timeline.flow_state_at_close = sqs_path::flow_state(pool, down_flow)
+        .await
+        .unwrap_or_default();
     phase("recovery", plan.recovery, servers, progress).await;
     let settling = Instant::now();
     while settling.elapsed() < SETTLE_MAX {
@@ -541,18 +581,47 @@ fn first_arrivals(records: &[RequestRecord]) -> Vec<(DateTime<Utc>, DateTime<Utc
         .collect()
 }
 
-/// Occurrences answered 2xx more than once at this host.
-fn duplicates(records: &[RequestRecord]) -> u64 {
-    let mut per_key: HashMap<&str, u64> = HashMap::new();
+/// Occurrences answered 2xx more than once at this host: key → arrivals.
+fn duplicates(records: &[RequestRecord]) -> Vec<(&str, Vec<DateTime<Utc>>)> {
+    let mut per_key: HashMap<&str, Vec<DateTime<Utc>>> = HashMap::new();
     for r in records
         .iter()
         .filter(|r| r.status.is_some_and(|s| (200..300).contains(&s)))
     {
         if let Some(key) = r.idempotency_key.as_deref() {
-            *per_key.entry(key).or_default() += 1;
+            per_key.entry(key).or_default().push(r.received_at);
         }
     }
-    per_key.values().filter(|n| **n > 1).count() as u64
+    per_key.into_iter().filter(|(_, at)| at.len() > 1).collect()
+}
+
+/// Up to 10 duplicates over all hosts, for the results file.
+fn duplicate_keys(records: &[Vec<RequestRecord>], healthy: usize) -> Vec<Duplicate> {
+    let mut out = Vec::new();
+    for (i, host) in records.iter().enumerate() {
+        for (key, arrivals) in duplicates(host) {
+            let occurrence = parse_key(key).map(|(_, at)| at);
+            out.push(Duplicate {
+                host: if i < healthy {
+                    format!("healthy-{i}")
+                } else {
+                    "down".to_string()
+                },
+                key: key.to_string(),
+                arrivals_ms: arrivals
+                    .iter()
+                    .map(|at| {
+                        occurrence.map_or(0.0, |o| {
+                            round2((*at - o).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+                        })
+                    })
+                    .collect(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.truncate(10);
+    out
 }
 
 /// The first whole second at or after `t`, as a Unix second.
@@ -641,9 +710,10 @@ pub fn table(r: &OutageResults) -> Table {
     row("healthy occurrences fired in the window", &|x| {
         format!("{} / {}", x.healthy_fired, x.healthy_expected)
     });
-    row("attempts at the down host while down", &|x| {
-        x.down_attempts.to_string()
-    });
+    row(
+        "requests or attempts at the down host in the window",
+        &|x| x.down_attempts.to_string(),
+    );
     row("processor calls − requests received", &|x| {
         x.unanswered.to_string()
     });
@@ -663,6 +733,11 @@ pub fn table(r: &OutageResults) -> Table {
     row("processor calls / requests received", &|x| {
         format!("{} / {}", x.calls, x.requests)
     });
+    row(
+        "probes sent / flow opened / closed (as seen per processor)",
+        &|x| format!("{} / {} / {}", x.probes, x.flows_opened, x.flows_closed),
+    );
+    row("messages held by their flow", &|x| x.flow_held.to_string());
     row("scanner ticks", &|x| x.ticks.to_string());
     t
 }

@@ -108,6 +108,17 @@ pub async fn flow_of(pool: &PgPool, url: &str) -> Result<String> {
         .await?)
 }
 
+/// The shared state of a flow (its `flow_state` row) as JSON, for the
+/// results file: what the engine believed when the figures were taken.
+pub async fn flow_state(pool: &PgPool, key: &str) -> Result<Option<serde_json::Value>> {
+    Ok(
+        sqlx::query_scalar("SELECT to_jsonb(s) FROM flow_state s WHERE key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
 /// A PASS/FAIL line of a report: what is promised, what was measured.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Check {

@@ -156,8 +156,18 @@ pub struct ThrottledRun {
     pub pacing_ms: Dist,
     /// Retries the processors sent.
     pub retried: u64,
+    /// Messages the flow held (shared backoff) and sent again.
+    pub flow_held: u64,
+    /// Retries the retry budget delayed to a later window.
+    pub budget_delayed: u64,
     /// Whether the deadline ended the run before every occurrence settled.
     pub deadline_hit: bool,
+    /// Requests per wall-clock second at the target, from the due time's second.
+    pub per_second: Vec<SecondCount>,
+    /// Occurrences with no run at the end (at most 10), for diagnosis.
+    pub unfinished_tasks: Vec<Unfinished>,
+    /// The flow's `flow_state` row at the end.
+    pub flow_state: Option<serde_json::Value>,
     pub checks: Vec<Check>,
     pub resources: Resources,
 }
@@ -206,6 +216,25 @@ pub async fn run(args: ThrottledArgs) -> Result<()> {
     ctx.finish("throttled", "in-process (recording)", resources, &results)
 }
 
+/// One wall-clock second at the target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecondCount {
+    /// Seconds after the due time's second.
+    pub second: i64,
+    pub requests: u64,
+    pub admitted: u64,
+}
+
+/// An occurrence that had no run when the variant ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unfinished {
+    pub name: String,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Requests the target received for it.
+    pub requests: u64,
+}
+
 /// What every variant shares.
 struct Shape {
     rate: u64,
@@ -222,8 +251,11 @@ async fn run_variant(
     shape: &Shape,
     variant: Variant,
 ) -> Result<ThrottledRun> {
-    let mut settings = env::settings(shape.concurrency, 75)?;
-    settings.per_host_concurrency = defaults::PER_HOST_CONCURRENCY.min(shape.concurrency);
+    let settings = env::settings_per_host(
+        shape.concurrency,
+        defaults::PER_HOST_CONCURRENCY.min(shape.concurrency),
+        75,
+    )?;
     let pool = ctx.db.fresh(settings.db_pool_size.max(10)).await?;
     let queue = FreshQueue::create(&format!("throttled-{}", variant.name()), &settings).await?;
     let path = format!("/admit/{}/{}", shape.rate, variant.name());
@@ -292,6 +324,8 @@ async fn run_variant(
     let at_target = AtTarget::of(&records, due);
     let settled = settled(&pool).await?;
     let mut pacing = pacing_ms(&pool).await?;
+    let unfinished_tasks = unfinished(&pool, &records).await?;
+    let flow_state = sqs_path::flow_state(&pool, &sqs_path::flow_of(&pool, &url).await?).await?;
     pool.close().await;
 
     let ideal_s = shape.tasks as f64 / shape.rate as f64;
@@ -324,7 +358,12 @@ async fn run_variant(
         first_request_ms: at_target.first_request_ms,
         pacing_ms: Dist::of(&mut pacing),
         retried: driven.report.retried,
+        flow_held: driven.report.flow_held,
+        budget_delayed: driven.report.budget_delayed,
         deadline_hit,
+        per_second: per_second(&records, due),
+        unfinished_tasks,
+        flow_state,
         checks: Vec::new(),
         resources,
     };
@@ -347,6 +386,57 @@ async fn recorded_runs(pool: &PgPool) -> Result<u64> {
         .fetch_one(pool)
         .await?;
     Ok(n.max(0) as u64)
+}
+
+/// Requests per wall-clock second, from the due time's second to the last.
+fn per_second(records: &[RequestRecord], due: DateTime<Utc>) -> Vec<SecondCount> {
+    let mut counts: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    for r in records {
+        let c = counts
+            .entry(r.received_at.timestamp() - due.timestamp())
+            .or_default();
+        c.0 += 1;
+        c.1 += u64::from(r.status == Some(200));
+    }
+    counts
+        .into_iter()
+        .map(|(second, (requests, admitted))| SecondCount {
+            second,
+            requests,
+            admitted,
+        })
+        .collect()
+}
+
+/// Up to 10 occurrences with no run, and what the target saw of them.
+async fn unfinished(pool: &PgPool, records: &[RequestRecord]) -> Result<Vec<Unfinished>> {
+    type Row = (i64, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT t.id, t.name, t.next_run_at, t.lease_until FROM tasks t \
+         WHERE NOT EXISTS (SELECT 1 FROM task_runs r WHERE r.task_id = t.id) \
+         ORDER BY t.id LIMIT 10",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, next_run_at, lease_until)| {
+            let prefix = format!("{id}:");
+            Unfinished {
+                name,
+                next_run_at,
+                lease_until,
+                requests: records
+                    .iter()
+                    .filter(|r| {
+                        r.idempotency_key
+                            .as_deref()
+                            .is_some_and(|k| k.starts_with(&prefix))
+                    })
+                    .count() as u64,
+            }
+        })
+        .collect())
 }
 
 /// How the occurrences ended.
@@ -507,6 +597,7 @@ pub fn table(r: &ThrottledResults) -> Table {
         "busiest second (admitted)",
         "pacing p99 ms",
         "retries",
+        "held (backoff)",
     ]);
     for run in &r.runs {
         t.row([
@@ -527,6 +618,7 @@ pub fn table(r: &ThrottledResults) -> Table {
                 "—".into()
             },
             run.retried.to_string(),
+            run.flow_held.to_string(),
         ]);
     }
     t
