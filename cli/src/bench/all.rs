@@ -511,8 +511,8 @@ fn flow_section(
         md.push_str(&format!(
             "`sundial bench throttled`: N = {} tasks due at the same instant against a target \
              that admits R = {}/s (fixed one-second windows; 429 with `Retry-After: 1` beyond), \
-             so N / R = {} s. The deployed shape: the scanner's tick, SQS (emulator, a fresh \
-             queue per variant), {} long-polling processors (concurrency {} each, per-flow cap \
+             so N / R = {} s. The deployed shape: the scanner's tick, {}, \
+             {} long-polling processors (concurrency {} each, per-flow cap \
              {}), {} attempts per task. (a) a `flows` row limits the flow to R/s, burst 1; \
              (b) no row (adaptive concurrency and shared backoff). 429s are counted at the \
              target; drain = first to last admitted request; lost = occurrences without a \
@@ -521,6 +521,7 @@ fn flow_section(
             r.tasks,
             r.rate,
             num(r.tasks as f64 / r.rate.max(1) as f64),
+            r.queue.describe(),
             r.processors,
             r.concurrency,
             r.per_host_concurrency,
@@ -541,7 +542,7 @@ fn flow_section(
              (`--down {}`: {}), {} `rate(1 second)` tasks per host, {} s of running before \
              and {} s after; the same run without the outage is the baseline. The down \
              host's flow has an explicit breaker: N = {} failures within {} s, one probe per \
-             {} s, so probes + N = {} + {} = {}. Deployed shape as above ({} processors). \
+             {} s, so probes + N = {} + {} = {}. The scanner's tick, {}, {} processors. \
              Lag = arrival at the target − occurrence, for the healthy hosts' occurrences \
              due while the host is down (the same span in the baseline). Pending = the down \
              host's occurrences due and not yet recorded when it came back.\n\n",
@@ -569,6 +570,7 @@ fn flow_section(
             r.probes,
             r.breaker_failures,
             r.bound,
+            r.queue.describe(),
             r.processors,
         ));
         md.push_str(&outage::table(r).markdown());

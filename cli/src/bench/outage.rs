@@ -39,7 +39,7 @@ use super::env;
 use super::lambda_path::parse_key;
 use super::measure::{round2, Dist, Meter, Progress, Resources};
 use super::report::{num, Table};
-use super::sqs_path::{self, Check, FreshQueue};
+use super::sqs_path::{self, Check, QueueKind, RunQueue};
 use super::{Common, Ctx};
 
 /// The healthy hosts' lag p99 with the outage may exceed the baseline's by
@@ -111,6 +111,11 @@ pub struct OutageArgs {
     /// Long-polling processors sharing the queue.
     #[arg(long, default_value_t = 2)]
     pub processors: usize,
+    /// The queue between scanner and processors: SQS (the emulator, the
+    /// deployed shape) or the in-process queue (runs beyond a few hundred
+    /// occurrences, where the emulator is the bottleneck).
+    #[arg(long, value_enum, default_value_t = QueueKind::Sqs)]
+    pub queue: QueueKind,
     #[command(flatten)]
     pub common: Common,
 }
@@ -133,6 +138,9 @@ pub struct OutageResults {
     /// probes + N.
     pub bound: u64,
     pub processors: usize,
+    /// The queue between scanner and processors.
+    #[serde(default)]
+    pub queue: QueueKind,
     pub baseline: OutageRun,
     pub outage: OutageRun,
     /// Healthy lag p99, outage run / baseline.
@@ -223,6 +231,7 @@ struct Plan {
     breaker_window_secs: u32,
     breaker_cooldown_secs: u32,
     processors: usize,
+    queue: QueueKind,
 }
 
 pub async fn run(args: OutageArgs) -> Result<()> {
@@ -241,6 +250,7 @@ pub async fn run(args: OutageArgs) -> Result<()> {
         breaker_window_secs: args.breaker_window_secs.max(1),
         breaker_cooldown_secs: args.breaker_cooldown_secs.max(1),
         processors: args.processors,
+        queue: args.queue,
     };
     if plan.outage.is_zero() {
         bail!("--outage-secs must be at least 1");
@@ -273,6 +283,7 @@ pub async fn run(args: OutageArgs) -> Result<()> {
         probes,
         bound,
         processors: plan.processors,
+        queue: plan.queue,
         baseline,
         outage,
         lag_p99_ratio,
@@ -299,7 +310,7 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
     let settings =
         env::settings_per_host(defaults::CONCURRENCY, defaults::PER_HOST_CONCURRENCY, 75)?;
     let pool = ctx.db.fresh(settings.db_pool_size.max(10)).await?;
-    let queue = FreshQueue::create(&format!("outage-{label}"), &settings).await?;
+    let queue = RunQueue::create(plan.queue, &format!("outage-{label}"), &settings).await?;
     let mut servers = Vec::new();
     for _ in 0..=plan.healthy {
         servers.push(target_server::spawn(TargetConfig::default()).await?);
@@ -334,7 +345,7 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
         &mut timeline,
         &mut progress,
     );
-    let driven = sqs_path::drive(&pool, &settings, &queue.queue, plan.processors, until).await?;
+    let driven = sqs_path::drive(&pool, &settings, &queue, plan.processors, until).await?;
     let resources = meter.finish_without_postgres();
     queue.delete().await;
 

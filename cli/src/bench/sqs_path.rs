@@ -5,18 +5,29 @@
 //! ([`sundial::worker::run_worker`] over [`SqsInbox`]) with a firer of its
 //! own, so per-processor state (connection pools, adaptive concurrency) is
 //! not shared and whatever they share goes through Postgres.
+//!
+//! `--queue memory` puts the in-process queue in the emulator's place
+//! (every processor its own [`MemoryInbox`] on the one queue): the
+//! emulator delivers at most about ten messages per long poll and second
+//! once a few hundred wait in one queue (docs/ARCHITECTURE.md, local
+//! limits), so runs of more than a few hundred occurrences measure it
+//! rather than Sundial.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sundial::config::Settings;
 use sundial::process::{ProcessReport, Processor};
+use sundial::queue::memory::MemoryQueue;
 use sundial::queue::sqs::{client_from_env, create_queue, delete_queue, SqsQueue};
+use sundial::queue::DispatchQueue;
 use sundial::scan::{run_ticks, ScanOptions, TickTotals};
-use sundial::worker::{run_worker, SqsInbox, WorkerOptions};
+use sundial::worker::{run_worker, Inbox, MemoryInbox, SqsInbox, WorkerOptions};
 use tokio::sync::watch;
 
 /// The processors' long-poll wait. Shorter than `sundial process`'s 20 s
@@ -28,34 +39,71 @@ pub const LONG_POLL: Duration = Duration::from_secs(5);
 /// The scanner's cadence: EventBridge's once a minute.
 pub const TICK_EVERY: Duration = Duration::from_secs(60);
 
-/// A fresh queue on the emulator, deleted by [`FreshQueue::delete`].
-pub struct FreshQueue {
-    pub queue: SqsQueue,
+/// Which queue carries the dispatch messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    /// The SQS adapter against the emulator (`AWS_ENDPOINT_URL_SQS`).
+    #[default]
+    Sqs,
+    /// The in-process queue.
+    Memory,
 }
 
-impl FreshQueue {
-    /// Creates `sundial-bench-<label>-<pid>` (deep queues slow the
-    /// emulator down, so every run gets its own).
-    pub async fn create(label: &str, settings: &Settings) -> Result<FreshQueue> {
-        std::env::var("AWS_ENDPOINT_URL_SQS").context(
-            "this scenario needs the SQS emulator: run it through `make bench` (or `eval \"$(scripts/services.sh env)\"`)",
-        )?;
-        let client = client_from_env().await;
-        let name = format!("sundial-bench-{label}-{}", std::process::id());
-        let url = create_queue(&client, &name)
-            .await
-            .context("cannot create a queue on the SQS emulator")?;
-        let queue = SqsQueue::new(client.clone(), &url, settings.send_concurrency)
-            .with_delivery_lead(settings.delivery_lead);
-        Ok(FreshQueue { queue })
-    }
-
-    /// Deletes the queue (best effort: the emulator forgets it on restart).
-    pub async fn delete(self) {
-        if let Err(err) = delete_queue(self.queue.client(), self.queue.queue_url()).await {
-            tracing::warn!(error = %err, "cannot delete the bench queue");
+impl QueueKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            QueueKind::Sqs => "SQS (emulator, a fresh queue per run)",
+            QueueKind::Memory => "the in-process queue (instead of the emulator)",
         }
     }
+}
+
+/// The queue of one run.
+pub enum RunQueue {
+    Sqs(SqsQueue),
+    Memory(Arc<MemoryQueue>),
+}
+
+impl RunQueue {
+    /// A fresh queue of `kind`; SQS queues are named
+    /// `sundial-bench-<label>-<pid>` (deep queues slow the emulator down,
+    /// so every run gets its own).
+    pub async fn create(kind: QueueKind, label: &str, settings: &Settings) -> Result<RunQueue> {
+        match kind {
+            QueueKind::Sqs => Ok(RunQueue::Sqs(fresh_sqs_queue(label, settings).await?)),
+            QueueKind::Memory => Ok(RunQueue::Memory(Arc::new(MemoryQueue::default()))),
+        }
+    }
+
+    fn dispatch(&self) -> Arc<dyn DispatchQueue> {
+        match self {
+            RunQueue::Sqs(q) => Arc::new(q.clone()),
+            RunQueue::Memory(q) => q.clone(),
+        }
+    }
+
+    /// Deletes an SQS queue (best effort: the emulator forgets it on restart).
+    pub async fn delete(self) {
+        if let RunQueue::Sqs(queue) = self {
+            if let Err(err) = delete_queue(queue.client(), queue.queue_url()).await {
+                tracing::warn!(error = %err, "cannot delete the bench queue");
+            }
+        }
+    }
+}
+
+async fn fresh_sqs_queue(label: &str, settings: &Settings) -> Result<SqsQueue> {
+    std::env::var("AWS_ENDPOINT_URL_SQS").context(
+        "this scenario needs the SQS emulator: run it through `make bench` (or `eval \"$(scripts/services.sh env)\"`), or pass --queue memory",
+    )?;
+    let client = client_from_env().await;
+    let name = format!("sundial-bench-{label}-{}", std::process::id());
+    let url = create_queue(&client, &name)
+        .await
+        .context("cannot create a queue on the SQS emulator")?;
+    Ok(SqsQueue::new(client, &url, settings.send_concurrency)
+        .with_delivery_lead(settings.delivery_lead))
 }
 
 /// What one drive did.
@@ -71,21 +119,29 @@ pub struct Driven {
 pub async fn drive(
     pool: &PgPool,
     settings: &Settings,
-    queue: &SqsQueue,
+    queue: &RunQueue,
     processors: usize,
     until: impl Future<Output = ()>,
 ) -> Result<Driven> {
+    let dispatch = queue.dispatch();
     let processors: Vec<Processor> = (0..processors.max(1))
-        .map(|_| Processor::from_settings(pool.clone(), settings, Arc::new(queue.clone())))
+        .map(|_| Processor::from_settings(pool.clone(), settings, dispatch.clone()))
         .collect::<Result<_, _>>()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = WorkerOptions::default();
-    let workers = futures::future::join_all(processors.iter().map(|processor| {
-        let inbox = Arc::new(SqsInbox::new(queue.clone(), LONG_POLL, None));
-        run_worker(processor, inbox, &worker, stop_rx.clone())
-    }));
+    let workers = async {
+        match queue {
+            RunQueue::Sqs(q) => {
+                let inbox = || Arc::new(SqsInbox::new(q.clone(), LONG_POLL, None));
+                workers(&processors, inbox, &stop_rx).await
+            }
+            RunQueue::Memory(q) => {
+                let inbox = || Arc::new(MemoryInbox::new(q.clone()));
+                workers(&processors, inbox, &stop_rx).await
+            }
+        }
+    };
     let opts = ScanOptions::from_settings(settings, "sundial-bench");
-    let scanner = run_ticks(pool, queue, &opts, TICK_EVERY, stop_rx, |_| {});
+    let scanner = run_ticks(pool, &*dispatch, &opts, TICK_EVERY, stop_rx.clone(), |_| {});
     let clock = async {
         until.await;
         let _ = stop_tx.send(true);
@@ -96,6 +152,21 @@ pub async fn drive(
         report.merge(r);
     }
     Ok(Driven { report, ticks })
+}
+
+/// Every processor's worker, each on an inbox of its own, until `stop`.
+async fn workers<I: Inbox + 'static>(
+    processors: &[Processor],
+    inbox: impl Fn() -> Arc<I>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<ProcessReport> {
+    let opts = WorkerOptions::default();
+    futures::future::join_all(
+        processors
+            .iter()
+            .map(|processor| run_worker(processor, inbox(), &opts, stop.clone())),
+    )
+    .await
 }
 
 /// The flow key of a task firing at `url` (the `host:port` the schema's

@@ -9,7 +9,8 @@
 //! must find the rate from the 429s.
 //!
 //! The deployed shape ([`super::sqs_path`]): the scanner's tick, SQS
-//! (emulator), two long-polling processors. Tasks get enough attempts
+//! (emulator; `--queue memory` for runs beyond a few hundred tasks), two
+//! long-polling processors. Tasks get enough attempts
 //! (`--max-attempts`) that 429s are retried rather than failed.
 //!
 //! Measured at the target (recording on): requests, 429 share, drain
@@ -31,7 +32,7 @@ use sundial::target_server::{self, RequestRecord, TargetConfig, TargetServer};
 use super::env::{self, TaskBatch};
 use super::measure::{round3, Dist, Meter, Progress, Resources};
 use super::report::{num, Table};
-use super::sqs_path::{self, Check, FreshQueue};
+use super::sqs_path::{self, Check, QueueKind, RunQueue};
 use super::{Common, Ctx};
 
 /// How far ahead of the due time the tasks are inserted: the first tick
@@ -91,6 +92,11 @@ pub struct ThrottledArgs {
     /// Long-polling processors sharing the queue.
     #[arg(long, default_value_t = 2)]
     pub processors: usize,
+    /// The queue between scanner and processors: SQS (the emulator, the
+    /// deployed shape) or the in-process queue (runs beyond a few hundred
+    /// occurrences, where the emulator is the bottleneck).
+    #[arg(long, value_enum, default_value_t = QueueKind::Sqs)]
+    pub queue: QueueKind,
     /// Requests in flight per processor at most (global; the per-host cap
     /// is the default, `SUNDIAL_PER_HOST_CONCURRENCY`).
     #[arg(long, default_value_t = defaults::CONCURRENCY)]
@@ -113,6 +119,9 @@ pub struct ThrottledResults {
     /// N: tasks due at once.
     pub tasks: u64,
     pub processors: usize,
+    /// The queue between scanner and processors.
+    #[serde(default)]
+    pub queue: QueueKind,
     pub concurrency: usize,
     pub per_host_concurrency: usize,
     pub max_attempts: i32,
@@ -194,6 +203,7 @@ pub async fn run(args: ThrottledArgs) -> Result<()> {
             rate,
             tasks,
             processors: args.processors,
+            queue: args.queue,
             concurrency: args.concurrency,
             max_attempts: args.max_attempts.clamp(1, 20),
             deadline,
@@ -205,6 +215,7 @@ pub async fn run(args: ThrottledArgs) -> Result<()> {
         rate,
         tasks,
         processors: args.processors,
+        queue: args.queue,
         concurrency: args.concurrency,
         per_host_concurrency: defaults::PER_HOST_CONCURRENCY,
         max_attempts: args.max_attempts.clamp(1, 20),
@@ -240,6 +251,7 @@ struct Shape {
     rate: u64,
     tasks: u64,
     processors: usize,
+    queue: QueueKind,
     concurrency: usize,
     max_attempts: i32,
     deadline: Duration,
@@ -257,7 +269,8 @@ async fn run_variant(
         75,
     )?;
     let pool = ctx.db.fresh(settings.db_pool_size.max(10)).await?;
-    let queue = FreshQueue::create(&format!("throttled-{}", variant.name()), &settings).await?;
+    let label = format!("throttled-{}", variant.name());
+    let queue = RunQueue::create(shape.queue, &label, &settings).await?;
     let path = format!("/admit/{}/{}", shape.rate, variant.name());
     let url = server.url(&path);
     if variant == Variant::Limited {
@@ -311,7 +324,7 @@ async fn run_variant(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     };
-    let driven = sqs_path::drive(&pool, &settings, &queue.queue, shape.processors, until).await?;
+    let driven = sqs_path::drive(&pool, &settings, &queue, shape.processors, until).await?;
     let resources = meter.finish_without_postgres();
     queue.delete().await;
 
