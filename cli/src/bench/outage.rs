@@ -205,7 +205,25 @@ pub struct OutageRun {
     pub flow_state_at_end: Option<serde_json::Value>,
     /// Occurrences answered 2xx more than once (at most 10), for diagnosis.
     pub duplicate_keys: Vec<Duplicate>,
+    /// When the processors and the scanner started (its ticks are 60 s
+    /// apart from here), the host went down and came back.
+    pub started_at: DateTime<Utc>,
+    pub down_at: DateTime<Utc>,
+    pub up_at: DateTime<Utc>,
+    /// The healthy hosts' occurrences per second of the run, for diagnosis.
+    pub healthy_by_second: Vec<SecondLag>,
     pub resources: Resources,
+}
+
+/// The healthy hosts' occurrences due in one second of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecondLag {
+    /// Seconds after the start of the run.
+    pub second: i64,
+    /// Occurrences that reached their host.
+    pub fired: u64,
+    /// Largest arrival − occurrence among them, ms.
+    pub max_lag_ms: f64,
 }
 
 /// An occurrence a host answered 2xx more than once.
@@ -334,6 +352,7 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
     .await?;
 
     let meter = Meter::start(None);
+    let started_at = Utc::now();
     let mut timeline = Timeline::default();
     let mut progress = Progress::new(format!("outage {label}"));
     let until = clock(
@@ -357,8 +376,19 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
     let down_records = &down_records[0];
     let mut lags = Vec::new();
     let mut healthy_fired = 0;
+    let mut by_second: BTreeMap<i64, SecondLag> = BTreeMap::new();
     for host in healthy_records {
         for (occurrence, arrived) in first_arrivals(host) {
+            let lag_ms = (arrived - occurrence).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+            let second = by_second
+                .entry(occurrence.timestamp() - started_at.timestamp())
+                .or_insert(SecondLag {
+                    second: occurrence.timestamp() - started_at.timestamp(),
+                    fired: 0,
+                    max_lag_ms: 0.0,
+                });
+            second.fired += 1;
+            second.max_lag_ms = second.max_lag_ms.max(round2(lag_ms));
             if occurrence >= down_at && occurrence < up_at {
                 healthy_fired += 1;
                 lags.push((arrived - occurrence).num_microseconds().unwrap_or(0) as f64 / 1000.0);
@@ -415,6 +445,10 @@ async fn run_once(ctx: &Ctx, plan: &Plan, with_outage: bool) -> Result<OutageRun
         flow_state_at_close: timeline.flow_state_at_close.take(),
         flow_state_at_end: sqs_path::flow_state(&pool, &flow).await?,
         duplicate_keys: duplicate_keys(&records, plan.healthy),
+        started_at,
+        down_at,
+        up_at,
+        healthy_by_second: by_second.into_values().collect(),
         resources,
     };
     progress.done(&format!(
