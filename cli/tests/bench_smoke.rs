@@ -104,3 +104,72 @@ fn a_short_lambda_path_run_fires_every_whole_second_task_and_none_early() {
     );
     assert!(f64_at(&v, "/results/lag_ms/max") >= 0.0);
 }
+
+#[test]
+fn a_small_throttled_run_reports_both_variants_and_accounts_for_every_task() {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL_SQS").is_ok(),
+        "AWS_ENDPOINT_URL_SQS is not set: run `eval \"$(make -s services)\"` or `make test`"
+    );
+    let v = bench(
+        "throttled",
+        &["--rate", "10", "--tasks", "20", "--deadline-secs", "30"],
+    );
+    assert_eq!(u64_at(&v, "/results/tasks"), 20);
+    let runs = v["results"]["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{v:#}");
+    for run in runs {
+        let requests = u64_at(run, "/requests");
+        assert!(requests >= u64_at(run, "/admitted") + u64_at(run, "/throttled"));
+        // Every task is counted once: succeeded, or lost (failed or unfinished).
+        assert_eq!(
+            u64_at(run, "/succeeded") + u64_at(run, "/lost"),
+            20,
+            "{run:#}"
+        );
+        assert!(
+            u64_at(run, "/admitted") >= u64_at(run, "/succeeded"),
+            "{run:#}"
+        );
+        let checks = run["checks"].as_array().expect("checks");
+        assert_eq!(checks.len(), 4);
+        assert!(checks.iter().all(|c| c["pass"].is_boolean()));
+    }
+    assert_eq!(runs[0]["variant"], "limited");
+    assert_eq!(runs[1]["variant"], "unlimited");
+}
+
+#[test]
+fn a_short_outage_counts_the_attempts_at_the_down_host() {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL_SQS").is_ok(),
+        "AWS_ENDPOINT_URL_SQS is not set: run `eval \"$(make -s services)\"` or `make test`"
+    );
+    let v = bench(
+        "outage",
+        &[
+            "--healthy",
+            "2",
+            "--tasks-per-host",
+            "1",
+            "--warmup-secs",
+            "2",
+            "--outage-secs",
+            "3",
+            "--recovery-secs",
+            "3",
+            "--breaker-failures",
+            "2",
+            "--breaker-cooldown-secs",
+            "1",
+        ],
+    );
+    assert_eq!(u64_at(&v, "/results/bound"), 3 + 2);
+    // With nothing down, every call reaches a host: the way refused
+    // attempts are counted (calls − requests) is exact.
+    assert_eq!(u64_at(&v, "/results/baseline/unanswered"), 0, "{v:#}");
+    assert!(u64_at(&v, "/results/outage/unanswered") >= 1, "{v:#}");
+    assert!(u64_at(&v, "/results/baseline/healthy_expected") > 0);
+    let checks = v["results"]["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 5);
+}
