@@ -2,75 +2,22 @@
 //! the built binary against the admin router on a real socket, over a
 //! fresh Postgres database (`#[sqlx::test]`).
 
-use std::process::Command;
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial_testkit::TaskBuilder;
+
+mod common;
+use common::{run_sundial, Run};
 
 const TOKEN: &str = "flows-cli-token-0123456789";
 
-struct NoQueue;
-
-#[async_trait]
-impl DispatchQueue for NoQueue {
-    async fn send(&self, _messages: &[Outgoing]) -> SendReport {
-        SendReport::default()
-    }
-}
-
-struct AnyTarget;
-
-#[async_trait]
-impl TargetCheck for AnyTarget {
-    async fn check(&self, _url: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", self.stdout, self.stderr))
-    }
-}
-
-/// Runs the `sundial` binary off the runtime thread, so the server task
-/// keeps answering while the child waits.
+/// Runs the built binary against `api` with this file's token.
 async fn sundial(api: &str, args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sundial"));
-    cmd.args(args)
-        .env("SUNDIAL_API", api)
-        .env("SUNDIAL_ADMIN_TOKEN", TOKEN);
-    let output = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    Run {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_sundial(api, TOKEN, args).await
 }
 
 /// The admin router on 127.0.0.1; its base URL and server task.
 async fn serve(pool: &PgPool) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let state = AdminState::new(pool.clone(), Arc::new(NoQueue), Arc::new(AnyTarget), TOKEN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let router = admin::router(state);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    (api, server)
+    common::serve(pool, TOKEN).await
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
