@@ -270,6 +270,7 @@ fn flow_detail(f: &Value) -> String {
             ("opened_at", when(&s["opened_at"])),
             ("probe_at", when(&s["probe_at"])),
             ("not_before", when(&s["not_before"])),
+            ("learned_rate", str_of(&s["learned_rate"])),
             ("throttled_total", str_of(&s["throttled_total"])),
             ("opened_total", str_of(&s["opened_total"])),
             ("state_updated", when(&s["updated_at"])),

@@ -31,12 +31,13 @@ struct Pipeline {
     processors: Vec<JoinHandle<ProcessReport>>,
 }
 
-fn settings() -> Settings {
+fn settings(extra: &[(&str, &str)]) -> Settings {
     let env: HashMap<String, String> = [
         ("SUNDIAL_ALLOW_TARGETS", "127.0.0.1/32"),
         ("SUNDIAL_LOOKAHEAD_SECS", "75"),
     ]
-    .into_iter()
+    .iter()
+    .chain(extra)
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     Settings::from_map(&env).expect("settings")
@@ -44,8 +45,12 @@ fn settings() -> Settings {
 
 impl Pipeline {
     async fn start(pool: &PgPool, queue: &SqsQueue) -> Pipeline {
+        Pipeline::start_with(pool, queue, &[]).await
+    }
+
+    async fn start_with(pool: &PgPool, queue: &SqsQueue, env: &[(&str, &str)]) -> Pipeline {
         let (stop, stop_rx) = watch::channel(false);
-        let settings = settings();
+        let settings = settings(env);
         let mut scanners = Vec::new();
         for k in 0..2 {
             let pool = pool.clone();
@@ -244,6 +249,65 @@ async fn a_rate_limited_flow_is_paced_across_scanners_and_processors(pool: PgPoo
         lag_p99 < 1_500.0,
         "lateness p99 {lag_p99} ms (pacing excluded)"
     );
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn a_flow_without_a_limit_learns_its_targets_rate_from_429s(pool: PgPool) {
+    let server = target_server::spawn(TargetConfig::default())
+        .await
+        .expect("target");
+    let queue = fresh_queue("flow-learn").await;
+    // The target admits 5 requests per wall-clock second and answers
+    // `429 Retry-After: 1` beyond; no `flows` row says so.
+    let url = server.url("/admit/5");
+    let due = Utc::now() + chrono::Duration::seconds(3);
+    TaskBuilder::new()
+        .name("learn-")
+        .schedule("rate(1 hour)")
+        .url(&url)
+        .max_attempts(10)
+        .next_run_at(due)
+        .insert_many(&pool, 30)
+        .await;
+
+    // Every 429 may be retried (the budget is not what is tested here).
+    let pipeline = Pipeline::start_with(&pool, &queue, &[("SUNDIAL_RETRY_BUDGET", "1")]).await;
+    wait_for_runs(&pool, 30, Duration::from_secs(60)).await;
+    pipeline.stop().await;
+
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE status = 'succeeded'")
+            .fetch_one(&pool)
+            .await
+            .expect("runs");
+    assert_eq!(succeeded, 30);
+    let learned: Option<f64> = sqlx::query_scalar("SELECT learned_rate FROM flow_state WHERE key = $1")
+        .bind(host_port(&url))
+        .fetch_one(&pool)
+        .await
+        .expect("flow state");
+    let learned = learned.expect("the flow learned a rate");
+    // 90 % of the 5/s admitted (4.5/s), perhaps grown by a step or two
+    // (1/s each) in the calm seconds after.
+    assert!(learned >= 4.0 && learned <= 7.0, "learned {learned}/s");
+    // Requests per wall-clock second at the target: beyond 5 were 429s.
+    let mut per_second: std::collections::BTreeMap<i64, usize> = Default::default();
+    for r in server.stats.records() {
+        *per_second.entry(r.received_at.timestamp()).or_default() += 1;
+    }
+    let first = per_second.keys().next().copied().expect("requests");
+    // The first burst teaches the rate (and its 429s stop every processor);
+    // from the second after it, the flow is paced at the learned rate: the
+    // requests the 429s stopped do not come back as one burst.
+    let late_429s: usize = per_second
+        .range(first + 2..)
+        .map(|(_, n)| n.saturating_sub(5))
+        .sum();
+    assert!(
+        late_429s <= 2,
+        "{late_429s} requests over the target's rate after the first burst: {per_second:?}"
+    );
+    assert!(server.stats.throttled() >= 1, "the first burst met the limit");
 }
 
 /// A target that answers `429 Retry-After: 2` to one path and 200 to the

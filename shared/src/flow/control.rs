@@ -28,6 +28,8 @@ struct Tally {
     /// Failures after the last success.
     trailing: u64,
     throttled: u64,
+    /// Answered, not 429 (what the target admits).
+    admitted: u64,
     not_before: Option<DateTime<Utc>>,
 }
 
@@ -289,6 +291,7 @@ impl FlowControl {
                 Health::Up => {
                     e.aimd.observe(Signal::Answered(result.latency), at);
                     e.tally.successes += 1;
+                    e.tally.admitted += 1;
                     e.tally.trailing = 0;
                     e.local_failures = 0;
                     if e.open {
@@ -450,6 +453,7 @@ impl FlowControl {
                     failures: t.failures as i64,
                     trailing: t.trailing as i64,
                     throttled: t.throttled as i64,
+                    admitted: t.admitted as i64,
                     not_before: t.not_before,
                     threshold: e.limits.breaker_failures as i32,
                     window_secs: e.limits.breaker_window.as_secs_f64(),
@@ -488,6 +492,7 @@ impl FlowControl {
                         e.tally.failures += d.failures as u64;
                         e.tally.trailing += d.trailing as u64;
                         e.tally.throttled += d.throttled as u64;
+                        e.tally.admitted += d.admitted as u64;
                         e.tally.not_before = e.tally.not_before.max(d.not_before);
                     }
                 }

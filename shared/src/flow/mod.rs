@@ -13,7 +13,9 @@
 //!   open the flow; its occurrences are held (not fired, not lost), one
 //!   probe goes out per cooldown, and a success closes it;
 //! * **adaptive concurrency** ([`aimd`]): per flow and processor, between
-//!   1 and the flow's cap.
+//!   1 and the flow's cap;
+//! * **adaptive rate** ([`learn`]): a flow without an operator's rate that
+//!   answers 429 is paced at the rate its target was seen to admit.
 //!
 //! [`FlowControl`] is a processor's view of its flows: local decisions
 //! are made at once (this processor's own 429 stops it before the next
@@ -23,6 +25,7 @@
 
 pub mod aimd;
 mod control;
+pub mod learn;
 pub mod pace;
 #[cfg(test)]
 mod tests;
@@ -118,10 +121,16 @@ impl FlowPolicy {
         let secs =
             |v: Option<i32>, d: Duration| v.map_or(d, |n| Duration::from_secs(n.max(1) as u64));
         FlowPolicy {
-            rate: row.rate_per_sec.filter(|r| *r > 0.0).map(|per_sec| Rate {
-                per_sec,
-                burst: row.burst.unwrap_or(1).max(1) as u32,
-            }),
+            rate: match row.rate_per_sec.filter(|r| *r > 0.0) {
+                Some(per_sec) => Some(Rate {
+                    per_sec,
+                    burst: row.burst.unwrap_or(1).max(1) as u32,
+                }),
+                None => row
+                    .learned_rate
+                    .filter(|r| *r > 0.0)
+                    .map(|per_sec| Rate { per_sec, burst: 1 }),
+            },
             cap: row
                 .max_in_flight
                 .map_or(s.per_flow_cap, |n| n.max(1) as usize),

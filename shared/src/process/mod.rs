@@ -157,6 +157,9 @@ struct Settled<Id> {
     retry: Option<Outgoing>,
     /// The next occurrence, to enqueue if the write-back chained it.
     chain: Option<Chain>,
+    /// The flow of a retry or held message: paced from the flow's shared
+    /// schedule in the write-back if the flow paces or backs off.
+    pace_flow: Option<String>,
     report: ProcessReport,
 }
 
@@ -168,6 +171,7 @@ impl<Id> Settled<Id> {
             outcome: None,
             retry: None,
             chain: None,
+            pace_flow: None,
             report,
         }
     }

@@ -120,6 +120,7 @@ impl Processor {
                 message: message.retry(retry_at),
                 delay,
             }),
+            pace_flow: Some(task.flow.clone()),
             ..Settled::new(id, Disposition::Done, report)
         }
     }
@@ -167,6 +168,7 @@ impl Processor {
                 message: message.held_until(until),
                 delay: firetime::delay_until(until, now),
             }),
+            pace_flow: Some(task.flow.clone()),
             ..Settled::new(id, Disposition::Done, report)
         }
     }

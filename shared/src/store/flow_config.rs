@@ -255,6 +255,9 @@ pub struct FlowStateView {
     pub opened_at: Option<DateTime<Utc>>,
     /// While open: when the next probe may go out.
     pub probe_at: Option<DateTime<Utc>>,
+    /// Requests per second learned from the target's 429s, in force while
+    /// no `rate_per_sec` is set; `null`: none (docs/DESIGN.md, adaptive rate).
+    pub learned_rate: Option<f64>,
     /// Requests held back by the flow's limits or backoff, in all.
     pub throttled_total: i64,
     /// Times the breaker opened, in all.
@@ -297,6 +300,7 @@ struct FlowViewRow {
     failures: Option<i32>,
     opened_at: Option<DateTime<Utc>>,
     probe_at: Option<DateTime<Utc>>,
+    learned_rate: Option<f64>,
     throttled_total: Option<i64>,
     opened_total: Option<i64>,
     state_updated_at: Option<DateTime<Utc>>,
@@ -349,6 +353,7 @@ impl FlowViewRow {
                 failures,
                 opened_at: self.opened_at,
                 probe_at: self.probe_at,
+                learned_rate: self.learned_rate,
                 throttled_total,
                 opened_total,
                 updated_at,
@@ -373,7 +378,8 @@ macro_rules! flow_view_columns {
         "k.key, f.key AS config_key, f.rate_per_sec, f.burst, f.max_in_flight, \
          f.retry_budget, f.breaker_failures, f.breaker_window_secs, f.breaker_cooldown_secs, \
          f.on_open, f.created_at, f.updated_at AS config_updated_at, \
-         s.breaker, s.not_before, s.failures, s.opened_at, s.probe_at, s.throttled_total, \
+         s.breaker, s.not_before, s.failures, s.opened_at, s.probe_at, s.learned_rate, \
+         s.throttled_total, \
          s.opened_total, s.updated_at AS state_updated_at, \
          (SELECT count(*) FROM tasks t WHERE t.flow = k.key) AS tasks"
     };

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
 use super::{OnOpen, Result};
+use crate::flow::learn;
 use crate::flow::pace::{self, Rate};
 
 /// What one processor saw of a flow since its last sync, with the
@@ -20,6 +21,9 @@ pub struct FlowDelta {
     /// Failures after the last success.
     pub trailing: i64,
     pub throttled: i64,
+    /// Requests the target answered (not 429): what it admits, for the
+    /// learned rate.
+    pub admitted: i64,
     /// A backoff this processor set (429/503).
     pub not_before: Option<DateTime<Utc>>,
     pub threshold: i32,
@@ -44,6 +48,8 @@ pub struct FlowRow {
     pub window_start: Option<DateTime<Utc>>,
     pub window_requests: i64,
     pub window_retries: i64,
+    /// The rate learned from 429s (used while `rate_per_sec` is unset).
+    pub learned_rate: Option<f64>,
     pub rate_per_sec: Option<f64>,
     pub burst: Option<i32>,
     pub max_in_flight: Option<i32>,
@@ -62,7 +68,7 @@ macro_rules! flow_row_columns {
          COALESCE(r.breaker, 'closed') AS breaker, COALESCE(r.failures, 0) AS failures, \
          r.not_before, r.opened_at, r.closed_at, r.probe_at, r.window_start, \
          COALESCE(r.window_requests, 0)::bigint AS window_requests, \
-         COALESCE(r.window_retries, 0)::bigint AS window_retries, \
+         COALESCE(r.window_retries, 0)::bigint AS window_retries, r.learned_rate, \
          f.rate_per_sec, f.burst, f.max_in_flight, f.retry_budget, f.breaker_failures, \
          f.breaker_window_secs, f.breaker_cooldown_secs, f.on_open"
     };
@@ -98,6 +104,7 @@ pub async fn ensure_flow_states(db: impl PgExecutor<'_>, keys: &[String]) -> Res
 /// shared state and moves the breakers (a success closes an open flow;
 /// `threshold` consecutive failures within the window open a closed one,
 /// with the first probe a cooldown away), rolls the retry-budget window,
+/// learns the rate of flows that answer 429 ([`crate::flow::learn`]),
 /// and returns the state and limits of every `watched` flow. The rows of
 /// the deltas' flows are locked in key order, so concurrent syncs of
 /// several processors serialise instead of deadlocking.
@@ -118,9 +125,9 @@ pub async fn sync_flows(
         "WITH d AS ( \
              SELECT * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
                                   $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[], \
-                                  $10::int[], $11::float8[], $12::float8[]) \
+                                  $10::int[], $11::float8[], $12::float8[], $15::bigint[]) \
                  AS d(key, requests, retries, successes, failures, tail_failures, throttled, \
-                      not_before, threshold, window_secs, cooldown_secs) \
+                      not_before, threshold, window_secs, cooldown_secs, admitted) \
          ), cur AS ( \
              SELECT s.* FROM flow_state s WHERE s.key IN (SELECT key FROM d) \
              ORDER BY s.key FOR UPDATE \
@@ -128,6 +135,13 @@ pub async fn sync_flows(
              SELECT d.*, c.breaker AS was, c.failures_since AS since_old, \
                     (c.window_start IS NULL \
                      OR c.window_start + make_interval(secs => $13) <= $1) AS roll, \
+                    (c.second_start IS NULL OR c.second_start < date_trunc('second', $1)) \
+                        AS sec_roll, \
+                    CASE WHEN c.second_start = date_trunc('second', $1) - interval '1 second' \
+                         THEN c.second_admitted ELSE 0 END AS last_second, \
+                    c.learned_rate AS learned_old, c.learned_at AS learned_at_old, \
+                    c.throttled_at AS throttled_at_old, \
+                    c.second_admitted AS sec_admitted_old, c.previous_admitted AS prev_old, \
                     CASE WHEN d.successes > 0 THEN d.tail_failures \
                          WHEN c.failures_since IS NULL \
                               OR c.failures_since + make_interval(secs => d.window_secs) < $1 \
@@ -137,8 +151,29 @@ pub async fn sync_flows(
          ), moves AS ( \
              SELECT x.*, \
                     (x.was = 'closed' AND x.fails >= x.threshold) AS to_open, \
-                    (x.was = 'open' AND x.successes > 0) AS to_close \
+                    (x.was = 'open' AND x.successes > 0) AS to_close, \
+                    CASE WHEN x.sec_roll THEN x.admitted ELSE x.sec_admitted_old + x.admitted END \
+                        AS sec_admitted, \
+                    CASE WHEN x.sec_roll THEN x.last_second ELSE x.prev_old END AS prev_admitted, \
+                    (x.learned_at_old IS NOT NULL \
+                     AND x.learned_at_old + make_interval(secs => $17) > $1) AS episode \
              FROM calc x \
+         ), learn AS ( \
+             SELECT m.*, GREATEST(m.sec_admitted, m.prev_admitted) AS observed FROM moves m \
+         ), rated AS ( \
+             SELECT l.*, \
+                    CASE WHEN l.episode AND l.observed > 0 \
+                             THEN GREATEST(l.learned_old, $16 * l.observed) \
+                         WHEN l.throttled > 0 AND l.observed > 0 \
+                             THEN GREATEST(1.0, $16 * l.observed) \
+                         WHEN l.throttled > 0 OR l.episode THEN l.learned_old \
+                         WHEN l.throttled_at_old + make_interval(secs => $19) < $1 THEN NULL \
+                         WHEN l.sec_roll AND l.throttled_at_old + make_interval(secs => $18) <= $1 \
+                              AND l.last_second >= $20 * l.learned_old \
+                             THEN l.learned_old + GREATEST(1.0, $21 * l.learned_old) \
+                         ELSE l.learned_old END AS learned, \
+                    (l.throttled > 0 AND NOT l.episode AND l.observed > 0) AS starts \
+             FROM learn l \
          ), upd AS ( \
              UPDATE flow_state s SET \
                  failures = LEAST(m.fails, 1000000000)::int, \
@@ -160,8 +195,15 @@ pub async fn sync_flows(
                                         ELSE s.window_requests + m.requests END, \
                  window_retries = CASE WHEN m.roll THEN m.retries \
                                        ELSE s.window_retries + m.retries END, \
+                 learned_rate = m.learned, \
+                 learned_at = CASE WHEN m.learned IS NULL THEN NULL \
+                                   WHEN m.starts THEN $1 ELSE s.learned_at END, \
+                 throttled_at = CASE WHEN m.throttled > 0 THEN $1 ELSE s.throttled_at END, \
+                 second_start = date_trunc('second', $1), \
+                 second_admitted = m.sec_admitted, \
+                 previous_admitted = m.prev_admitted, \
                  updated_at = now() \
-             FROM moves m WHERE s.key = m.key \
+             FROM rated m WHERE s.key = m.key \
              RETURNING s.*, m.was AS was_breaker \
          ), r AS ( \
              SELECT * FROM upd \
@@ -190,6 +232,13 @@ pub async fn sync_flows(
         .bind(&cooldown)
         .bind(budget_window_secs)
         .bind(watched)
+        .bind(col(|d| d.admitted))
+        .bind(learn::SHARE)
+        .bind(learn::EPISODE.as_secs_f64())
+        .bind(learn::GROW_AFTER.as_secs_f64())
+        .bind(learn::FORGET_AFTER.as_secs_f64())
+        .bind(learn::DEMAND)
+        .bind(learn::GROWTH)
         .fetch_all(db)
         .await?)
 }
@@ -217,8 +266,9 @@ pub async fn claim_probe(
 
 /// Fire times for requests about to be dispatched, in the caller's
 /// transaction: each goes out at its wanted instant, or later if its flow
-/// backs off (`not_before`) or is rate-limited (paced by [`pace::slot`]
-/// under the flow's row lock, earliest wanted first). Returns one instant
+/// backs off (`not_before`) or is rate-limited, by an operator or by a
+/// learned rate (paced by [`pace::slot`] under the flow's row lock,
+/// earliest wanted first). Returns one instant
 /// per want, in order.
 pub async fn pace_dispatch(
     tx: &mut PgConnection,
@@ -242,9 +292,10 @@ pub async fn pace_dispatch(
     .execute(&mut *tx)
     .await?;
     let rated: Vec<(String, Option<DateTime<Utc>>, f64, i32)> = sqlx::query_as(
-        "SELECT s.key, s.next_slot, f.rate_per_sec, f.burst \
-         FROM flow_state s JOIN flows f ON f.key = s.key \
-         WHERE s.key = ANY($1) AND f.rate_per_sec IS NOT NULL \
+        "SELECT s.key, s.next_slot, COALESCE(f.rate_per_sec, s.learned_rate), \
+                CASE WHEN f.rate_per_sec IS NULL THEN 1 ELSE COALESCE(f.burst, 1) END \
+         FROM flow_state s LEFT JOIN flows f ON f.key = s.key \
+         WHERE s.key = ANY($1) AND COALESCE(f.rate_per_sec, s.learned_rate) > 0 \
          ORDER BY s.key FOR UPDATE OF s",
     )
     .bind(&keys)
