@@ -26,7 +26,21 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// covers the SQS adapter's delivery lead (at most
 /// [`MAX_DELIVERY_LEAD`]) plus the second lost to rounding down, with room
 /// to spare.
-pub const HOLD_MAX: Duration = Duration::from_secs(3);
+pub const HOLD_MAX: Duration = Duration::from_secs(4);
+
+/// Messages whose fire time pacing set (a flow's slot, its backoff) are
+/// sent this much earlier still ([`paced_delay`]): a paced message that
+/// arrives late has lost its slot and must take a later one, which
+/// lengthens the flow's whole schedule, while one that arrives early is
+/// only held a little longer. Within [`HOLD_MAX`] with the delivery lead
+/// and the rounding.
+pub const PACED_LEAD: Duration = Duration::from_secs(1);
+
+/// The queue delay for a message that pacing moved to `fire_at`: as
+/// [`delay_until`], [`PACED_LEAD`] earlier.
+pub fn paced_delay(fire_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    delay_until(fire_at, now).saturating_sub(PACED_LEAD)
+}
 
 /// Longest delivery lead a queue adapter may use (see
 /// `SUNDIAL_DELIVERY_LEAD_MS`).
@@ -156,7 +170,8 @@ mod tests {
         assert_eq!(at("2026-12-01T08:59:59.000Z"), Arrival::Hold(ms(1000)));
         assert_eq!(at("2026-12-01T08:59:58.000Z"), Arrival::Hold(ms(2000)));
         assert_eq!(at("2026-12-01T08:59:57.000Z"), Arrival::Hold(ms(3000)));
-        assert_eq!(at("2026-12-01T08:59:56.999Z"), Arrival::PutBack(ms(3001)));
+        assert_eq!(at("2026-12-01T08:59:56.000Z"), Arrival::Hold(ms(4000)));
+        assert_eq!(at("2026-12-01T08:59:55.999Z"), Arrival::PutBack(ms(4001)));
         assert_eq!(
             at("2026-12-01T08:45:00.000Z"),
             Arrival::PutBack(ms(900_000))
@@ -180,6 +195,7 @@ mod tests {
             let sent = delay_seconds_with_lead(ms(d), ms(60_000)) as u64 * 1000;
             assert!(sent <= d && d - sent < (MAX_DELIVERY_LEAD + ms(1000)).as_millis() as u64);
             assert!(MAX_DELIVERY_LEAD + ms(1000) < HOLD_MAX);
+            assert!(MAX_DELIVERY_LEAD + PACED_LEAD + ms(1000) < HOLD_MAX);
         }
     }
 

@@ -367,7 +367,7 @@ async fn pace(
         }
         moved += 1;
         out.message = out.message.held_until(at);
-        out.delay = firetime::delay_until(at, send_now);
+        out.delay = firetime::paced_delay(at, send_now);
         let c = &claimed[i];
         if c.overlap != Overlap::Allow {
             let keep = Duration::from_millis(c.timeout_ms.max(0) as u64) + lease;

@@ -251,7 +251,9 @@ async fn tasks_get_their_flow_by_trigger(pool: PgPool) {
 /// Syncs one processor's delta at `at` and returns the flow's learned rate.
 async fn learned_after(pool: &PgPool, at: DateTime<Utc>, d: FlowDelta) -> Option<f64> {
     let key = d.key.clone();
-    let rows = store::sync_flows(pool, at, 10.0, &[d], &[key]).await.unwrap();
+    let rows = store::sync_flows(pool, at, 10.0, &[d], &[key])
+        .await
+        .unwrap();
     rows[0].learned_rate
 }
 
@@ -279,24 +281,39 @@ async fn a_429_teaches_the_flow_the_rate_its_target_admitted(pool: PgPool) {
     // Calm traffic teaches nothing.
     assert_eq!(learned_after(&pool, at(100), admitted(12)).await, None);
     // Processor A: 8 more admitted, then 429s: 0.9 × 20 admitted this second.
-    assert_eq!(learned_after(&pool, at(300), throttled(5, 8)).await, Some(18.0));
+    assert_eq!(
+        learned_after(&pool, at(300), throttled(5, 8)).await,
+        Some(18.0)
+    );
     // Processor B's admissions of the same second arrive within the episode:
     // they raise it (the target admitted 30 in that second).
     let raised = learned_after(&pool, at(500), throttled(3, 10)).await;
     assert_eq!(raised, Some(27.0));
     // A later 429 in the same episode does not lower it again.
-    assert_eq!(learned_after(&pool, at(900), throttled(4, 0)).await, Some(27.0));
+    assert_eq!(
+        learned_after(&pool, at(900), throttled(4, 0)).await,
+        Some(27.0)
+    );
     // A 429 after the episode: a new one, from the busier of this second and
     // the last (30 in second 0; 15 so far in second 2 ⇒ second 1 had none).
     let next = learned_after(&pool, at(2_100), throttled(2, 15)).await;
     assert_eq!(next, Some(13.5));
     // Calm but idle seconds do not grow it …
-    assert_eq!(learned_after(&pool, at(9_000), admitted(0)).await, Some(13.5));
+    assert_eq!(
+        learned_after(&pool, at(9_000), admitted(0)).await,
+        Some(13.5)
+    );
     // … a calm second that used the rate does (after GROW_AFTER), once per second.
-    assert_eq!(learned_after(&pool, at(9_500), admitted(14)).await, Some(13.5));
+    assert_eq!(
+        learned_after(&pool, at(9_500), admitted(14)).await,
+        Some(13.5)
+    );
     let grown = learned_after(&pool, at(10_100), admitted(1)).await;
     assert_eq!(grown, Some(14.5), "13.5 + max(1, 5 %)");
-    assert_eq!(learned_after(&pool, at(10_600), admitted(1)).await, Some(14.5));
+    assert_eq!(
+        learned_after(&pool, at(10_600), admitted(1)).await,
+        Some(14.5)
+    );
     // A minute without a 429 forgets it.
     let forget = 2_100 + learn::FORGET_AFTER.as_millis() as i64 + 1_000;
     assert_eq!(learned_after(&pool, at(forget), admitted(3)).await, None);
@@ -323,5 +340,8 @@ async fn a_learned_rate_paces_dispatch_like_an_operators_rate(pool: PgPool) {
     let last = slots.iter().max().copied().unwrap();
     // Ten requests at 9/s, burst 1: the last one 9 intervals after the first.
     let gap = (last - t0()).num_milliseconds();
-    assert!((999..=1_001).contains(&gap), "last slot {gap} ms after the first");
+    assert!(
+        (999..=1_001).contains(&gap),
+        "last slot {gap} ms after the first"
+    );
 }

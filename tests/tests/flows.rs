@@ -281,11 +281,12 @@ async fn a_flow_without_a_limit_learns_its_targets_rate_from_429s(pool: PgPool) 
             .await
             .expect("runs");
     assert_eq!(succeeded, 30);
-    let learned: Option<f64> = sqlx::query_scalar("SELECT learned_rate FROM flow_state WHERE key = $1")
-        .bind(host_port(&url))
-        .fetch_one(&pool)
-        .await
-        .expect("flow state");
+    let learned: Option<f64> =
+        sqlx::query_scalar("SELECT learned_rate FROM flow_state WHERE key = $1")
+            .bind(host_port(&url))
+            .fetch_one(&pool)
+            .await
+            .expect("flow state");
     let learned = learned.expect("the flow learned a rate");
     // 90 % of the 5/s admitted (4.5/s), perhaps grown by a step or two
     // (1/s each) in the calm seconds after.
@@ -307,7 +308,10 @@ async fn a_flow_without_a_limit_learns_its_targets_rate_from_429s(pool: PgPool) 
         late_429s <= 2,
         "{late_429s} requests over the target's rate after the first burst: {per_second:?}"
     );
-    assert!(server.stats.throttled() >= 1, "the first burst met the limit");
+    assert!(
+        server.stats.throttled() >= 1,
+        "the first burst met the limit"
+    );
 }
 
 /// A target that answers `429 Retry-After: 2` to one path and 200 to the

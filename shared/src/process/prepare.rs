@@ -141,7 +141,8 @@ impl Processor {
                 let InFlight {
                     id, message, task, ..
                 } = job;
-                let mut one = self.put_back(id, message, &task, at, wait, now);
+                let early = crate::firetime::paced_delay(at, now);
+                let mut one = self.put_back(id, message, &task, at, early, now);
                 one.report.received = 1;
                 settled.push(one);
                 continue;

@@ -142,7 +142,7 @@ impl Processor {
             let s = &mut batch[i];
             if let Some(out) = s.retry.as_mut() {
                 out.message = out.message.held_until(at);
-                out.delay = firetime::delay_until(at, now);
+                out.delay = firetime::paced_delay(at, now);
             }
             if let Some(store::OutcomeKind::Retrying { lease_until }) =
                 s.outcome.as_mut().map(|o| &mut o.kind)
