@@ -79,6 +79,7 @@ pub mod runtime_api;
 pub fn driver_env(database_url: &str, queue_url: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_SNS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_REGION",
