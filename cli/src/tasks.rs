@@ -206,10 +206,9 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
         TasksCmd::List(a) => &a.api,
         TasksCmd::Runs(a) => &a.api,
         TasksCmd::Pause(a) => &a.api,
-        TasksCmd::Show(a)
-        | TasksCmd::Resume(a)
-        | TasksCmd::Trigger(a)
-        | TasksCmd::Delete(a) => &a.api,
+        TasksCmd::Show(a) | TasksCmd::Resume(a) | TasksCmd::Trigger(a) | TasksCmd::Delete(a) => {
+            &a.api
+        }
     };
     let api = Client::new(opts)?;
     let json_out = opts.json;
@@ -245,9 +244,7 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
         }) => {
             let body = json!({ "reason": reason, "until": until });
             let path = format!("/v1/tasks/{id}/pause");
-            let task = api
-                .call(Method::POST, &path, &[], Some(&body), &[])
-                .await?;
+            let task = api.call(Method::POST, &path, &[], Some(&body), &[]).await?;
             render(json_out, &task, || {
                 let until = match until {
                     Some(t) => format!(" until {}", t.to_rfc3339()),

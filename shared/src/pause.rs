@@ -117,8 +117,14 @@ mod tests {
 
     #[test]
     fn reasons_are_one_clean_bounded_line() {
-        assert_eq!(clean_reason("  deploy\nfreeze\t "), Some("deploy freeze".into()));
-        assert_eq!(clean_reason("\u{202e}evil\u{0}"), Some("evil\u{fffd}".into()));
+        assert_eq!(
+            clean_reason("  deploy\nfreeze\t "),
+            Some("deploy freeze".into())
+        );
+        assert_eq!(
+            clean_reason("\u{202e}evil\u{0}"),
+            Some("evil\u{fffd}".into())
+        );
         assert_eq!(clean_reason(" \n "), None);
         let long = "é".repeat(1000);
         let cut = clean_reason(&long).unwrap();
@@ -129,12 +135,21 @@ mod tests {
     fn alerting_fields_are_checked_and_named() {
         let mut spec = TaskSpec::new("t", "rate(1 minute)", "https://example.com/");
         spec.pause_after_failures = Some(0);
-        assert_eq!(validate_alerting(&mut spec).unwrap_err().field, "pause_after_failures");
+        assert_eq!(
+            validate_alerting(&mut spec).unwrap_err().field,
+            "pause_after_failures"
+        );
         spec.pause_after_failures = Some(5);
         spec.notify_url = Some("ftp://x".into());
-        assert_eq!(validate_alerting(&mut spec).unwrap_err().field, "notify_url");
+        assert_eq!(
+            validate_alerting(&mut spec).unwrap_err().field,
+            "notify_url"
+        );
         spec.notify_url = Some(" https://hooks.example.com/a ".into());
         validate_alerting(&mut spec).unwrap();
-        assert_eq!(spec.notify_url.as_deref(), Some("https://hooks.example.com/a"));
+        assert_eq!(
+            spec.notify_url.as_deref(),
+            Some("https://hooks.example.com/a")
+        );
     }
 }

@@ -114,10 +114,11 @@ pub async fn scan(
     opts: &ScanOptions,
 ) -> Result<ScanSummary, ScanError> {
     let started = Instant::now();
-    let mut summary = ScanSummary::default();
-
     // Pauses that ended resume first, and are scheduled below.
-    summary.resumed = store::resume_expired(pool, Utc::now()).await?;
+    let mut summary = ScanSummary {
+        resumed: store::resume_expired(pool, Utc::now()).await?,
+        ..Default::default()
+    };
     // Newly inserted rows first, so they can be claimed in this very scan.
     loop {
         let page = store::schedule_new(pool, Utc::now(), opts.page_size).await?;

@@ -71,6 +71,7 @@ pub async fn drain_queue(
     got
 }
 
+pub mod notify_kit;
 pub mod runtime_api;
 
 /// The environment of a Sundial process a test starts: the SQS emulator's

@@ -4,237 +4,28 @@
 //! and a local notification receiver on 127.0.0.1 that records what it
 //! gets. Signatures are checked with the README's verification algorithm.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use chrono::{DateTime, Utc};
-use hmac::{KeyInit, Mac};
-use serde_json::Value;
 use sqlx::PgPool;
-use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
-use sundial_testkit::{database_url_for, TaskBuilder};
-
-const SECRET: &str = "notify-secret";
-const ADMIN_TOKEN: &str = "notify-test-admin-token";
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    at: DateTime<Utc>,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn kind(&self) -> String {
-        self.json()["type"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-/// The target and the notification receiver, on one local server.
-#[derive(Default)]
-struct Receiver {
-    /// `/target` answers 500 while this is positive (counting down)...
-    target_failures_left: AtomicI64,
-    /// ... or always, while this is set.
-    target_down: AtomicBool,
-    targets: Mutex<Vec<Received>>,
-    /// `/notify` answers 500 while this is positive (counting down).
-    notify_failures_left: AtomicI64,
-    notifications: Mutex<Vec<Received>>,
-}
-
-impl Receiver {
-    fn target_hits(&self) -> usize {
-        self.targets.lock().unwrap().len()
-    }
-    fn notifications(&self) -> Vec<Received> {
-        self.notifications.lock().unwrap().clone()
-    }
-    fn of_kind(&self, kind: &str) -> Vec<Received> {
-        self.notifications()
-            .into_iter()
-            .filter(|r| r.kind() == kind)
-            .collect()
-    }
-}
-
-fn record(headers: &HeaderMap, body: &[u8]) -> Received {
-    Received {
-        at: Utc::now(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
-
-async fn target(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    r.targets.lock().unwrap().push(record(&headers, &body));
-    let counting = r.target_failures_left.fetch_sub(1, Ordering::SeqCst) > 0;
-    if r.target_down.load(Ordering::SeqCst) || counting {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    }
-}
-
-async fn notify(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    r.notifications.lock().unwrap().push(record(&headers, &body));
-    if r.notify_failures_left.fetch_sub(1, Ordering::SeqCst) > 0 {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::NO_CONTENT
-    }
-}
-
-/// A receiver that is down for good: accepts, never answers.
-async fn hang() -> StatusCode {
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-    StatusCode::OK
-}
-
-async fn spawn_receiver() -> (Arc<Receiver>, String) {
-    let state = Arc::new(Receiver::default());
-    let app = Router::new()
-        .route("/target", post(target))
-        .route("/notify", post(notify))
-        .route("/hang", post(hang))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (state, base)
-}
-
-/// The admin API, served locally (the same router the admin Lambda serves).
-async fn spawn_admin(pool: &PgPool, queue: sundial::queue::sqs::SqsQueue) -> String {
-    let guard = sundial::fire::TargetGuard::new(&["127.0.0.1/32".to_string()]).unwrap();
-    let state = sundial::admin::AdminState::new(pool.clone(), Arc::new(queue), Arc::new(guard), ADMIN_TOKEN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = sundial::admin::router(state);
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
-}
-
-async fn admin_post(base: &str, path: &str, body: Option<Value>) -> Value {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let response = req.send().await.unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
-
-/// The README's verification snippet, line for line in Rust: split the
-/// header into `t` and `v1`, check the timestamp is digits within the
-/// tolerance, and compare HMAC-SHA256(secret, "<t>.<body>") in hex.
-fn verify_like_the_readme(header: &str, body: &[u8], secrets: &[&str], tolerance: i64) -> bool {
-    let parts: HashMap<&str, &str> = header.split(',').filter_map(|p| p.split_once('=')).collect();
-    let (t, sig) = (parts.get("t").copied().unwrap_or(""), parts.get("v1").copied().unwrap_or(""));
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
-    }
-    let Ok(t_secs) = t.parse::<i64>() else { return false };
-    if (Utc::now().timestamp() - t_secs).abs() > tolerance {
-        return false;
-    }
-    let mut signed = t.as_bytes().to_vec();
-    signed.push(b'.');
-    signed.extend_from_slice(body);
-    secrets.iter().any(|s| {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(s.as_bytes()).unwrap();
-        mac.update(&signed);
-        // Constant time like hmac.compare_digest: verify_slice.
-        hex::decode(sig).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
-    })
-}
-
-/// The drivers of the deployed shape, with notifications to `notify_url`.
-struct Drivers {
-    scanner: Child,
-    process: Child,
-}
-
-fn start_drivers(pool: &PgPool, queue_url: &str, extra: &[(&str, &str)]) -> Drivers {
-    let mut env = driver_env(&database_url_for(pool), queue_url);
-    env.push(("RUST_LOG".into(), "info".into()));
-    env.push(("SUNDIAL_SIGNING_SECRETS".into(), SECRET.into()));
-    env.push(("SUNDIAL_LOOKAHEAD_SECS".into(), "5".into()));
-    for (k, v) in extra {
-        env.push((k.to_string(), v.to_string()));
-    }
-    let sundial = workspace_bin("sundial");
-    Drivers {
-        process: Child::spawn(&sundial, &["process", "--wait", "20", "--emf"], &env),
-        scanner: Child::spawn(&sundial, &["scan", "--loop", "--every", "2", "--emf"], &env),
-    }
-}
-
-impl Drivers {
-    /// SIGTERM both (a graceful stop) and wait for them to exit.
-    async fn stop(mut self) -> (Vec<String>, Vec<String>) {
-        for child in [&self.scanner, &self.process] {
-            if let Some(pid) = child.child.id() {
-                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
-            }
-        }
-        for child in [&mut self.scanner, &mut self.process] {
-            let _ = tokio::time::timeout(Duration::from_secs(30), child.child.wait()).await;
-        }
-        // Let the output readers drain.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let lines = |c: &Child| [c.stdout_lines(), c.stderr_lines()].concat();
-        (lines(&self.scanner), lines(&self.process))
-    }
-}
-
-/// Waits until `done` holds, polling; panics with `what` after `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn task_row(pool: &PgPool, id: i64) -> sundial::task::Task {
-    sundial::store::get_task(pool, id).await.unwrap()
-}
-
-/// Sum of an EMF metric over every record in `lines`.
-fn emf_sum(lines: &[String], name: &str) -> f64 {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .filter_map(|v| v.get(name).and_then(Value::as_f64))
-        .sum()
-}
+use sundial_e2e::fresh_queue;
+use sundial_e2e::notify_kit::*;
+use sundial_testkit::TaskBuilder;
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
-async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_recovered(pool: PgPool) {
+async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_recovered(
+    pool: PgPool,
+) {
     let (receiver, base) = spawn_receiver().await;
     receiver.target_failures_left.store(5, Ordering::SeqCst);
     let queue = fresh_queue("notify-once").await;
     let notify_url = format!("{base}/notify");
-    let drivers = start_drivers(&pool, queue.queue_url(), &[("SUNDIAL_NOTIFY_URL", &notify_url)]);
+    let drivers = start_drivers(
+        &pool,
+        queue.queue_url(),
+        &[("SUNDIAL_NOTIFY_URL", &notify_url)],
+    );
 
     // GIVEN a task firing every second, one attempt per occurrence, whose
     // target fails its first 5 requests.
@@ -248,7 +39,10 @@ async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_re
         .await;
 
     // WHEN it has run well past the first success.
-    wait_until("8 target requests", Duration::from_secs(60), async || receiver.target_hits() >= 8).await;
+    wait_until("8 target requests", Duration::from_secs(60), async || {
+        receiver.target_hits() >= 8
+    })
+    .await;
     wait_until("a recovered event", Duration::from_secs(30), async || {
         !receiver.of_kind("task.recovered").is_empty()
     })
@@ -262,9 +56,20 @@ async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_re
     assert_eq!(kinds, ["task.failing", "task.recovered"], "{got:#?}");
     for event in &got {
         let header = event.headers.get("sundial-signature").expect("signed");
-        assert!(verify_like_the_readme(header, &event.body, &[SECRET], 300), "{event:?}");
-        assert!(!verify_like_the_readme(header, &event.body, &["other"], 300));
-        assert_eq!(event.headers.get("content-type").map(String::as_str), Some("application/json"));
+        assert!(
+            verify_like_the_readme(header, &event.body, &[SECRET], 300),
+            "{event:?}"
+        );
+        assert!(!verify_like_the_readme(
+            header,
+            &event.body,
+            &["other"],
+            300
+        ));
+        assert_eq!(
+            event.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
         let json = event.json();
         let id = json["id"].as_str().unwrap();
         assert_eq!(
@@ -282,12 +87,18 @@ async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_re
     assert_eq!(got[1].json()["run"]["status"], "succeeded");
     // The recovered event is raised by the first success, the 6th request.
     let targets = receiver.targets.lock().unwrap().clone();
-    assert!(got[1].at >= targets[5].at, "recovered before the first success");
+    assert!(
+        got[1].at >= targets[5].at,
+        "recovered before the first success"
+    );
     let row = task_row(&pool, task.id).await;
     assert_eq!(row.consecutive_failures, 0);
     assert!(row.alerting.failing_since.is_none());
     assert!(row.alerting.recovered_at.is_some());
-    assert!(emf_sum(&process_lines, "NotificationsSent") >= 1.0, "{process_lines:#?}");
+    assert!(
+        emf_sum(&process_lines, "NotificationsSent") >= 1.0,
+        "{process_lines:#?}"
+    );
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
@@ -314,10 +125,16 @@ async fn an_auto_paused_task_stops_firing_and_fires_again_after_resume(pool: PgP
     assert_eq!(created["pause_after_failures"], 3);
 
     // WHEN its target keeps failing.
-    wait_until("the auto-pause", Duration::from_secs(60), async || !task_row(&pool, id).await.enabled).await;
+    wait_until("the auto-pause", Duration::from_secs(60), async || {
+        !task_row(&pool, id).await.enabled
+    })
+    .await;
     let row = task_row(&pool, id).await;
     assert_eq!(row.alerting.paused_by.as_deref(), Some("sundial"));
-    assert_eq!(row.alerting.paused_reason.as_deref(), Some("3 consecutive failures; last: HTTP 500"));
+    assert_eq!(
+        row.alerting.paused_reason.as_deref(),
+        Some("3 consecutive failures; last: HTTP 500")
+    );
     assert!(row.alerting.paused_at.is_some());
     assert_eq!(row.consecutive_failures, 3);
 
@@ -331,11 +148,18 @@ async fn an_auto_paused_task_stops_firing_and_fires_again_after_resume(pool: PgP
         !receiver.of_kind("task.paused").is_empty()
     })
     .await;
-    let kinds: Vec<String> = receiver.notifications().iter().map(Received::kind).collect();
+    let kinds: Vec<String> = receiver
+        .notifications()
+        .iter()
+        .map(Received::kind)
+        .collect();
     assert_eq!(kinds, ["task.failing", "task.paused"]);
     let paused = receiver.of_kind("task.paused")[0].json();
     assert_eq!(paused["pause"]["by"], "sundial");
-    assert_eq!(paused["pause"]["reason"], "3 consecutive failures; last: HTTP 500");
+    assert_eq!(
+        paused["pause"]["reason"],
+        "3 consecutive failures; last: HTTP 500"
+    );
     // The ledger names who paused it and why.
     let (actor, reason): (String, Option<String>) = sqlx::query_as(
         "SELECT actor, reason FROM task_events WHERE task_id = $1 AND kind = 'paused'",
@@ -344,7 +168,10 @@ async fn an_auto_paused_task_stops_firing_and_fires_again_after_resume(pool: PgP
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((actor.as_str(), reason.as_deref()), ("sundial", Some("3 consecutive failures; last: HTTP 500")));
+    assert_eq!(
+        (actor.as_str(), reason.as_deref()),
+        ("sundial", Some("3 consecutive failures; last: HTTP 500"))
+    );
 
     // WHEN it is resumed (the target works again).
     receiver.target_down.store(false, Ordering::SeqCst);
@@ -354,13 +181,20 @@ async fn an_auto_paused_task_stops_firing_and_fires_again_after_resume(pool: PgP
     assert!(resumed["paused_by"].is_null() && resumed["paused_reason"].is_null());
 
     // THEN it fires again, and its incident ends with one recovered event.
-    wait_until("firing after resume", Duration::from_secs(30), async || receiver.target_hits() >= hits + 2).await;
+    wait_until("firing after resume", Duration::from_secs(30), async || {
+        receiver.target_hits() >= hits + 2
+    })
+    .await;
     wait_until("the recovered event", Duration::from_secs(20), async || {
         !receiver.of_kind("task.recovered").is_empty()
     })
     .await;
     drivers.stop().await;
-    let kinds: Vec<String> = receiver.notifications().iter().map(Received::kind).collect();
+    let kinds: Vec<String> = receiver
+        .notifications()
+        .iter()
+        .map(Received::kind)
+        .collect();
     assert_eq!(kinds, ["task.failing", "task.paused", "task.recovered"]);
 }
 
@@ -394,7 +228,12 @@ async fn a_pause_whose_until_has_passed_resumes_by_itself(pool: PgPool) {
     let drivers = start_drivers(&pool, queue.queue_url(), &[]);
 
     // THEN the task resumes by itself and fires again.
-    wait_until("firing after the pause ended", Duration::from_secs(30), async || receiver.target_hits() >= 2).await;
+    wait_until(
+        "firing after the pause ended",
+        Duration::from_secs(30),
+        async || receiver.target_hits() >= 2,
+    )
+    .await;
     drivers.stop().await;
     let row = task_row(&pool, task.id).await;
     assert!(row.enabled);
@@ -409,7 +248,11 @@ async fn a_pause_whose_until_has_passed_resumes_by_itself(pool: PgPool) {
     assert_eq!(
         events,
         [
-            ("paused".into(), "admin API".into(), Some("deploy freeze\u{fffd}".into())),
+            (
+                "paused".into(),
+                "admin API".into(),
+                Some("deploy freeze\u{fffd}".into())
+            ),
             ("resumed".into(), "sundial".into(), None),
         ]
     );
@@ -425,7 +268,10 @@ async fn a_receiver_that_fails_once_gets_the_event_once_on_retry(pool: PgPool) {
     let drivers = start_drivers(
         &pool,
         queue.queue_url(),
-        &[("SUNDIAL_NOTIFY_URL", &notify_url), ("SUNDIAL_NOTIFY_BACKOFF_MS", "500")],
+        &[
+            ("SUNDIAL_NOTIFY_URL", &notify_url),
+            ("SUNDIAL_NOTIFY_BACKOFF_MS", "500"),
+        ],
     );
     TaskBuilder::new()
         .name("broken")
@@ -436,17 +282,28 @@ async fn a_receiver_that_fails_once_gets_the_event_once_on_retry(pool: PgPool) {
         .await;
 
     // The first POST gets a 500; a scanner tick retries it.
-    wait_until("the retried delivery", Duration::from_secs(40), async || receiver.notifications().len() >= 2).await;
+    wait_until(
+        "the retried delivery",
+        Duration::from_secs(40),
+        async || receiver.notifications().len() >= 2,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     drivers.stop().await;
     let got = receiver.notifications();
     assert_eq!(got.len(), 2, "{got:#?}");
     assert_eq!(got[0].body, got[1].body, "a retry sends the same event");
-    assert_eq!(got[0].headers["idempotency-key"], got[1].headers["idempotency-key"]);
+    assert_eq!(
+        got[0].headers["idempotency-key"],
+        got[1].headers["idempotency-key"]
+    );
     let rows = sundial::notify::outbox(&pool).await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (_, kind, attempts, delivered, failed) = rows[0].clone();
-    assert_eq!((kind.as_str(), attempts, delivered, failed), ("task.failing", 2, true, false));
+    assert_eq!(
+        (kind.as_str(), attempts, delivered, failed),
+        ("task.failing", 2, true, false)
+    );
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
@@ -482,10 +339,19 @@ async fn a_receiver_that_is_down_is_logged_and_counted_and_firing_is_not_delayed
             }
         })
     };
-    wait_until("12 target requests", Duration::from_secs(60), async || receiver.target_hits() >= 12).await;
+    wait_until("12 target requests", Duration::from_secs(60), async || {
+        receiver.target_hits() >= 12
+    })
+    .await;
     flip.abort();
     wait_until("given-up events", Duration::from_secs(30), async || {
-        sundial::notify::outbox(&pool).await.unwrap().iter().filter(|r| r.4).count() >= 2
+        sundial::notify::outbox(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.4)
+            .count()
+            >= 2
     })
     .await;
     let (scanner_lines, process_lines) = drivers.stop().await;
@@ -497,15 +363,103 @@ async fn a_receiver_that_is_down_is_logged_and_counted_and_firing_is_not_delayed
         let (_, at) = key.split_once(':').unwrap();
         let occurrence = DateTime::parse_from_rfc3339(at).unwrap().to_utc();
         let lag = hit.at - occurrence;
-        assert!(lag < chrono::Duration::milliseconds(1000), "fired {lag} late while notifications hung");
+        assert!(
+            lag < chrono::Duration::milliseconds(1000),
+            "fired {lag} late while notifications hung"
+        );
     }
     // AND every given-up event was logged and counted.
     let rows = sundial::notify::outbox(&pool).await.unwrap();
     let failed = rows.iter().filter(|r| r.4).count() as f64;
     assert!(failed >= 2.0, "{rows:?}");
     let all: Vec<String> = [scanner_lines.clone(), process_lines.clone()].concat();
-    let logged = all.iter().filter(|l| l.contains("notification failed; giving up")).count() as f64;
-    let counted = emf_sum(&scanner_lines, "NotificationsFailed") + emf_sum(&process_lines, "NotificationsFailed");
+    let logged = all
+        .iter()
+        .filter(|l| l.contains("notification failed; giving up"))
+        .count() as f64;
+    let counted = emf_sum(&scanner_lines, "NotificationsFailed")
+        + emf_sum(&process_lines, "NotificationsFailed");
     assert_eq!(logged, failed, "{all:#?}");
     assert_eq!(counted, failed);
+}
+
+/// An SNS client for the emulator (moto serves SNS on the SQS endpoint).
+async fn sns_client() -> aws_sdk_sns::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(sundial_e2e::sqs_endpoint())
+        .load()
+        .await;
+    aws_sdk_sns::Client::new(&config)
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn events_are_published_to_the_sns_topic(pool: PgPool) {
+    // GIVEN a topic with an SQS queue subscribed to it, on the emulator.
+    let sns = sns_client().await;
+    let topic = sns
+        .create_topic()
+        .name(format!("sundial-notify-{}", std::process::id()))
+        .send()
+        .await
+        .unwrap();
+    let topic_arn = topic.topic_arn().unwrap().to_string();
+    let inbox = fresh_queue("notify-sns").await;
+    let sqs = sundial_e2e::sqs_client().await;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(inbox.queue_url())
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let queue_arn =
+        attributes.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .send()
+        .await
+        .unwrap();
+
+    // WHEN a task fails, with only the topic configured.
+    let (receiver, base) = spawn_receiver().await;
+    receiver.target_down.store(true, Ordering::SeqCst);
+    let queue = fresh_queue("notify-sns-dispatch").await;
+    let endpoint = sundial_e2e::sqs_endpoint();
+    let drivers = start_drivers(
+        &pool,
+        queue.queue_url(),
+        &[
+            ("SUNDIAL_NOTIFY_TOPIC_ARN", &topic_arn),
+            ("AWS_ENDPOINT_URL_SNS", &endpoint),
+        ],
+    );
+    TaskBuilder::new()
+        .name("published")
+        .schedule("rate(1 second)")
+        .url(format!("{base}/target"))
+        .max_attempts(1)
+        .insert(&pool)
+        .await;
+
+    // THEN the subscribed queue gets the event, with its type as attribute.
+    let got = sundial_e2e::drain_queue(&inbox, 1, Duration::from_secs(40)).await;
+    drivers.stop().await;
+    assert_eq!(got.len(), 1, "nothing published");
+    let envelope: serde_json::Value = serde_json::from_str(&got[0].0.body).unwrap();
+    assert_eq!(envelope["TopicArn"], topic_arn.as_str());
+    assert_eq!(
+        envelope["MessageAttributes"]["type"]["Value"],
+        "task.failing"
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(event["type"], "task.failing");
+    assert_eq!(event["task"]["name"], "published");
+    let delivered: Vec<String> = sqlx::query_scalar("SELECT unnest(delivered) FROM notifications")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(delivered, ["sns"]);
 }

@@ -244,10 +244,7 @@ impl Notifier {
     /// the events stay in the outbox for the next round.
     pub async fn deliver_due(&self, deadline: Option<Instant>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
-        loop {
-            let Some(timeout) = self.budget(deadline) else {
-                break;
-            };
+        while let Some(timeout) = self.budget(deadline) {
             match self.round(timeout).await {
                 Ok((claimed, round)) => {
                     report.add(round);
@@ -268,7 +265,9 @@ impl Notifier {
     /// is left.
     fn budget(&self, deadline: Option<Instant>) -> Option<Duration> {
         let left = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).saturating_sub(MARGIN),
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(MARGIN),
             None => self.settings.timeout,
         };
         let timeout = self.settings.timeout.min(left);
@@ -280,8 +279,8 @@ impl Notifier {
     async fn round(&self, timeout: Duration) -> store::Result<(usize, DeliveryReport)> {
         let now = chrono::Utc::now();
         // The lease outlasts every attempt of the round.
-        let lease = now + chrono::Duration::from_std(timeout * 4 + Duration::from_secs(30))
-            .unwrap_or_default();
+        let lease = now
+            + chrono::Duration::from_std(timeout * 4 + Duration::from_secs(30)).unwrap_or_default();
         let claimed = store::claim_notifications(&self.pool, now, None, ROUND, lease).await?;
         let n = claimed.len();
         let outcomes: Vec<DeliveryOutcome> = futures::stream::iter(claimed)

@@ -84,7 +84,11 @@ pub async fn settle_notifications(
     let retry_at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.retry_at).collect();
     let errors: Vec<Option<String>> = outcomes
         .iter()
-        .map(|o| o.error.as_deref().map(|e| crate::sanitise::clean_text(e, 2000)))
+        .map(|o| {
+            o.error
+                .as_deref()
+                .map(|e| crate::sanitise::clean_text(e, 2000))
+        })
         .collect();
     let done = sqlx::query(
         "UPDATE notifications n SET \
