@@ -23,6 +23,9 @@ ALTER TABLE tasks
     ADD COLUMN failing_since TIMESTAMPTZ,
     -- When the last incident ended (the finish of the successful run).
     ADD COLUMN recovered_at TIMESTAMPTZ,
+    -- The stuck occurrence a `task.missed` event was raised for (one per
+    -- incident: a stuck occurrence stays `next_run_at` until it fires).
+    ADD COLUMN missed_notified_for TIMESTAMPTZ,
     ADD CONSTRAINT tasks_pause_after_range CHECK (pause_after_failures IS NULL OR pause_after_failures BETWEEN 1 AND 1000),
     ADD CONSTRAINT tasks_notify_url_http CHECK (notify_url IS NULL OR (notify_url ~* '^https?://' AND length(notify_url) <= 2048)),
     ADD CONSTRAINT tasks_paused_by_length CHECK (paused_by IS NULL OR length(paused_by) BETWEEN 1 AND 200),
@@ -127,6 +130,9 @@ BEGIN
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
+
+-- The opening of the breaker a `flow.opened` event was raised for.
+ALTER TABLE flow_state ADD COLUMN opened_notified_at TIMESTAMPTZ;
 
 -- The outbox: one row per event, delivered (POST to the global and the
 -- task's URL, publish to the SNS topic) after the write that raised it.

@@ -292,7 +292,8 @@ impl Notifier {
         let mut report = DeliveryReport::default();
         for o in &outcomes {
             if o.complete {
-                report.sent += 1;
+                // An event with no destination configured is settled, not sent.
+                report.sent += u64::from(!o.delivered.is_empty());
             } else if o.give_up {
                 report.failed += 1;
             } else {
@@ -323,6 +324,19 @@ pub async fn outbox(pool: &PgPool) -> store::Result<Vec<(i64, String, i32, bool,
     .await?)
 }
 
+/// Raises the events the scanner detects: occurrences missed (stuck past
+/// the ledger's grace) and flows whose breaker opened, one per incident.
+/// A failure is logged; the next tick tries again.
+pub async fn raise_scanner_events(pool: &PgPool) {
+    let now = chrono::Utc::now();
+    if let Err(err) = store::raise_missed(pool, now, crate::ledger::MISSED_GRACE).await {
+        tracing::warn!(error = %err, "cannot raise task.missed events; trying again next tick");
+    }
+    if let Err(err) = store::raise_flow_opened(pool, now).await {
+        tracing::warn!(error = %err, "cannot raise flow.opened events; trying again next tick");
+    }
+}
+
 /// The SNS client from the standard AWS environment (`AWS_ENDPOINT_URL_SNS`
 /// points it at an emulator), with short timeouts: a publish must not hold
 /// a delivery round for long.
@@ -345,6 +359,7 @@ impl Notifier {
     /// The scanner tick's share: purge old settled events (bounded), then
     /// deliver whatever is due, before `deadline`.
     pub async fn scanner_round(&self, deadline: Instant) -> DeliveryReport {
+        raise_scanner_events(&self.pool).await;
         let before = chrono::Utc::now() - chrono::Duration::days(defaults::RETENTION_DAYS);
         if let Err(err) = store::purge_notifications(&self.pool, before, 10_000).await {
             tracing::warn!(error = %err, "cannot purge old notifications; trying again next tick");

@@ -132,3 +132,69 @@ pub async fn purge_notifications(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Raises one `task.missed` event per stuck occurrence: due more than
+/// `grace` ago, not leased, not held by its flow on purpose (the
+/// `MissedOccurrences` rule of [`super::backlog`]), and not notified yet.
+/// The mark and the event are one statement. Returns the events raised.
+pub async fn raise_missed(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "WITH stuck AS ( \
+             SELECT id FROM tasks \
+             WHERE enabled AND next_run_at < $1 - make_interval(secs => $2) \
+               AND (lease_until IS NULL OR lease_until < $1) \
+               AND missed_notified_for IS DISTINCT FROM next_run_at \
+               AND NOT EXISTS (SELECT 1 FROM flow_state s WHERE s.key = tasks.flow \
+                   AND ((s.breaker = 'open' AND s.probe_at > $1) OR s.not_before > $1)) \
+             ORDER BY next_run_at LIMIT 1000 \
+             FOR UPDATE SKIP LOCKED), \
+         marked AS ( \
+             UPDATE tasks t SET missed_notified_for = t.next_run_at \
+             FROM stuck WHERE t.id = stuck.id \
+             RETURNING t.id, t.name, t.url, t.notify_url, t.next_run_at) \
+         INSERT INTO notifications (kind, task_id, notify_url, payload) \
+         SELECT 'task.missed', m.id, m.notify_url, jsonb_build_object( \
+             'type', 'task.missed', 'created_at', $1, \
+             'task', jsonb_build_object('id', m.id, 'name', m.name, 'url', m.url), \
+             'occurrence', m.next_run_at, \
+             'overdue_secs', floor(EXTRACT(EPOCH FROM $1 - m.next_run_at))) \
+         FROM marked m",
+    )
+    .bind(now)
+    .bind(grace.num_milliseconds() as f64 / 1000.0)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Raises one `flow.opened` event per opening of a flow's circuit
+/// breaker (seen in `flow_state`), marking the opening in the same
+/// statement. Returns the events raised.
+pub async fn raise_flow_opened(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64> {
+    let done = sqlx::query(
+        "WITH opened AS ( \
+             SELECT key FROM flow_state \
+             WHERE breaker = 'open' AND opened_at IS NOT NULL \
+               AND opened_notified_at IS DISTINCT FROM opened_at \
+             LIMIT 1000 FOR UPDATE SKIP LOCKED), \
+         marked AS ( \
+             UPDATE flow_state s SET opened_notified_at = s.opened_at \
+             FROM opened WHERE s.key = opened.key \
+             RETURNING s.key, s.opened_at, s.probe_at, s.failures, s.opened_total) \
+         INSERT INTO notifications (kind, payload) \
+         SELECT 'flow.opened', jsonb_build_object( \
+             'type', 'flow.opened', 'created_at', $1, \
+             'flow', jsonb_build_object('key', m.key, 'opened_at', m.opened_at, \
+                 'next_probe_at', m.probe_at, 'failures', m.failures, \
+                 'opened_total', m.opened_total)) \
+         FROM marked m",
+    )
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
