@@ -573,6 +573,26 @@ fn task_table(page: &Value) -> String {
     out
 }
 
+/// "by sundial at ...: 5 consecutive failures; last: HTTP 500 (until ...)",
+/// `-` while the task is not paused.
+fn paused_line(t: &Value) -> String {
+    if t["paused_by"].is_null() {
+        return "-".into();
+    }
+    let mut line = format!(
+        "by {} at {}",
+        str_of(&t["paused_by"]),
+        when(&t["paused_at"])
+    );
+    if !t["paused_reason"].is_null() {
+        line.push_str(&format!(": {}", str_of(&t["paused_reason"])));
+    }
+    if !t["paused_until"].is_null() {
+        line.push_str(&format!(" (until {})", when(&t["paused_until"])));
+    }
+    line
+}
+
 fn task_detail(t: &Value) -> String {
     let mut out = String::new();
     let fields = [
@@ -611,6 +631,9 @@ fn task_detail(t: &Value) -> String {
         ("last_status", str_of(&t["last_status"])),
         ("last_error", str_of(&t["last_error"])),
         ("failures", str_of(&t["consecutive_failures"])),
+        ("pause_after", str_of(&t["pause_after_failures"])),
+        ("paused", paused_line(t)),
+        ("notify_url", str_of(&t["notify_url"])),
         ("schedule_error", str_of(&t["schedule_error"])),
     ];
     for (k, v) in fields {

@@ -111,6 +111,32 @@ pub fn clean_reason(reason: &str) -> Option<String> {
     (!cleaned.is_empty()).then(|| cleaned.to_string())
 }
 
+/// Documents `pause_after_failures` and `notify_url` (both nullable: off /
+/// none) in the OpenAPI `schemas` of TaskSpec and TaskPatch; `url` is the
+/// schema of a task's `url`.
+pub(crate) fn document_fields(schemas: &mut serde_json::Value, url: &serde_json::Value) {
+    for (name, value) in openapi_fields(url) {
+        schemas["TaskSpec"]["properties"][name] = value.clone();
+        schemas["TaskPatch"]["properties"][name] = value;
+    }
+}
+
+fn openapi_fields(url: &serde_json::Value) -> [(&'static str, serde_json::Value); 2] {
+    let (min, max) = PAUSE_AFTER_RANGE;
+    let mut notify_url = url.clone();
+    notify_url["type"] = serde_json::json!(["string", "null"]);
+    notify_url["description"] = serde_json::json!("Where this task's notification events are POSTed (besides SUNDIAL_NOTIFY_URL): the rules of `url`, address guard included. Null: none.");
+    [
+        (
+            "pause_after_failures",
+            serde_json::json!({"type": ["integer", "null"], "format": "int32",
+                "minimum": min, "maximum": max,
+                "description": "Pause the task after this many consecutive failed occurrences. Null (default): never."}),
+        ),
+        ("notify_url", notify_url),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,7 +167,9 @@ async fn missed_occurrences_and_flow_openings_are_raised_once_each(pool: PgPool)
         .execute(&pool)
         .await
         .unwrap();
-    store::raise_missed(&pool, Utc::now(), Duration::seconds(120)).await.unwrap();
+    store::raise_missed(&pool, Utc::now(), Duration::seconds(120))
+        .await
+        .unwrap();
     store::raise_flow_opened(&pool, Utc::now()).await.unwrap();
     sundial::notify::raise_scanner_events(&pool).await;
     assert_eq!(kinds(&pool).await, ["task.missed", "flow.opened"]);

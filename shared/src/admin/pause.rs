@@ -52,6 +52,15 @@ fn pause_request(body: &[u8]) -> Result<PauseRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(PauseRequest::default());
     }
+    // serde would read a struct from an array too: only an object will do.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if !value.is_object() && !value.is_null() {
+            return Err(AdminError::invalid(
+                "body",
+                "must be a JSON object such as {\"reason\": \"...\", \"until\": \"...\"}",
+            ));
+        }
+    }
     let request: Option<PauseRequest> = parse_json(body)?;
     let request = request.unwrap_or_default();
     if let Some(reason) = &request.reason {
