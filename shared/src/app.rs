@@ -195,17 +195,12 @@ impl App {
         if let Some(notifier) = self.notifier.get() {
             return Ok(notifier.clone());
         }
-        let setup = |setting: &'static str| {
-            move |e: &dyn std::fmt::Display| SetupError {
-                setting,
-                reason: e.to_string(),
-            }
-        };
+        let setup = |setting, reason: String| SetupError { setting, reason };
         let signer = Signer::new(self.settings.signing_secrets.clone())
-            .map_err(|e| setup("SUNDIAL_SIGNING_SECRETS")(&e))?;
+            .map_err(|e| setup("SUNDIAL_SIGNING_SECRETS", e.to_string()))?;
         let opts = crate::fire::ClientOptions::from_settings(&self.settings);
         let client = crate::fire::build_http_client(self.guard.clone(), &opts)
-            .map_err(|e| setup("HTTP client")(&e))?;
+            .map_err(|e| setup("HTTP client", e.to_string()))?;
         Ok(self.notifier_with(client, signer))
     }
 

@@ -281,7 +281,7 @@ impl Notifier {
         // The lease outlasts every attempt of the round.
         let lease = now
             + chrono::Duration::from_std(timeout * 4 + Duration::from_secs(30)).unwrap_or_default();
-        let claimed = store::claim_notifications(&self.pool, now, None, ROUND, lease).await?;
+        let claimed = store::claim_notifications(&self.pool, now, ROUND, lease).await?;
         let n = claimed.len();
         let outcomes: Vec<DeliveryOutcome> = futures::stream::iter(claimed)
             .map(|event| self.deliver(event, timeout))

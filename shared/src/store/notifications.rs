@@ -24,12 +24,11 @@ pub struct PendingNotification {
     pub delivered: Vec<String>,
 }
 
-/// Claims up to `limit` due events (all of them if `ids` is `None`, else
-/// only those), holding each until `lease_until`.
+/// Claims up to `limit` due events, oldest due first, holding each until
+/// `lease_until` (a deliverer that dies lets them come back then).
 pub async fn claim_notifications(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
-    ids: Option<&[i64]>,
     limit: i64,
     lease_until: DateTime<Utc>,
 ) -> Result<Vec<PendingNotification>> {
@@ -37,15 +36,13 @@ pub async fn claim_notifications(
         "WITH due AS ( \
              SELECT id FROM notifications \
              WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 \
-               AND ($2::bigint[] IS NULL OR id = ANY($2)) \
-             ORDER BY next_attempt_at LIMIT $3 \
+             ORDER BY next_attempt_at LIMIT $2 \
              FOR UPDATE SKIP LOCKED) \
-         UPDATE notifications n SET attempts = n.attempts + 1, next_attempt_at = $4 \
+         UPDATE notifications n SET attempts = n.attempts + 1, next_attempt_at = $3 \
          FROM due WHERE n.id = due.id \
          RETURNING n.id, n.kind, n.task_id, n.notify_url, n.payload, n.attempts, n.delivered",
     )
     .bind(now)
-    .bind(ids)
     .bind(limit)
     .bind(lease_until)
     .fetch_all(db)
