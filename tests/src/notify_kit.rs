@@ -256,3 +256,30 @@ pub fn emf_sum(lines: &[String], name: &str) -> f64 {
         .filter_map(|v| v.get(name).and_then(Value::as_f64))
         .sum()
 }
+
+/// An event carries what a fired request carries: a signature that the
+/// README's check accepts with the secret (and refuses with another), a
+/// JSON body, `Idempotency-Key: notification:<id>` and its type in
+/// `Sundial-Event`.
+pub fn assert_signed_like_fired_requests(event: &Received) {
+    let header = event.headers.get("sundial-signature").expect("signed");
+    assert!(
+        verify_like_the_readme(header, &event.body, &[SECRET], 300),
+        "{event:?}"
+    );
+    assert!(!verify_like_the_readme(
+        header,
+        &event.body,
+        &["other"],
+        300
+    ));
+    let content_type = event.headers.get("content-type").map(String::as_str);
+    assert_eq!(content_type, Some("application/json"));
+    let json = event.json();
+    let id = json["id"].as_str().expect("an event id");
+    assert_eq!(
+        event.headers.get("idempotency-key"),
+        Some(&format!("notification:{}", id.trim_start_matches("evt_")))
+    );
+    assert_eq!(event.headers.get("sundial-event"), Some(&event.kind()));
+}

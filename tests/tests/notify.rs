@@ -56,10 +56,7 @@ async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_re
     let all = receiver.notifications();
     let opened = all.iter().filter(|e| e.kind() == "flow.opened").count();
     assert!(opened <= 1, "{all:#?}");
-    for event in all.iter().filter(|e| e.kind() == "flow.opened") {
-        let header = event.headers.get("sundial-signature").expect("signed");
-        assert!(verify_like_the_readme(header, &event.body, &[SECRET], 300));
-    }
+    all.iter().for_each(assert_signed_like_fired_requests);
     let got: Vec<Received> = all
         .into_iter()
         .filter(|e| e.kind().starts_with("task."))
@@ -67,30 +64,8 @@ async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_re
     let kinds: Vec<String> = got.iter().map(Received::kind).collect();
     assert_eq!(kinds, ["task.failing", "task.recovered"], "{got:#?}");
     for event in &got {
-        let header = event.headers.get("sundial-signature").expect("signed");
-        assert!(
-            verify_like_the_readme(header, &event.body, &[SECRET], 300),
-            "{event:?}"
-        );
-        assert!(!verify_like_the_readme(
-            header,
-            &event.body,
-            &["other"],
-            300
-        ));
-        assert_eq!(
-            event.headers.get("content-type").map(String::as_str),
-            Some("application/json")
-        );
-        let json = event.json();
-        let id = json["id"].as_str().unwrap();
-        assert_eq!(
-            event.headers.get("idempotency-key").unwrap(),
-            &format!("notification:{}", id.trim_start_matches("evt_"))
-        );
-        assert_eq!(event.headers.get("sundial-event").unwrap(), &event.kind());
-        assert_eq!(json["task"]["id"], task.id);
-        assert_eq!(json["task"]["name"], "flapping");
+        assert_eq!(event.json()["task"]["id"], task.id);
+        assert_eq!(event.json()["task"]["name"], "flapping");
     }
     let failing = got[0].json();
     assert_eq!(failing["run"]["status"], "failed");
@@ -110,6 +85,28 @@ async fn a_task_failing_five_times_then_succeeding_notifies_once_failing_once_re
     assert!(
         emf_sum(&process_lines, "NotificationsSent") >= 1.0,
         "{process_lines:#?}"
+    );
+}
+
+/// The task paused itself: by `sundial`, with `reason`, on the row and in
+/// the ledger.
+async fn assert_auto_paused(pool: &PgPool, id: i64, reason: &str) {
+    let row = task_row(pool, id).await;
+    assert!(!row.enabled);
+    assert_eq!(row.alerting.paused_by.as_deref(), Some("sundial"));
+    assert_eq!(row.alerting.paused_reason.as_deref(), Some(reason));
+    assert!(row.alerting.paused_at.is_some());
+    assert_eq!(row.consecutive_failures, 3);
+    let (actor, logged): (String, Option<String>) = sqlx::query_as(
+        "SELECT actor, reason FROM task_events WHERE task_id = $1 AND kind = 'paused'",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (actor.as_str(), logged.as_deref()),
+        ("sundial", Some(reason))
     );
 }
 
@@ -141,14 +138,7 @@ async fn an_auto_paused_task_stops_firing_and_fires_again_after_resume(pool: PgP
         !task_row(&pool, id).await.enabled
     })
     .await;
-    let row = task_row(&pool, id).await;
-    assert_eq!(row.alerting.paused_by.as_deref(), Some("sundial"));
-    assert_eq!(
-        row.alerting.paused_reason.as_deref(),
-        Some("3 consecutive failures; last: HTTP 500")
-    );
-    assert!(row.alerting.paused_at.is_some());
-    assert_eq!(row.consecutive_failures, 3);
+    assert_auto_paused(&pool, id, "3 consecutive failures; last: HTTP 500").await;
 
     // THEN it stops firing: nothing more across several scanner ticks.
     let hits = receiver.target_hits();
@@ -172,19 +162,6 @@ async fn an_auto_paused_task_stops_firing_and_fires_again_after_resume(pool: PgP
         paused["pause"]["reason"],
         "3 consecutive failures; last: HTTP 500"
     );
-    // The ledger names who paused it and why.
-    let (actor, reason): (String, Option<String>) = sqlx::query_as(
-        "SELECT actor, reason FROM task_events WHERE task_id = $1 AND kind = 'paused'",
-    )
-    .bind(id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        (actor.as_str(), reason.as_deref()),
-        ("sundial", Some("3 consecutive failures; last: HTTP 500"))
-    );
-
     // WHEN it is resumed (the target works again).
     receiver.target_down.store(false, Ordering::SeqCst);
     let resumed = admin_post(&admin, &format!("/v1/tasks/{id}/resume"), None).await;
