@@ -42,6 +42,7 @@ print_env() {
   [[ "$pg_only" == "--pg-only" ]] && return
   printf 'export %s=%s\n' \
     AWS_ENDPOINT_URL_SQS "http://$HOST:$MOTO_PORT" \
+    AWS_ENDPOINT_URL_SNS "http://$HOST:$MOTO_PORT" \
     AWS_ACCESS_KEY_ID test \
     AWS_SECRET_ACCESS_KEY test \
     AWS_REGION us-east-1 \

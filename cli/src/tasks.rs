@@ -42,8 +42,8 @@ pub enum TasksCmd {
     List(ListArgs),
     /// Show a task and its next occurrences.
     Show(TaskRef),
-    /// Pause a task: nothing fires until it is resumed.
-    Pause(TaskRef),
+    /// Pause a task: nothing fires until it is resumed (or `--until`).
+    Pause(PauseArgs),
     /// Resume a paused task from its next occurrence after now.
     Resume(TaskRef),
     /// Fire a task once now, outside its schedule.
@@ -59,6 +59,21 @@ pub enum TasksCmd {
 pub struct TaskRef {
     /// Task id.
     pub id: i64,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// `sundial tasks pause`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PauseArgs {
+    /// Task id.
+    pub id: i64,
+    /// Why (kept on the task and in its ledger).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Resume by itself at this instant (RFC 3339).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
     #[command(flatten)]
     pub api: ApiOptions,
 }
@@ -130,6 +145,12 @@ pub struct AddArgs {
     /// Create the task paused.
     #[arg(long)]
     pub paused: bool,
+    /// Pause the task after this many consecutive failed occurrences.
+    #[arg(long)]
+    pub pause_after_failures: Option<i32>,
+    /// Where this task's notification events are POSTed.
+    #[arg(long)]
+    pub notify_url: Option<String>,
     /// Makes a retried add safe: the same key never creates a second task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -184,11 +205,10 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
         TasksCmd::Add(a) => &a.api,
         TasksCmd::List(a) => &a.api,
         TasksCmd::Runs(a) => &a.api,
-        TasksCmd::Show(a)
-        | TasksCmd::Pause(a)
-        | TasksCmd::Resume(a)
-        | TasksCmd::Trigger(a)
-        | TasksCmd::Delete(a) => &a.api,
+        TasksCmd::Pause(a) => &a.api,
+        TasksCmd::Show(a) | TasksCmd::Resume(a) | TasksCmd::Trigger(a) | TasksCmd::Delete(a) => {
+            &a.api
+        }
     };
     let api = Client::new(opts)?;
     let json_out = opts.json;
@@ -219,10 +239,18 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
             let task = api.get(&format!("/v1/tasks/{id}"), &[]).await?;
             render(json_out, &task, || task_detail(&task))
         }
-        TasksCmd::Pause(TaskRef { id, .. }) => {
-            let task = api.post(&format!("/v1/tasks/{id}/pause")).await?;
+        TasksCmd::Pause(PauseArgs {
+            id, reason, until, ..
+        }) => {
+            let body = json!({ "reason": reason, "until": until });
+            let path = format!("/v1/tasks/{id}/pause");
+            let task = api.call(Method::POST, &path, &[], Some(&body), &[]).await?;
             render(json_out, &task, || {
-                format!("paused task {id} ({})\n", str_of(&task["name"]))
+                let until = match until {
+                    Some(t) => format!(" until {}", t.to_rfc3339()),
+                    None => String::new(),
+                };
+                format!("paused task {id} ({}){until}\n", str_of(&task["name"]))
             })
         }
         TasksCmd::Resume(TaskRef { id, .. }) => {
@@ -404,6 +432,11 @@ fn add_body(add: &AddArgs) -> anyhow::Result<Value> {
     );
     put("overlap", add.overlap.as_ref().map(|v| json!(v)));
     put("jitter_secs", add.jitter_secs.map(|v| json!(v)));
+    put(
+        "pause_after_failures",
+        add.pause_after_failures.map(|v| json!(v)),
+    );
+    put("notify_url", add.notify_url.as_ref().map(|v| json!(v)));
     if add.paused {
         put("enabled", Some(json!(false)));
     }
@@ -540,6 +573,26 @@ fn task_table(page: &Value) -> String {
     out
 }
 
+/// "by sundial at ...: 5 consecutive failures; last: HTTP 500 (until ...)",
+/// `-` while the task is not paused.
+fn paused_line(t: &Value) -> String {
+    if t["paused_by"].is_null() {
+        return "-".into();
+    }
+    let mut line = format!(
+        "by {} at {}",
+        str_of(&t["paused_by"]),
+        when(&t["paused_at"])
+    );
+    if !t["paused_reason"].is_null() {
+        line.push_str(&format!(": {}", str_of(&t["paused_reason"])));
+    }
+    if !t["paused_until"].is_null() {
+        line.push_str(&format!(" (until {})", when(&t["paused_until"])));
+    }
+    line
+}
+
 fn task_detail(t: &Value) -> String {
     let mut out = String::new();
     let fields = [
@@ -578,6 +631,9 @@ fn task_detail(t: &Value) -> String {
         ("last_status", str_of(&t["last_status"])),
         ("last_error", str_of(&t["last_error"])),
         ("failures", str_of(&t["consecutive_failures"])),
+        ("pause_after", str_of(&t["pause_after_failures"])),
+        ("paused", paused_line(t)),
+        ("notify_url", str_of(&t["notify_url"])),
         ("schedule_error", str_of(&t["schedule_error"])),
     ];
     for (k, v) in fields {

@@ -180,6 +180,33 @@ async fn tasks_and_status_commands(pool: PgPool) {
     assert_eq!(out.json()["tasks"][0]["id"], id);
     let out = cli!("tasks", "resume", id_s, "--json");
     assert_eq!(out.json()["enabled"], true);
+    // A pause with why and until when; `show` says it.
+    let out = cli!(
+        "tasks",
+        "pause",
+        id_s,
+        "--reason",
+        "deploy freeze",
+        "--until",
+        "2099-01-01T00:00:00Z",
+    );
+    assert!(
+        out.ok && out.stdout.contains("until 2099-01-01"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = cli!("tasks", "show", id_s);
+    assert!(
+        out.stdout.contains("by admin API at ")
+            && out
+                .stdout
+                .contains(": deploy freeze (until 2099-01-01 00:00:00Z)"),
+        "{}",
+        out.stdout
+    );
+    let out = cli!("tasks", "resume", id_s, "--json");
+    assert!(out.json()["paused_reason"].is_null());
 
     // trigger
     let out = cli!("tasks", "trigger", id_s);

@@ -19,7 +19,8 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, Settings};
-use crate::fire::{GuardError, TargetGuard};
+use crate::fire::{GuardError, Signer, TargetGuard};
+use crate::notify::Notifier;
 use crate::process::{Processor, SetupError};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::{client_from_env, SqsQueue};
@@ -84,6 +85,10 @@ pub struct App {
     pub queue: Queue,
     /// The one target guard (admin registration and firing share it).
     pub guard: Arc<TargetGuard>,
+    /// The SNS client, when `SUNDIAL_NOTIFY_TOPIC_ARN` is set.
+    sns: Option<aws_sdk_sns::Client>,
+    /// The one notifier, built with the first HTTP client the process makes.
+    notifier: Arc<std::sync::OnceLock<Arc<Notifier>>>,
 }
 
 impl App {
@@ -155,28 +160,73 @@ impl App {
             ),
             None => Queue::Memory(Arc::new(MemoryQueue::default())),
         };
+        let sns = match settings.notify.topic_arn {
+            Some(_) => Some(crate::notify::sns_client_from_env().await),
+            None => None,
+        };
         Ok(App {
             settings,
             pool,
             queue,
             guard,
+            sns,
+            notifier: Arc::default(),
         })
     }
 
     /// The processor (signer, HTTP client, limits), retrying through the
     /// dispatch queue.
     pub fn processor(&self) -> Result<Processor, StartError> {
-        Ok(Processor::build(
+        let processor = Processor::build(
             self.pool.clone(),
             &self.settings,
             self.guard.clone(),
             self.queue.dispatch(),
-        )?)
+        )?;
+        // The notifier shares the firer's client and signer.
+        let firer = processor.firer();
+        let notifier = self.notifier_with(firer.client().clone(), firer.signer().clone());
+        Ok(processor.with_notifier(notifier))
     }
 
-    /// Scan options from the settings, with `owner` in `lease_owner`.
+    /// The process's notifier: the one [`Self::processor`] made, else one
+    /// over a client of its own (the scanner fires nothing).
+    pub fn notifier(&self) -> Result<Arc<Notifier>, StartError> {
+        if let Some(notifier) = self.notifier.get() {
+            return Ok(notifier.clone());
+        }
+        let setup = |setting, reason: String| SetupError { setting, reason };
+        let signer = Signer::new(self.settings.signing_secrets.clone())
+            .map_err(|e| setup("SUNDIAL_SIGNING_SECRETS", e.to_string()))?;
+        let opts = crate::fire::ClientOptions::from_settings(&self.settings);
+        let client = crate::fire::build_http_client(self.guard.clone(), &opts)
+            .map_err(|e| setup("HTTP client", e.to_string()))?;
+        Ok(self.notifier_with(client, signer))
+    }
+
+    fn notifier_with(&self, client: reqwest::Client, signer: Signer) -> Arc<Notifier> {
+        self.notifier
+            .get_or_init(|| {
+                Arc::new(Notifier::new(
+                    self.pool.clone(),
+                    client,
+                    signer,
+                    self.sns.clone(),
+                    self.settings.notify.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Scan options from the settings, with `owner` in `lease_owner`; the
+    /// tick delivers notifications still due.
     pub fn scan_options(&self, owner: impl Into<String>) -> ScanOptions {
-        ScanOptions::from_settings(&self.settings, owner)
+        let mut opts = ScanOptions::from_settings(&self.settings, owner);
+        match self.notifier() {
+            Ok(notifier) => opts.notifier = Some(notifier),
+            Err(err) => tracing::warn!(error = %err, "scanner cannot deliver notifications"),
+        }
+        opts
     }
 
     /// The SQS queue, when the process uses SQS.

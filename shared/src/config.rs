@@ -115,6 +115,8 @@ pub struct Settings {
     /// Flow-control defaults (`SUNDIAL_BREAKER_*`, `SUNDIAL_RETRY_BUDGET`,
     /// `SUNDIAL_THROTTLE_BACKOFF_MS`, `SUNDIAL_FLOW_SYNC_MS`).
     pub flow: crate::flow::FlowSettings,
+    /// Notifications (`SUNDIAL_NOTIFY_*`, see [`crate::notify::NotifySettings`]).
+    pub notify: crate::notify::NotifySettings,
 }
 
 /// Certificates of `SUNDIAL_EXTRA_CA_FILE`: roots trusted *in addition to*
@@ -244,6 +246,7 @@ impl Settings {
             )?),
         };
         Ok(Settings {
+            notify: crate::notify::NotifySettings::from_map(env)?,
             flow,
             migrate_on_start,
             extra_ca,
@@ -341,7 +344,7 @@ impl Settings {
     }
 }
 
-fn number<T>(
+pub(crate) fn number<T>(
     env: &HashMap<String, String>,
     name: &'static str,
     default: T,

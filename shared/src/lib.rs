@@ -14,6 +14,8 @@ pub mod ledger;
 pub mod logging;
 pub mod message;
 pub mod metrics;
+pub mod notify;
+pub mod pause;
 pub mod process;
 pub mod queue;
 pub mod sanitise;

@@ -128,6 +128,17 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
         .value("Paced", Unit::Count, summary.paced as f64)
         .value("FlowsOpen", Unit::Count, summary.flows_open as f64)
         .value(
+            "NotificationsSent",
+            Unit::Count,
+            summary.notifications.sent as f64,
+        )
+        .value(
+            "NotificationsFailed",
+            Unit::Count,
+            summary.notifications.failed as f64,
+        )
+        .value("AutoResumed", Unit::Count, summary.resumed as f64)
+        .value(
             "ScanDurationMs",
             Unit::Milliseconds,
             summary.elapsed_ms as f64,
@@ -157,6 +168,16 @@ pub fn for_process(report: &ProcessReport) -> MetricSet {
         .value("FlowOpened", Unit::Count, report.flows_opened as f64)
         .value("FlowClosed", Unit::Count, report.flows_closed as f64)
         .value("FlowsOpen", Unit::Count, report.flows_open as f64)
+        .value(
+            "NotificationsSent",
+            Unit::Count,
+            report.notifications_sent as f64,
+        )
+        .value(
+            "NotificationsFailed",
+            Unit::Count,
+            report.notifications_failed as f64,
+        )
         .value("FlowProbes", Unit::Count, report.probes as f64)
         .value(
             "RetryBudgetDelayed",

@@ -36,6 +36,8 @@ pub struct ScanOptions {
     pub owner: String,
     /// Run history kept by [`tick`]'s purge, in days.
     pub retention_days: u32,
+    /// Delivers the notifications still due at the end of each [`tick`].
+    pub notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
 }
 
 impl ScanOptions {
@@ -48,6 +50,7 @@ impl ScanOptions {
             budget: settings.scan_budget,
             owner: owner.into(),
             retention_days: settings.run_retention_days,
+            notifier: None,
         }
     }
 }
@@ -90,6 +93,10 @@ pub struct ScanSummary {
     pub paced: u64,
     /// Flows whose circuit breaker is open after the scan.
     pub flows_open: i64,
+    /// Paused tasks resumed because their pause's `until` passed.
+    pub resumed: u64,
+    /// Notifications delivered (or given up) by this tick.
+    pub notifications: crate::notify::DeliveryReport,
 }
 
 /// A scan could not talk to the database.
@@ -107,8 +114,11 @@ pub async fn scan(
     opts: &ScanOptions,
 ) -> Result<ScanSummary, ScanError> {
     let started = Instant::now();
-    let mut summary = ScanSummary::default();
-
+    // Pauses that ended resume first, and are scheduled below.
+    let mut summary = ScanSummary {
+        resumed: store::resume_expired(pool, Utc::now()).await?,
+        ..Default::default()
+    };
     // Newly inserted rows first, so they can be claimed in this very scan.
     loop {
         let page = store::schedule_new(pool, Utc::now(), opts.page_size).await?;
@@ -198,10 +208,15 @@ pub async fn tick(
     queue: &dyn DispatchQueue,
     opts: &ScanOptions,
 ) -> Result<ScanSummary, ScanError> {
+    let started = Instant::now();
     let mut summary = scan(pool, queue, opts).await?;
     match purge_history(pool, opts.retention_days).await {
         Ok(n) => summary.purged_runs = n,
         Err(err) => tracing::warn!(error = %err, "cannot purge old runs; trying again next tick"),
+    }
+    if let Some(notifier) = &opts.notifier {
+        let deadline = tokio::time::Instant::from_std(started + opts.budget);
+        summary.notifications = notifier.scanner_round(deadline).await;
     }
     Ok(summary)
 }

@@ -105,6 +105,10 @@ pub struct Task {
     pub flow_key: Option<String>,
     /// The flow in force: `flow_key`, else the URL's `host:port`.
     pub flow: String,
+    /// Auto-pause, the pause in force, the failure incident, notify URL.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub alerting: crate::pause::TaskAlerting,
 }
 
 /// An input field that does not hold a usable value.
@@ -170,6 +174,14 @@ pub struct TaskSpec {
     /// circuit breaker); default: the URL's `host:port`.
     #[serde(default)]
     pub flow_key: Option<String>,
+    /// Pause the task after this many consecutive failed occurrences
+    /// (1 to 1000); absent or null: never.
+    #[serde(default)]
+    pub pause_after_failures: Option<i32>,
+    /// Where this task's notification events are POSTed, besides
+    /// `SUNDIAL_NOTIFY_URL`.
+    #[serde(default)]
+    pub notify_url: Option<String>,
 }
 
 fn default_timezone() -> String {
@@ -218,6 +230,8 @@ impl TaskSpec {
             jitter_secs: 0,
             enabled: true,
             flow_key: None,
+            pause_after_failures: None,
+            notify_url: None,
         }
     }
 
@@ -240,6 +254,8 @@ impl TaskSpec {
             jitter_secs: task.jitter_secs,
             enabled: task.enabled,
             flow_key: task.flow_key.clone(),
+            pause_after_failures: task.alerting.pause_after_failures,
+            notify_url: task.alerting.notify_url.clone(),
         })
     }
 
@@ -330,6 +346,7 @@ impl TaskSpec {
         if let Some(key) = &self.flow_key {
             self.flow_key = Some(validate_flow_key("flow_key", key)?);
         }
+        crate::pause::validate_alerting(self)?;
         Ok((schedule, zone))
     }
 }

@@ -461,6 +461,7 @@ fn scan_options() -> ScanOptions {
         budget: StdDuration::from_secs(10),
         owner: "ledger-test".into(),
         retention_days: 30,
+        notifier: None,
     }
 }
 

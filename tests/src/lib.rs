@@ -71,6 +71,7 @@ pub async fn drain_queue(
     got
 }
 
+pub mod notify_kit;
 pub mod runtime_api;
 
 /// The environment of a Sundial process a test starts: the SQS emulator's
@@ -79,6 +80,7 @@ pub mod runtime_api;
 pub fn driver_env(database_url: &str, queue_url: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_SNS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_REGION",

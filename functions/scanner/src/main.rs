@@ -99,6 +99,7 @@ mod tests {
             budget: Duration::from_secs(50),
             owner: "test".into(),
             retention_days: 30,
+            notifier: None,
         };
         let summary = handle(
             LambdaEvent::new(payload, context),

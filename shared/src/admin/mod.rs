@@ -31,6 +31,7 @@ pub mod extract;
 pub mod flows;
 pub mod idempotency;
 pub mod openapi;
+pub mod pause;
 pub mod serve;
 pub mod status;
 pub mod tasks;
@@ -126,8 +127,8 @@ pub fn router(state: AdminState) -> Router {
             "/v1/tasks/{id}",
             get(show_task).patch(update_task).delete(delete_task),
         )
-        .route("/v1/tasks/{id}/pause", post(pause_task))
-        .route("/v1/tasks/{id}/resume", post(resume_task))
+        .route("/v1/tasks/{id}/pause", post(pause::pause_task))
+        .route("/v1/tasks/{id}/resume", post(pause::resume_task))
         .route("/v1/tasks/{id}/trigger", post(trigger_task))
         .route("/v1/tasks/{id}/runs", get(list_runs))
         .route("/v1/tasks/{id}/occurrences", get(list_occurrences))
@@ -211,8 +212,8 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::show_task,
         tasks::update_task,
         tasks::delete_task,
-        tasks::pause_task,
-        tasks::resume_task,
+        pause::pause_task,
+        pause::resume_task,
         tasks::trigger_task,
         tasks::list_runs,
         tasks::list_occurrences,
@@ -231,6 +232,8 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         crate::store::Run,
         crate::store::RunStats,
         tasks::TaskPatch,
+        crate::pause::TaskAlerting,
+        crate::pause::PauseRequest,
         tasks::TaskPage,
         tasks::TaskDetail,
         tasks::RunPage,

@@ -315,6 +315,7 @@ fn tighten_schemas(doc: &mut Value) {
     let flow_key = flow_key_schema(FLOW_KEY_FIELD);
     schemas["TaskSpec"]["properties"]["flow_key"] = nullable(flow_key.clone());
     schemas["TaskPatch"]["properties"]["flow_key"] = nullable(flow_key);
+    crate::pause::document_fields(schemas, &fields["url"]);
     for (name, value) in flow_limit_fields() {
         schemas["FlowLimits"]["properties"][name] = value;
     }
@@ -333,10 +334,7 @@ fn tighten_schemas(doc: &mut Value) {
     });
     // Answers: what the table's CHECK constraints guarantee.
     for component in ["Task", "TaskDetail"] {
-        let Some(props) = schemas
-            .get_mut(component)
-            .and_then(|c| c.get_mut("properties"))
-        else {
+        let Some(props) = schemas.get_mut(component).and_then(own_properties) else {
             continue;
         };
         {
@@ -348,6 +346,18 @@ fn tighten_schemas(doc: &mut Value) {
                 "description": "The flow in force: `flow_key`, else the URL's `host:port`."});
         }
     }
+}
+
+/// A component's `properties` (of its inline `allOf` member if flattened).
+fn own_properties(component: &mut Value) -> Option<&mut Value> {
+    if component.get("properties").is_some() {
+        return component.get_mut("properties");
+    }
+    component
+        .get_mut("allOf")?
+        .as_array_mut()?
+        .iter_mut()
+        .find_map(|member| member.get_mut("properties"))
 }
 
 fn without_default(mut schema: Value) -> Value {

@@ -1,5 +1,5 @@
-//! The `/v1/tasks` routes: create, list, show, edit, delete, pause, resume,
-//! fire by hand, run history, and the occurrence ledger.
+//! The `/v1/tasks` routes: create, list, show, edit, delete, fire by hand,
+//! run history, and the occurrence ledger (pause and resume: [`super::pause`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -40,7 +40,19 @@ async fn check_spec(state: &AdminState, spec: &TaskSpec) -> Result<ValidTask> {
         .check(valid.spec().url.trim())
         .await
         .map_err(|reason| AdminError::invalid("url", reason))?;
+    if let Some(url) = &valid.spec().notify_url {
+        check_notify_url(state, url).await?;
+    }
     Ok(valid)
+}
+
+/// A notify URL must pass the target guard as a target URL does.
+async fn check_notify_url(state: &AdminState, url: &str) -> Result<()> {
+    state
+        .targets
+        .check(url)
+        .await
+        .map_err(|reason| AdminError::invalid("notify_url", reason))
 }
 
 /// Create a task.
@@ -272,6 +284,14 @@ pub struct TaskPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub flow_key: Option<Option<String>>,
+    /// `null` turns auto-pause off.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>)]
+    pub pause_after_failures: Option<Option<i32>>,
+    /// `null` removes the task's notify URL.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub notify_url: Option<Option<String>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
@@ -311,6 +331,12 @@ impl TaskPatch {
             jitter_secs: self.jitter_secs.unwrap_or(task.jitter_secs),
             enabled: self.enabled.unwrap_or(task.enabled),
             flow_key: self.flow_key.unwrap_or_else(|| task.flow_key.clone()),
+            pause_after_failures: self
+                .pause_after_failures
+                .unwrap_or(task.alerting.pause_after_failures),
+            notify_url: self
+                .notify_url
+                .unwrap_or_else(|| task.alerting.notify_url.clone()),
         })
     }
 }
@@ -349,6 +375,10 @@ pub async fn update_task(
             .await
             .map_err(|reason| AdminError::invalid("url", reason))?;
     }
+    if let Some(Some(url)) = &patch.notify_url {
+        let url = validate_url(url).map_err(|e| AdminError::invalid("notify_url", e.reason))?;
+        check_notify_url(&state, url.as_str()).await?;
+    }
     let mut tx = state.pool.begin().await?;
     store::set_actor(&mut tx, ACTOR).await?;
     let current = lock_task(&mut tx, id).await?;
@@ -377,47 +407,6 @@ pub async fn delete_task(
     } else {
         Err(AdminError::TaskNotFound(id))
     }
-}
-
-async fn set_enabled(state: &AdminState, id: i64, enabled: bool) -> Result<Json<Task>> {
-    let mut tx = state.pool.begin().await?;
-    store::set_actor(&mut tx, ACTOR).await?;
-    let task = store::set_enabled(&mut tx, id, enabled, Utc::now()).await?;
-    tx.commit().await?;
-    Ok(Json(task))
-}
-
-/// Pause a task: nothing fires until it is resumed.
-#[utoipa::path(
-    post, path = "/v1/tasks/{id}/pause", tag = "tasks",
-    params(("id" = i64, Path, description = "Task id")),
-    responses(
-        (status = 200, body = Task),
-        (status = 404, description = "No such task", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn pause_task(State(state): State<AdminState>, TaskId(id): TaskId) -> Result<Json<Task>> {
-    set_enabled(&state, id, false).await
-}
-
-/// Resume a paused task from its next occurrence after now (what it
-/// missed while paused is not fired).
-#[utoipa::path(
-    post, path = "/v1/tasks/{id}/resume", tag = "tasks",
-    params(("id" = i64, Path, description = "Task id")),
-    responses(
-        (status = 200, body = Task),
-        (status = 400, description = "The stored schedule is invalid", body = ErrorBody),
-        (status = 404, description = "No such task", body = ErrorBody),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn resume_task(
-    State(state): State<AdminState>,
-    TaskId(id): TaskId,
-) -> Result<Json<Task>> {
-    set_enabled(&state, id, true).await
 }
 
 /// What `POST /v1/tasks/{id}/trigger` queued.

@@ -444,10 +444,12 @@ impl DevRunner {
             QueueMode::Sqs(q) => Arc::new(q.clone()),
         };
         let admin = tokio::spawn(serve_admin(listener, router, shutdown.clone(), opts.grace));
+        let mut scan_opts = ScanOptions::from_settings(settings, owner);
+        scan_opts.notifier = processor.notifier().cloned();
         let scanner = tokio::spawn(scan_loop(
             pool.clone(),
             dispatch,
-            ScanOptions::from_settings(settings, owner),
+            scan_opts,
             opts.scan_every,
             shutdown.clone(),
         ));

@@ -200,6 +200,16 @@ impl Firer {
         self
     }
 
+    /// The process's HTTP client (shared by the notifier: one per process).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The signer (notifications are signed as fired requests are).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
     /// The guard this firer enforces.
     pub fn guard(&self) -> &TargetGuard {
         &self.guard

@@ -145,6 +145,8 @@ pub struct Processor {
     /// Where retries are sent (the dispatch queue itself).
     retries: Arc<dyn DispatchQueue>,
     opts: ProcessorOptions,
+    /// Delivers the notification events write-backs raise.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// What a message settles into before the write-back.
@@ -233,7 +235,25 @@ impl Processor {
             flows,
             retries,
             opts,
+            notifier: None,
         }
+    }
+
+    /// Delivers the events its write-backs raise with `notifier`, next to
+    /// the work (see [`crate::notify::Notifier::run_alongside`]).
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// The notifier, if any (the dev runner's scanner shares it).
+    pub fn notifier(&self) -> Option<&Arc<crate::notify::Notifier>> {
+        self.notifier.as_ref()
+    }
+
+    /// The firer (its client and signer are shared with the notifier).
+    pub fn firer(&self) -> &Arc<Firer> {
+        &self.firer
     }
 
     /// Builds the firer (guard, signer, HTTP client) from the settings and
@@ -355,16 +375,33 @@ impl Processor {
         let writing = self.write_back(settled_rx, &mut done);
         // Flow state is synced while the work runs, and once after it.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_notify_tx, stop_notify_rx) = tokio::sync::oneshot::channel::<()>();
         let work = async move {
             let (_, report) = futures::join!(firing, writing);
             let _ = stop_tx.send(());
+            let _ = stop_notify_tx.send(());
             report
         };
         let sync = self.flows.clone().run_sync(async move {
             let _ = stop_rx.await;
         });
-        let (mut report, ()) = futures::join!(work, sync);
+        // Notifications raised by the write-backs go out next to the work.
+        let notify = async move {
+            let stop = async move {
+                let _ = stop_notify_rx.await;
+            };
+            match &self.notifier {
+                Some(notifier) => notifier.run_alongside(stop, deadline).await,
+                None => {
+                    stop.await;
+                    Default::default()
+                }
+            }
+        };
+        let (mut report, (), delivered) = futures::join!(work, sync, notify);
         report.add_flow_counters(&self.flows.take_counters());
+        report.notifications_sent += delivered.sent;
+        report.notifications_failed += delivered.failed;
         report
     }
 

@@ -53,6 +53,9 @@ pub struct ProcessReport {
     /// Flows open as seen at the end of a run (merged reports keep the
     /// largest).
     pub flows_open: u64,
+    /// Notification events every destination took / given up for good.
+    pub notifications_sent: u64,
+    pub notifications_failed: u64,
     /// Fire lag (start of the first attempt − occurrence), milliseconds.
     #[serde(skip)]
     pub fire_lag_ms: Vec<f64>,
@@ -98,6 +101,8 @@ impl ProcessReport {
         self.flows_opened += other.flows_opened;
         self.flows_closed += other.flows_closed;
         self.flows_open = self.flows_open.max(other.flows_open);
+        self.notifications_sent += other.notifications_sent;
+        self.notifications_failed += other.notifications_failed;
         for (mine, theirs) in [
             (&mut self.fire_lag_ms, &other.fire_lag_ms),
             (&mut self.latency_ms, &other.latency_ms),

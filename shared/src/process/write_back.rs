@@ -78,6 +78,11 @@ impl Processor {
                         (r.succeeded, r.timed_out, r.skipped) = (0, 0, 0);
                     }
                 }
+                if !write.recorded.notifications.is_empty() {
+                    if let Some(notifier) = &self.notifier {
+                        notifier.kick();
+                    }
+                }
                 self.enqueue_chained(&batch, &write.recorded, report).await;
             }
             Err(err) => {

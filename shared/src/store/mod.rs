@@ -6,7 +6,10 @@
 //! * [`claims`]: what the scanner does to due rows (claim, release, advance
 //!   `overlap = allow` rows past what is queued) and the backlog figures;
 //! * [`outcomes`]: the processor's batched write-back of runs, retries,
-//!   releases and chained occurrences;
+//!   releases and chained occurrences (and the failure counts, auto-pauses
+//!   and notification events they cause);
+//! * [`pauses`]: pauses with who/why/until, and the resume of expired ones;
+//! * [`notifications`]: the notification outbox (claim, settle, purge);
 //! * [`runs`]: run history (pages, figures, retention);
 //! * [`flow_config`]: the limits operators set per flow;
 //! * [`flows`]: the shared state of flows (pacing, backoff, breaker);
@@ -28,7 +31,9 @@ pub mod flow_config;
 pub mod flows;
 pub mod idempotency;
 pub mod ledger;
+pub mod notifications;
 pub mod outcomes;
+pub mod pauses;
 pub mod runs;
 pub mod tasks;
 
@@ -37,7 +42,9 @@ pub use flow_config::*;
 pub use flows::*;
 pub use idempotency::*;
 pub use ledger::*;
+pub use notifications::*;
 pub use outcomes::*;
+pub use pauses::*;
 pub use runs::*;
 pub use tasks::*;
 

@@ -116,6 +116,9 @@ pub struct Recorded {
     /// Tasks that moved on and whose next occurrence was leased for
     /// chaining (`chain_lease`): the caller must enqueue it, or release it.
     pub chained: Vec<i64>,
+    /// Notification events the write raised into the outbox (ids), for
+    /// the caller to deliver ([`crate::notify`]).
+    pub notifications: Vec<i64>,
 }
 
 /// Writes back all outcomes of a batch in one statement.
@@ -227,6 +230,7 @@ impl Recorded {
         self.advanced += other.advanced;
         self.leases_changed += other.leases_changed;
         self.chained.extend(other.chained);
+        self.notifications.extend(other.notifications);
     }
 }
 
@@ -356,84 +360,8 @@ fn unstorable_as_failed(outcome: &Outcome, err: &StoreError) -> Option<Outcome> 
     })
 }
 
-const RECORD_OUTCOMES_SQL: &str = "\
-WITH input AS (
-    SELECT * FROM UNNEST(
-        $1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::int[],
-        $7::timestamptz[], $8::timestamptz[], $9::int[], $10::int[], $11::text[],
-        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[], $16::int[]
-    ) AS i(task_id, version, occurrence, kind, status, attempts, fired_at, finished_at,
-           http_status, latency_ms, error, next_run_at, lease_until, response_excerpt,
-           chain_lease, pacing_ms)
-),
-runs AS (
-    INSERT INTO task_runs (task_id, scheduled_for, attempts, fired_at, finished_at, status,
-                           http_status, latency_ms, error, manual, response_excerpt, pacing_ms)
-    SELECT i.task_id, i.occurrence, i.attempts, i.fired_at, i.finished_at, i.status,
-           i.http_status, i.latency_ms, i.error, i.kind = 'manual', i.response_excerpt,
-           i.pacing_ms
-    FROM input i
-    WHERE i.kind IN ('finished', 'manual')
-      -- The task may have been deleted while its occurrence was in flight.
-      AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
-    ON CONFLICT (task_id, scheduled_for) DO NOTHING
-    RETURNING task_id, scheduled_for
-),
-advanced AS (
-    -- Does the task still wait on exactly this occurrence of this version?
-    -- The test sits in WHERE so that a concurrent duplicate re-checks it
-    -- against the row it waited for.
-    UPDATE tasks t SET
-        next_run_at = i.next_run_at,
-        enabled     = t.enabled AND i.next_run_at IS NOT NULL,
-        -- Chaining: the next occurrence is leased in this very statement.
-        lease_until = i.chain_lease,
-        lease_owner = CASE WHEN i.chain_lease IS NULL THEN NULL ELSE 'sundial-processor' END,
-        last_run_at = CASE WHEN r.task_id IS NOT NULL THEN i.finished_at ELSE t.last_run_at END,
-        last_status = CASE WHEN r.task_id IS NOT NULL THEN i.status ELSE t.last_status END,
-        last_error  = CASE WHEN r.task_id IS NOT NULL THEN i.error ELSE t.last_error END,
-        consecutive_failures = CASE
-            WHEN r.task_id IS NULL OR i.status = 'skipped' THEN t.consecutive_failures
-            WHEN i.status = 'succeeded' THEN 0
-            ELSE t.consecutive_failures + 1 END
-    FROM input i
-    LEFT JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
-    WHERE t.id = i.task_id AND i.kind IN ('finished', 'recorded')
-      AND t.next_run_at = i.occurrence AND t.version = i.version
-    RETURNING t.id, i.chain_lease IS NOT NULL AND t.enabled AS chained
-),
-noted AS (
-    -- Runs recorded for occurrences the task no longer waits on (manual
-    -- firings, overlap = allow) still update the last outcome.
-    UPDATE tasks t SET
-        last_run_at = i.finished_at,
-        last_status = i.status,
-        last_error  = i.error,
-        consecutive_failures = CASE
-            WHEN i.status = 'skipped' THEN t.consecutive_failures
-            WHEN i.status = 'succeeded' THEN 0
-            ELSE t.consecutive_failures + 1 END
-    FROM input i
-    JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
-    WHERE t.id = i.task_id
-      AND (i.kind IN ('finished', 'recorded') AND t.next_run_at = i.occurrence
-           AND t.version = i.version) IS NOT TRUE
-    RETURNING t.id
-),
-leased AS (
-    UPDATE tasks t SET
-        lease_until = i.lease_until,
-        lease_owner = CASE WHEN i.lease_until IS NULL THEN NULL ELSE t.lease_owner END
-    FROM input i
-    WHERE i.kind IN ('retrying', 'released')
-      AND t.id = i.task_id AND t.next_run_at = i.occurrence
-      AND (i.kind = 'released' OR t.version = i.version)
-    RETURNING t.id
-)
-SELECT (SELECT count(*) FROM runs) AS runs_inserted,
-       (SELECT count(*) FROM advanced) AS advanced,
-       (SELECT count(*) FROM leased) AS leases_changed,
-       ARRAY(SELECT id FROM advanced WHERE chained) AS chained";
+/// The write-back statement; its comments explain each step.
+const RECORD_OUTCOMES_SQL: &str = include_str!("record_outcomes.sql");
 
 /// Error texts and excerpts as stored: sanitised again (no NUL, no control
 /// characters but `\n` and `\t`, see [`crate::sanitise`]) whoever produced

@@ -14,7 +14,9 @@ macro_rules! task_columns {
         "id, name, schedule, timezone, method, url, headers, body, timeout_ms, \
      max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
      enabled, next_run_at, lease_until, version, schedule_error, last_run_at, last_status, \
-     last_error, consecutive_failures, created_at, updated_at, flow_key, flow"
+     last_error, consecutive_failures, created_at, updated_at, flow_key, flow, \
+     pause_after_failures, notify_url, paused_at, paused_by, paused_reason, paused_until, \
+     failing_since, recovered_at"
     };
 }
 
@@ -39,13 +41,16 @@ pub async fn create_task(
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
-         enabled, flow_key, next_run_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         enabled, flow_key, next_run_at, pause_after_failures, notify_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19) \
          RETURNING ",
         task_columns!(),
         ""
     );
     bind_spec(sqlx::query_as::<_, Task>(sql), spec, Some(next))
+        .bind(spec.pause_after_failures)
+        .bind(&spec.notify_url)
         .fetch_one(db)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
@@ -183,7 +188,8 @@ pub async fn update_task(
          catch_up = $11, catch_up_max_age_secs = $12, overlap = $13, jitter_secs = $14, \
          enabled = $15, flow_key = $16, next_run_at = $17, \
          schedule_error = CASE WHEN $19 THEN NULL ELSE schedule_error END, \
-         lease_until = CASE WHEN $19 THEN NULL ELSE lease_until END \
+         lease_until = CASE WHEN $19 THEN NULL ELSE lease_until END, \
+         pause_after_failures = $20, notify_url = $21 \
          WHERE id = $18 RETURNING ",
         task_columns!(),
         ""
@@ -191,6 +197,8 @@ pub async fn update_task(
     bind_spec(sqlx::query_as::<_, Task>(sql), spec, next)
         .bind(id)
         .bind(retimed)
+        .bind(spec.pause_after_failures)
+        .bind(&spec.notify_url)
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
