@@ -50,6 +50,7 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
             budget: Duration::from_secs(30),
             owner: "test".into(),
             retention_days: 30,
+            missed_grace: Duration::from_secs(120),
         },
     )
     .await

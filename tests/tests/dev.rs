@@ -451,6 +451,7 @@ async fn scanned(pool: &PgPool, queue: &MemoryQueue, tasks: &[(&str, String, Dat
         budget: Duration::from_secs(10),
         owner: "dev-test".into(),
         retention_days: 30,
+        missed_grace: Duration::from_secs(120),
     };
     let summary = scan(pool, queue, &opts).await.unwrap();
     assert_eq!(summary.enqueued, tasks.len() as u64);

@@ -317,6 +317,7 @@ async fn processor_binary_hands_back_unstarted_messages_quickly(pool: PgPool) {
             budget: Duration::from_secs(10),
             owner: "test".into(),
             retention_days: 30,
+            missed_grace: Duration::from_secs(120),
         },
     )
     .await

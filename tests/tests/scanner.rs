@@ -24,6 +24,7 @@ fn opts() -> ScanOptions {
         budget: Duration::from_secs(50),
         owner: "test-scanner".into(),
         retention_days: 30,
+        missed_grace: Duration::from_secs(120),
     }
 }
 

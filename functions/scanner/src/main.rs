@@ -99,6 +99,7 @@ mod tests {
             budget: Duration::from_secs(50),
             owner: "test".into(),
             retention_days: 30,
+            missed_grace: Duration::from_secs(120),
         };
         let summary = handle(
             LambdaEvent::new(payload, context),
