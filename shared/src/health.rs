@@ -5,10 +5,11 @@
 //! heartbeat, missed-occurrence, queue-age and dead-letter alarms), but an
 //! operator asking the admin API, or a deployment without CloudWatch
 //! (`sundial scan --loop` in a container), needs the answer from the
-//! database too. This module holds the rules, without I/O: the store
-//! supplies the facts ([`crate::store::pipeline_facts`], the backlog), an
-//! optional [`QueueDepth`] port the dead-letter queue's depth, and
-//! [`assess`] turns them into a verdict with its reasons.
+//! database too. Each tick leaves a heartbeat ([`record_tick`]); the
+//! verdict's rules are pure: the store supplies the facts
+//! ([`crate::store::pipeline_facts`], the backlog), an optional
+//! [`QueueDepth`] port the dead-letter queue's depth, and [`assess`] turns
+//! them into a verdict with its reasons.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,31 @@ impl QueueDepth for crate::queue::sqs::SqsQueue {
             .ok_or("GetQueueAttributes: no ApproximateNumberOfMessages in the answer")?;
         raw.parse::<i64>()
             .map_err(|_| format!("GetQueueAttributes: ApproximateNumberOfMessages is {raw:?}"))
+    }
+}
+
+/// Records a scanner tick that started at `started_at` (the heartbeat row
+/// status reads). A failure is logged, never returned: the tick's work is
+/// done, and the next tick writes the heartbeat again.
+pub async fn record_tick(
+    pool: &sqlx::PgPool,
+    owner: &str,
+    started_at: DateTime<Utc>,
+    summary: &crate::scan::ScanSummary,
+) {
+    let beat = crate::store::Heartbeat {
+        scanner: owner,
+        started_at,
+        finished_at: Utc::now(),
+        claimed: summary.claimed,
+        enqueued: summary.enqueued,
+        failed: summary.failed,
+        backlog: summary.backlog,
+        missed: summary.missed,
+        elapsed_ms: summary.elapsed_ms,
+    };
+    if let Err(err) = crate::store::record_heartbeat(pool, &beat).await {
+        tracing::warn!(error = %err, "cannot record the scanner heartbeat; trying again next tick");
     }
 }
 
@@ -319,6 +345,38 @@ mod tests {
         let verdict = assess(o, &HealthSettings::default());
         assert_eq!(verdict.healthy, verdict.reasons.is_empty());
         verdict.reasons.iter().map(|r| r.code).collect()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_have_defaults_and_ranges() {
+        let s = Settings::from_map(&env(&[])).unwrap();
+        assert_eq!(s.missed_grace, Duration::from_secs(120));
+        assert_eq!(s.scanner_stale, Duration::from_secs(180));
+        assert!(s.dlq_url.is_none());
+        let s = Settings::from_map(&env(&[
+            ("SUNDIAL_MISSED_GRACE_SECS", "3"),
+            ("SUNDIAL_SCANNER_STALE_SECS", "30"),
+            ("SUNDIAL_DLQ_URL", "http://127.0.0.1:1/q/dlq"),
+        ]))
+        .unwrap();
+        assert_eq!(s.missed_grace, Duration::from_secs(3));
+        let health = HealthSettings::from_settings(&s);
+        assert_eq!(health.missed_grace, chrono::Duration::seconds(3));
+        assert_eq!(health.scanner_stale, Duration::from_secs(30));
+        assert_eq!(s.scanner_stale, Duration::from_secs(30));
+        assert_eq!(s.dlq_url.as_deref(), Some("http://127.0.0.1:1/q/dlq"));
+        let err = Settings::from_map(&env(&[("SUNDIAL_MISSED_GRACE_SECS", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("SUNDIAL_MISSED_GRACE_SECS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -213,9 +213,9 @@ pub const PURGE_CHUNK: i64 = 10_000;
 
 /// One scanner tick, the same for the scanner Lambda, `sundial scan` and
 /// `sundial dev`: a [`scan`], then a bounded chunk of the run-history
-/// purge, then the heartbeat ([`crate::store::record_heartbeat`]). A
-/// failed purge or heartbeat is logged and retried on the next tick; it
-/// never fails the scan.
+/// purge, then the heartbeat ([`crate::health::record_tick`]). A failed
+/// purge or heartbeat is logged and retried on the next tick; it never
+/// fails the scan.
 pub async fn tick(
     pool: &PgPool,
     queue: &dyn DispatchQueue,
@@ -227,30 +227,8 @@ pub async fn tick(
         Ok(n) => summary.purged_runs = n,
         Err(err) => tracing::warn!(error = %err, "cannot purge old runs; trying again next tick"),
     }
-    let beat = heartbeat(&opts.owner, started_at, &summary);
-    if let Err(err) = store::record_heartbeat(pool, &beat).await {
-        tracing::warn!(error = %err, "cannot record the scanner heartbeat; trying again next tick");
-    }
+    crate::health::record_tick(pool, &opts.owner, started_at, &summary).await;
     Ok(summary)
-}
-
-/// The heartbeat row of a tick that started at `started_at`.
-fn heartbeat<'a>(
-    owner: &'a str,
-    started_at: DateTime<Utc>,
-    summary: &ScanSummary,
-) -> store::Heartbeat<'a> {
-    store::Heartbeat {
-        scanner: owner,
-        started_at,
-        finished_at: Utc::now(),
-        claimed: summary.claimed,
-        enqueued: summary.enqueued,
-        failed: summary.failed,
-        backlog: summary.backlog,
-        missed: summary.missed,
-        elapsed_ms: summary.elapsed_ms,
-    }
 }
 
 /// Scanner figures over many ticks.
