@@ -287,20 +287,7 @@ async fn while_stopped(
         assert_missed(h, ids[policy], first_missed[policy]).await;
     }
     // ... and so does `sundial why`, in words
-    let mut why_env = h.env.clone();
-    why_env.push(("SUNDIAL_ADMIN_TOKEN".into(), TOKEN.into()));
-    let id = ids["skip"].to_string();
-    // (The latest due occurrence is still within the grace: ask about one before.)
-    let at = (Utc::now() - chrono::Duration::seconds(GRACE_SECS + 1)).to_rfc3339();
-    let args = ["why", &id, "--at", &at, "--api", &h.api];
-    let why = Child::spawn(&workspace_bin("sundial"), &args, &why_env);
-    let why = stop_when_done(why).await;
-    let said = why.stdout_lines().join("\n");
-    assert!(
-        said.contains(" missed: due "),
-        "{said}\n{:?}",
-        why.stderr_lines()
-    );
+    assert_why_says_missed(h, ids["skip"]).await;
 
     // ... and /v1/status: a stale scanner, three tasks missing runs, and a
     // dead letter (put there by hand).
@@ -331,6 +318,24 @@ async fn assert_missed(h: &Harness, id: i64, first: DateTime<Utc>) {
     for e in entries {
         assert_eq!(e["state"], "missed", "{e:#}");
     }
+}
+
+/// `sundial why` (the built binary, against the admin API) says an
+/// occurrence past the grace was missed.
+async fn assert_why_says_missed(h: &Harness, id: i64) {
+    let mut env = h.env.clone();
+    env.push(("SUNDIAL_ADMIN_TOKEN".into(), TOKEN.into()));
+    let id = id.to_string();
+    // (The latest due occurrence is still within the grace: ask about one before.)
+    let at = (Utc::now() - chrono::Duration::seconds(GRACE_SECS + 1)).to_rfc3339();
+    let args = ["why", &id, "--at", &at, "--api", &h.api];
+    let why = stop_when_done(Child::spawn(&workspace_bin("sundial"), &args, &env)).await;
+    let said = why.stdout_lines().join("\n");
+    assert!(
+        said.contains(" missed: due "),
+        "{said}\n{:?}",
+        why.stderr_lines()
+    );
 }
 
 /// Waits for a one-shot CLI command to exit.
