@@ -273,29 +273,33 @@ pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()
         let h = &st["last_hour"];
         let t = &st["tasks"];
         let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.0} ms"));
-        crate::pipeline::pipeline_status(&st)
-            + &format!(
-                "tasks:          {} total, {} enabled, {} failing, {} invalid\n\
+        format!(
+            "tasks:          {} total, {} enabled, {} failing, {} invalid\n\
              backlog:        {} due, oldest {:.0}s overdue, {} missed\n\
              last hour:      {} runs, {} succeeded, {} failed, {} timed out, {} skipped\n\
              fire lag:       p50 {}, p99 {}\n",
-                t["total"],
-                t["enabled"],
-                t["failing"],
-                t["invalid"],
-                st["backlog"],
-                st["oldest_due_age_secs"].as_f64().unwrap_or(0.0),
-                st["missed"].as_i64().unwrap_or(0),
-                h["runs"],
-                h["succeeded"],
-                h["failed"],
-                h["timed_out"],
-                h["skipped"],
-                ms(&h["lag_p50_ms"]),
-                ms(&h["lag_p99_ms"]),
-            )
-            + &flow_status(&st["flows"])
+            t["total"],
+            t["enabled"],
+            t["failing"],
+            t["invalid"],
+            st["backlog"],
+            st["oldest_due_age_secs"].as_f64().unwrap_or(0.0),
+            st["missed"].as_i64().unwrap_or(0),
+            h["runs"],
+            h["succeeded"],
+            h["failed"],
+            h["timed_out"],
+            h["skipped"],
+            ms(&h["lag_p50_ms"]),
+            ms(&h["lag_p99_ms"]),
+        ) + &flow_status(&st["flows"])
     });
+    // The pipeline's verdict first: what an operator runs `status` for.
+    let text = if args.api.json {
+        text
+    } else {
+        crate::pipeline::pipeline_status(&st) + &text
+    };
     out.extend_from_slice(text.as_bytes());
     Ok(())
 }
