@@ -265,3 +265,33 @@ async fn the_missed_grace_setting_reaches_status_scanner_and_ledger(pool: PgPool
         .unwrap();
     assert_eq!(seen.last_missed, 1);
 }
+
+#[test]
+fn the_openapi_document_describes_the_health_fields() {
+    let doc = admin::openapi();
+    let schemas = &doc["components"]["schemas"];
+    let status = &schemas["Status"]["properties"];
+    for field in ["scanner", "health", "leases_overdue", "dead_letters"] {
+        assert!(status.get(field).is_some(), "Status.{field} in {status:#}");
+    }
+    for schema in [
+        "ScannerStatus",
+        "ScannerSeen",
+        "PipelineHealth",
+        "Reason",
+        "Problem",
+    ] {
+        assert!(schemas.get(schema).is_some(), "{schema} is not described");
+    }
+    let codes = serde_json::to_string(&schemas["Problem"]).unwrap();
+    for code in [
+        "scanner_never_seen",
+        "scanner_stale",
+        "missed_occurrences",
+        "leases_overdue",
+        "dead_letters",
+        "dead_letters_unknown",
+    ] {
+        assert!(codes.contains(code), "{code} in {codes}");
+    }
+}
