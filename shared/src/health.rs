@@ -110,6 +110,25 @@ pub async fn record_tick(
     }
 }
 
+/// How many of a claimed page were already missed: due more than `grace`
+/// before `now`, and not held on purpose by their flow's open breaker.
+/// Costs a query only when some claim is that late.
+pub async fn late_claims(
+    db: &mut sqlx::PgConnection,
+    claimed: &[crate::store::Claimed],
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<u64, crate::store::StoreError> {
+    let cutoff = now - chrono::Duration::from_std(grace).unwrap_or(crate::ledger::MISSED_GRACE);
+    let late: Vec<&crate::store::Claimed> =
+        claimed.iter().filter(|c| c.occurrence < cutoff).collect();
+    let mut flows: Vec<&str> = late.iter().map(|c| c.flow.as_str()).collect();
+    flows.sort_unstable();
+    flows.dedup();
+    let held = crate::store::open_breakers(db, &flows).await?;
+    Ok(late.iter().filter(|c| !held.contains(&c.flow)).count() as u64)
+}
+
 /// How long the status route waits for the dead-letter queue's depth.
 pub const DLQ_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -151,11 +151,7 @@ pub async fn scan(
             break;
         }
         claimed.sort_by_key(|c| (c.occurrence, c.task_id));
-        let missed_before = now - chrono::Duration::from_std(opts.missed_grace).unwrap_or_default();
-        let late = claimed
-            .iter()
-            .filter(|c| c.occurrence < missed_before)
-            .count() as u64;
+        let late = crate::health::late_claims(&mut tx, &claimed, now, opts.missed_grace).await?;
         summary.pages += 1;
         summary.claimed += claimed.len() as u64;
         let page_was_full = claimed.len() as i64 >= opts.page_size;

@@ -266,6 +266,39 @@ async fn the_missed_grace_setting_reaches_status_scanner_and_ledger(pool: PgPool
     assert_eq!(seen.last_missed, 1);
 }
 
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn a_late_probe_of_an_open_breaker_is_not_missed(pool: PgPool) {
+    // GIVEN two tasks 10 minutes overdue: one in a flow whose breaker is
+    // open with its probe due now (it waited on purpose), one not
+    let overdue = Utc::now() - Duration::minutes(10);
+    for url in ["http://127.0.0.1:10/", "http://127.0.0.1:11/"] {
+        TaskBuilder::new()
+            .url(url)
+            .next_run_at(overdue)
+            .insert(&pool)
+            .await;
+    }
+    sqlx::query(
+        "INSERT INTO flow_state (key, breaker, opened_at, probe_at) \
+         VALUES ('127.0.0.1:10', 'open', now() - interval '10 minutes', now() - interval '1 second')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // WHEN a scanner claims both
+    let queue = MemoryQueue::new(100);
+    let summary = scan::tick(&pool, &queue, &scan_options("scanner-d", 120))
+        .await
+        .unwrap();
+    // THEN only the one nothing held counts as missed
+    assert_eq!(summary.claimed, 2, "{summary:?}");
+    assert_eq!(
+        (summary.late_claimed, summary.missed),
+        (1, 1),
+        "{summary:?}"
+    );
+}
+
 #[test]
 fn the_openapi_document_describes_the_health_fields() {
     let doc = admin::openapi();

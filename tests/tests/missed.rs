@@ -312,6 +312,10 @@ async fn assert_missed(h: &Harness, id: i64, first: DateTime<Utc>) {
     let to = Utc::now() - chrono::Duration::seconds(GRACE_SECS + 1);
     let query = [("from", first.to_rfc3339()), ("to", to.to_rfc3339())];
     let ledger = h.get(&format!("/v1/tasks/{id}/occurrences"), &query).await;
+    assert_eq!(
+        ledger["grace_secs"], GRACE_SECS,
+        "the admin's SUNDIAL_MISSED_GRACE_SECS"
+    );
     let entries = ledger["occurrences"].as_array().unwrap();
     assert_eq!(entries.len(), occurrences(first, to).len(), "{ledger:#}");
     assert!(entries.len() >= 12, "{ledger:#}");

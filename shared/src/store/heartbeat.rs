@@ -5,7 +5,8 @@
 //!
 //! Each scanner tick upserts one row of `scanner_heartbeats` in one
 //! statement; status reads the latest row together with the count of
-//! lapsed leases, also in one statement.
+//! lapsed leases, also in one statement. [`open_breakers`] tells the
+//! missed count which late claims were held on purpose.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -146,4 +147,19 @@ pub async fn pipeline_facts(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Resu
         last_tick: row.last_tick(),
         leases_overdue: row.leases_overdue,
     })
+}
+
+/// Of `flows`, those whose circuit breaker is open: their occurrences
+/// wait on purpose (a probe or the open-flow policy claims them late), so
+/// the scanner's missed count leaves them out, as the backlog does.
+pub async fn open_breakers(db: impl PgExecutor<'_>, flows: &[&str]) -> Result<Vec<String>> {
+    if flows.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT key FROM flow_state WHERE breaker = 'open' AND key = ANY($1::text[])",
+    )
+    .bind(flows)
+    .fetch_all(db)
+    .await?)
 }
