@@ -159,7 +159,8 @@ pub struct Backlog {
     /// Flows whose circuit breaker is open.
     pub open_flows: i64,
     /// Of the due occurrences, those overdue by more than the grace
-    /// (`SUNDIAL_MISSED_GRACE_SECS`) whose flow does not hold them on purpose: nothing is working on them (a stuck pipeline).
+    /// (`SUNDIAL_MISSED_GRACE_SECS`) whose flow does not hold them on
+    /// purpose: nothing is working on them (a stuck pipeline).
     pub missed: i64,
 }
 
