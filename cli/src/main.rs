@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod dev;
 mod flows;
+mod pipeline;
 mod runtime;
 mod schedule_cmd;
 mod tasks;
@@ -41,7 +42,8 @@ enum Command {
     /// Set and inspect the limits per target (flows) through the admin API.
     #[command(subcommand)]
     Flows(flows::FlowsCmd),
-    /// Show backlog, recent runs, fire lag and open flows from the admin API.
+    /// Show pipeline health, scanner heartbeat, backlog, recent runs, fire lag
+    /// and open flows from the admin API.
     Status(tasks::StatusArgs),
     /// Say what became of a task's occurrence: fired, skipped, paused, missed.
     Why(why::WhyArgs),

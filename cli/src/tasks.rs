@@ -322,6 +322,12 @@ pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()
             ms(&h["lag_p99_ms"]),
         ) + &flow_status(&st["flows"])
     });
+    // The pipeline's verdict first: what an operator runs `status` for.
+    let text = if args.api.json {
+        text
+    } else {
+        crate::pipeline::pipeline_status(&st) + &text
+    };
     out.extend_from_slice(text.as_bytes());
     Ok(())
 }

@@ -246,6 +246,18 @@ async fn tasks_and_status_commands(pool: PgPool) {
     // status
     let out = cli!("status");
     assert!(out.ok, "{}", out.stderr);
+    // No scanner ever ticked here: the verdict comes first and says so.
+    assert!(
+        out.stdout
+            .starts_with("pipeline:       UNHEALTHY\n  scanner_never_seen "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("scanner:        last tick never\n"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("2 total"), "{}", out.stdout);
     assert!(out.stdout.contains("1 failed"), "{}", out.stdout);
     let out = cli!("status", "--json");

@@ -44,6 +44,14 @@ pub mod defaults {
     /// processor until its instant. 0 saves the hold (processor wall time)
     /// at the price of firing as late as the queue delivers.
     pub const DELIVERY_LEAD_MS: u64 = 1_000;
+    /// How long past its time an occurrence nobody holds counts as missed
+    /// (`SUNDIAL_MISSED_GRACE_SECS`): the scanner's `MissedOccurrences`,
+    /// the ledger's `missed` state and `sundial why`.
+    pub const MISSED_GRACE_SECS: u64 = 120;
+    /// How long without a scanner tick before `GET /v1/status` calls the
+    /// pipeline unhealthy (`SUNDIAL_SCANNER_STALE_SECS`): three missed
+    /// one-minute EventBridge ticks, as the heartbeat alarm.
+    pub const SCANNER_STALE_SECS: u64 = 180;
     /// [`DELIVERY_LEAD_MS`] as a duration.
     pub const DELIVERY_LEAD: std::time::Duration =
         std::time::Duration::from_millis(DELIVERY_LEAD_MS);
@@ -112,6 +120,13 @@ pub struct Settings {
     pub migrate_on_start: bool,
     /// `SUNDIAL_EXTRA_CA_FILE`: extra trusted roots, read and parsed at start.
     pub extra_ca: Option<ExtraCa>,
+    /// `SUNDIAL_MISSED_GRACE_SECS`.
+    pub missed_grace: Duration,
+    /// `SUNDIAL_SCANNER_STALE_SECS`.
+    pub scanner_stale: Duration,
+    /// `SUNDIAL_DLQ_URL`: the dispatch queue's dead-letter queue, whose
+    /// depth `GET /v1/status` reports (optional).
+    pub dlq_url: Option<String>,
     /// Flow-control defaults (`SUNDIAL_BREAKER_*`, `SUNDIAL_RETRY_BUDGET`,
     /// `SUNDIAL_THROTTLE_BACKOFF_MS`, `SUNDIAL_FLOW_SYNC_MS`).
     pub flow: crate::flow::FlowSettings,
@@ -308,6 +323,21 @@ impl Settings {
                 1,
                 3650,
             )?,
+            missed_grace: Duration::from_secs(number(
+                env,
+                "SUNDIAL_MISSED_GRACE_SECS",
+                defaults::MISSED_GRACE_SECS,
+                1,
+                86_400,
+            )?),
+            scanner_stale: Duration::from_secs(number(
+                env,
+                "SUNDIAL_SCANNER_STALE_SECS",
+                defaults::SCANNER_STALE_SECS,
+                1,
+                86_400,
+            )?),
+            dlq_url: text("SUNDIAL_DLQ_URL"),
         })
     }
 

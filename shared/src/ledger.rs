@@ -11,7 +11,8 @@
 //!   when and by whom);
 //! * `in_flight` when the task waits on it and a lease is held;
 //! * `pending` when it is in the future, or due within the grace;
-//! * `missed` when it is due more than [`MISSED_GRACE`] ago, nothing holds
+//! * `missed` when it is due more than the grace ago ([`MISSED_GRACE`]
+//!   unless `SUNDIAL_MISSED_GRACE_SECS` says otherwise), nothing holds
 //!   it, and the task still waits on it (or on an earlier one);
 //! * `passed_over` when the task moved past it without a run: catch-up
 //!   fired a later occurrence instead, or the schedule was edited.
@@ -27,8 +28,10 @@ use crate::task::{CatchUp, Overlap};
 
 /// Most occurrences one answer lists.
 pub const MAX_OCCURRENCES: usize = 1000;
-/// How long past its time an occurrence nobody holds counts as `missed`.
-pub const MISSED_GRACE: Duration = Duration::seconds(120);
+/// How long past its time an occurrence nobody holds counts as `missed`,
+/// by default (`SUNDIAL_MISSED_GRACE_SECS` sets it per process).
+pub const MISSED_GRACE: Duration =
+    Duration::seconds(crate::config::defaults::MISSED_GRACE_SECS as i64);
 /// Schedule evaluations one answer may spend (DST overlaps aside, a window
 /// of [`MAX_OCCURRENCES`] minimum intervals holds that many occurrences).
 const MAX_EVALUATIONS: usize = 4 * MAX_OCCURRENCES + 16;

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod fire;
 pub mod firetime;
 pub mod flow;
+pub mod health;
 pub mod ledger;
 pub mod logging;
 pub mod message;

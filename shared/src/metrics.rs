@@ -110,10 +110,13 @@ fn reduce(values: &[f64], max: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The scanner's metrics.
+/// The scanner's metrics. `ScannerTicks` is always 1: the heartbeat the
+/// dead-man's-switch alarm sums (a minute without it is a minute without
+/// a completed tick).
 pub fn for_scan(summary: &ScanSummary) -> MetricSet {
     let mut m = MetricSet::default();
-    m.value("DueBacklog", Unit::Count, summary.backlog as f64)
+    m.value("ScannerTicks", Unit::Count, 1.0)
+        .value("DueBacklog", Unit::Count, summary.backlog as f64)
         .value(
             "OldestDueAgeSeconds",
             Unit::Seconds,
@@ -217,6 +220,7 @@ mod tests {
         assert_eq!(record["EnqueueFailed"], 1.0);
         assert_eq!(record["OldestDueAgeSeconds"], 12.5);
         assert_eq!(record["MissedOccurrences"], 2.0);
+        assert_eq!(record["ScannerTicks"], 1.0);
         assert_eq!(record["FunctionName"], "sundial-scanner");
     }
 

@@ -38,6 +38,9 @@ pub struct ScanOptions {
     pub retention_days: u32,
     /// Delivers the notifications still due at the end of each [`tick`].
     pub notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
+    /// Overdue for longer, with nothing holding it, counts as missed
+    /// (`SUNDIAL_MISSED_GRACE_SECS`).
+    pub missed_grace: Duration,
 }
 
 impl ScanOptions {
@@ -51,6 +54,7 @@ impl ScanOptions {
             owner: owner.into(),
             retention_days: settings.run_retention_days,
             notifier: None,
+            missed_grace: settings.missed_grace,
         }
     }
 }
@@ -78,9 +82,15 @@ pub struct ScanSummary {
     pub backlog: i64,
     /// Age of the oldest of them.
     pub oldest_due_age_secs: f64,
-    /// Of them, occurrences overdue beyond the grace (120 s) that nothing
-    /// holds: missed, unless a scanner and processors pick them up.
+    /// Occurrences this scan found overdue beyond the grace
+    /// (`SUNDIAL_MISSED_GRACE_SECS`) with nothing holding them
+    /// (`MissedOccurrences`): those it claimed that late (`late_claimed`:
+    /// after a scanner outage, say) plus those still unclaimed at the end.
+    /// One per task: the occurrence the task waits on.
     pub missed: i64,
+    /// Of `missed`, occurrences this scan claimed and sent (catch-up then
+    /// applies to them).
+    pub late_claimed: u64,
     /// Whether the time budget ended the scan.
     pub budget_exhausted: bool,
     /// The first queue error, if any.
@@ -151,6 +161,7 @@ pub async fn scan(
             break;
         }
         claimed.sort_by_key(|c| (c.occurrence, c.task_id));
+        let late = crate::health::late_claims(&mut tx, &claimed, now, opts.missed_grace).await?;
         summary.pages += 1;
         summary.claimed += claimed.len() as u64;
         let page_was_full = claimed.len() as i64 >= opts.page_size;
@@ -180,6 +191,11 @@ pub async fn scan(
             &mut summary,
         )
         .await?;
+        // Late occurrences of a refused page were released: the backlog
+        // below counts them.
+        if sent_ok {
+            summary.late_claimed += late;
+        }
         // A queue that refuses messages is down or throttling hard: stop
         // instead of claiming (and releasing) page after page.
         if !sent_ok || !page_was_full {
@@ -187,10 +203,12 @@ pub async fn scan(
         }
     }
 
-    let backlog = store::backlog(pool, Utc::now()).await?;
+    let grace =
+        chrono::Duration::from_std(opts.missed_grace).unwrap_or(crate::ledger::MISSED_GRACE);
+    let backlog = store::backlog_with_grace(pool, Utc::now(), grace).await?;
     summary.backlog = backlog.due;
     summary.oldest_due_age_secs = backlog.oldest_due_age_secs;
-    summary.missed = backlog.missed;
+    summary.missed = backlog.missed + i64::try_from(summary.late_claimed).unwrap_or(i64::MAX);
     summary.flows_open = backlog.open_flows;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
@@ -201,7 +219,8 @@ pub const PURGE_CHUNK: i64 = 10_000;
 
 /// One scanner tick, the same for the scanner Lambda, `sundial scan` and
 /// `sundial dev`: a [`scan`], then a bounded chunk of the run-history
-/// purge. A failed purge is logged and retried on the next tick; it never
+/// purge, then the heartbeat ([`crate::health::record_tick`]). A failed
+/// purge or heartbeat is logged and retried on the next tick; it never
 /// fails the scan.
 pub async fn tick(
     pool: &PgPool,
@@ -209,6 +228,7 @@ pub async fn tick(
     opts: &ScanOptions,
 ) -> Result<ScanSummary, ScanError> {
     let started = Instant::now();
+    let started_at = Utc::now();
     let mut summary = scan(pool, queue, opts).await?;
     match purge_history(pool, opts.retention_days).await {
         Ok(n) => summary.purged_runs = n,
@@ -218,6 +238,7 @@ pub async fn tick(
         let deadline = tokio::time::Instant::from_std(started + opts.budget);
         summary.notifications = notifier.scanner_round(deadline).await;
     }
+    crate::health::record_tick(pool, &opts.owner, started_at, &summary).await;
     Ok(summary)
 }
 

@@ -462,6 +462,7 @@ fn scan_options() -> ScanOptions {
         owner: "ledger-test".into(),
         retention_days: 30,
         notifier: None,
+        missed_grace: StdDuration::from_secs(120),
     }
 }
 
@@ -547,9 +548,20 @@ async fn scanner_counts_missed_occurrences(pool: PgPool) {
     assert_eq!(first.state, OccurrenceState::Missed, "{first:?}");
     assert!(first.summary.contains("missed: due"), "{}", first.summary);
 
-    // WHEN the pipeline works again, the scanner claims it and nothing is missed
+    // WHEN the pipeline works again, the scanner claims it: that tick
+    // still reports it (claimed past the grace), the next one nothing
     let queue = MemoryQueue::new(100);
     let summary = scan::tick(&pool, &queue, &scan_options()).await.unwrap();
-    assert_eq!(summary.missed, 0, "{summary:?}");
+    assert_eq!(
+        (summary.missed, summary.late_claimed),
+        (1, 1),
+        "{summary:?}"
+    );
     assert!(summary.enqueued >= 1, "{summary:?}");
+    let summary = scan::tick(&pool, &queue, &scan_options()).await.unwrap();
+    assert_eq!(
+        (summary.missed, summary.late_claimed),
+        (0, 0),
+        "{summary:?}"
+    );
 }

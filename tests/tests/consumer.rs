@@ -51,6 +51,7 @@ async fn scanned_occurrences_are_fired_once_and_deleted_from_the_queue(pool: PgP
             owner: "test".into(),
             retention_days: 30,
             notifier: None,
+            missed_grace: Duration::from_secs(120),
         },
     )
     .await

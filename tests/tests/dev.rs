@@ -452,6 +452,7 @@ async fn scanned(pool: &PgPool, queue: &MemoryQueue, tasks: &[(&str, String, Dat
         owner: "dev-test".into(),
         retention_days: 30,
         notifier: None,
+        missed_grace: Duration::from_secs(120),
     };
     let summary = scan(pool, queue, &opts).await.unwrap();
     assert_eq!(summary.enqueued, tasks.len() as u64);

@@ -318,6 +318,7 @@ async fn processor_binary_hands_back_unstarted_messages_quickly(pool: PgPool) {
             owner: "test".into(),
             retention_days: 30,
             notifier: None,
+            missed_grace: Duration::from_secs(120),
         },
     )
     .await

@@ -25,6 +25,7 @@ fn opts() -> ScanOptions {
         owner: "test-scanner".into(),
         retention_days: 30,
         notifier: None,
+        missed_grace: Duration::from_secs(120),
     }
 }
 

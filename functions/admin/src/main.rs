@@ -39,8 +39,10 @@ async fn build_state() -> anyhow::Result<AdminState> {
         .await
         .context("starting the admin function")?;
     let (pool, queue, targets) = (app.pool.clone(), app.queue.dispatch(), app.guard.clone());
-    Ok(match token {
+    let state = match token {
         Some(token) => AdminState::new(pool, queue, targets, &token),
         None => AdminState::with_delegated_auth(pool, queue, targets),
-    })
+    };
+    // Missed grace, scanner staleness and the dead-letter queue of /v1/status.
+    Ok(state.with_pipeline(sundial::health::PipelineCheck::from_app(&app)))
 }

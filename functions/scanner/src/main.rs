@@ -100,6 +100,7 @@ mod tests {
             owner: "test".into(),
             retention_days: 30,
             notifier: None,
+            missed_grace: Duration::from_secs(120),
         };
         let summary = handle(
             LambdaEvent::new(payload, context),

@@ -65,6 +65,9 @@ pub struct AdminState {
     /// Lambda function URL), so no bearer token is checked here.
     token_digest: Option<[u8; 32]>,
     openapi: Arc<serde_json::Value>,
+    /// Thresholds and the dead-letter queue `GET /v1/status` judges the
+    /// pipeline by; the missed grace of the occurrence ledger.
+    pub pipeline: crate::health::PipelineCheck,
 }
 
 impl AdminState {
@@ -81,6 +84,7 @@ impl AdminState {
             targets,
             token_digest: Some(Sha256::digest(token.as_bytes()).into()),
             openapi: Arc::new(openapi()),
+            pipeline: Default::default(),
         }
     }
 
@@ -99,7 +103,16 @@ impl AdminState {
             targets,
             token_digest: None,
             openapi: Arc::new(openapi()),
+            pipeline: Default::default(),
         }
+    }
+
+    /// The same state, judging the pipeline with `pipeline` (the process's
+    /// `SUNDIAL_MISSED_GRACE_SECS`, `SUNDIAL_SCANNER_STALE_SECS` and
+    /// dead-letter queue) instead of the defaults.
+    pub fn with_pipeline(mut self, pipeline: crate::health::PipelineCheck) -> Self {
+        self.pipeline = pipeline;
+        self
     }
 
     /// Is this the admin token? Constant time in the candidate's content.
@@ -256,6 +269,11 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         crate::store::OpenFlow,
         status::Status,
         status::TaskCounts,
+        crate::health::ScannerStatus,
+        crate::health::PipelineHealth,
+        crate::health::Reason,
+        crate::health::Problem,
+        crate::store::ScannerSeen,
         status::PreviewRequest,
         status::Preview,
         status::Health,

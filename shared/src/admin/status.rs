@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{AdminError, ErrorBody, Result};
 use super::extract::{instant_in_range, last_showable_instant, JsonBody};
 use super::AdminState;
+use crate::health::{self, PipelineHealth, ScannerStatus};
 use crate::schedule;
 use crate::store::{self, FlowCounts, RunStats};
 
@@ -23,9 +24,19 @@ pub struct Status {
     pub backlog: i64,
     /// Age of the oldest of them, in seconds (0 when none).
     pub oldest_due_age_secs: f64,
-    /// Of them, occurrences overdue beyond the grace (120 s) that nothing
-    /// holds: what the scanner reports as `MissedOccurrences`.
+    /// Of them, occurrences overdue beyond the grace
+    /// (`SUNDIAL_MISSED_GRACE_SECS`, default 120 s) that nothing holds:
+    /// what the scanner reports as `MissedOccurrences`.
     pub missed: i64,
+    /// Enabled tasks whose lease lapsed without their run being recorded.
+    pub leases_overdue: i64,
+    /// Messages in the dead-letter queue; absent when `SUNDIAL_DLQ_URL` is
+    /// not set or the depth cannot be read (then `health` says why).
+    pub dead_letters: Option<i64>,
+    /// When a scanner last ran.
+    pub scanner: ScannerStatus,
+    /// Whether the pipeline is healthy, and if not, why.
+    pub health: PipelineHealth,
     /// Runs finished in the last hour, and their fire lag.
     pub last_hour: RunStats,
     pub tasks: TaskCounts,
@@ -33,7 +44,8 @@ pub struct Status {
     pub flows: FlowCounts,
 }
 
-/// Backlog, lag, failures, open flows.
+/// Backlog, lag, failures, open flows; when the scanner last ran and
+/// whether the pipeline is healthy (with the reasons when it is not).
 #[utoipa::path(
     get, path = "/v1/status", tag = "status",
     responses((status = 200, body = Status)),
@@ -41,15 +53,31 @@ pub struct Status {
 )]
 pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
     let now = Utc::now();
-    let backlog = store::backlog(&state.pool, now).await?;
+    let check = &state.pipeline;
+    let backlog = store::backlog_with_grace(&state.pool, now, check.settings.missed_grace).await?;
     let last_hour = store::run_stats(&state.pool, now - Duration::hours(1)).await?;
     let tasks = store::task_counts(&state.pool).await?;
     let flows = store::flow_counts(&state.pool, now).await?;
+    let facts = store::pipeline_facts(&state.pool, now).await?;
+    let observed = health::Observed {
+        now,
+        last_tick: facts.last_tick,
+        missed: backlog.missed,
+        leases_overdue: facts.leases_overdue,
+        dead_letters: check.dead_letters().await,
+    };
     Ok(Json(Status {
         now,
         backlog: backlog.due,
         oldest_due_age_secs: backlog.oldest_due_age_secs,
         missed: backlog.missed,
+        leases_overdue: facts.leases_overdue,
+        dead_letters: match observed.dead_letters {
+            health::DeadLetters::Depth(n) => Some(n),
+            _ => None,
+        },
+        scanner: health::scanner_status(&observed, &check.settings),
+        health: health::assess(&observed, &check.settings),
         last_hour,
         tasks,
         flows,

@@ -559,8 +559,8 @@ pub async fn list_occurrences(
 ) -> Result<Json<Ledger>> {
     let now = Utc::now();
     let (from, to) = ledger_range(query, now)?;
-    let ledger =
-        store::task_ledger(&state.pool, id, from, to, now, crate::ledger::MISSED_GRACE).await?;
+    let grace = state.pipeline.settings.missed_grace;
+    let ledger = store::task_ledger(&state.pool, id, from, to, now, grace).await?;
     Ok(Json(ledger))
 }
 

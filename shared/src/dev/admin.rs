@@ -24,6 +24,9 @@ pub struct AdminContext {
     pub guard: Arc<TargetGuard>,
     /// The bearer token every route but `/healthz` requires.
     pub token: String,
+    /// What `GET /v1/status` judges the pipeline by (the dev process's
+    /// settings).
+    pub pipeline: crate::health::PipelineCheck,
 }
 
 impl std::fmt::Debug for AdminContext {
@@ -37,7 +40,8 @@ impl std::fmt::Debug for AdminContext {
 /// process's pool, queue, target guard and token.
 pub fn admin_router(ctx: AdminContext) -> Router {
     // `TargetGuard` implements `admin::TargetCheck`.
-    crate::admin::router(crate::admin::AdminState::new(
-        ctx.pool, ctx.queue, ctx.guard, &ctx.token,
-    ))
+    crate::admin::router(
+        crate::admin::AdminState::new(ctx.pool, ctx.queue, ctx.guard, &ctx.token)
+            .with_pipeline(ctx.pipeline),
+    )
 }

@@ -290,6 +290,7 @@ pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
         queue: app.queue.dispatch(),
         guard: app.guard.clone(),
         token: token.clone(),
+        pipeline: crate::health::PipelineCheck::from_app(&app),
     });
     let queue = match &app.queue {
         Queue::Sqs(q) => QueueMode::Sqs(q.clone()),

@@ -158,14 +158,24 @@ pub struct Backlog {
     pub oldest_due_age_secs: f64,
     /// Flows whose circuit breaker is open.
     pub open_flows: i64,
-    /// Of the due occurrences, those overdue by more than the ledger's
-    /// grace ([`crate::ledger::MISSED_GRACE`]) whose flow does not hold
-    /// them on purpose: nothing is working on them (a stuck pipeline).
+    /// Of the due occurrences, those overdue by more than the grace
+    /// (`SUNDIAL_MISSED_GRACE_SECS`) whose flow does not hold them on
+    /// purpose: nothing is working on them (a stuck pipeline).
     pub missed: i64,
 }
 
-/// Backlog figures for metrics and `/v1/status`.
+/// Backlog figures with the default grace ([`crate::ledger::MISSED_GRACE`]).
 pub async fn backlog(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<Backlog> {
+    backlog_with_grace(db, now, crate::ledger::MISSED_GRACE).await
+}
+
+/// Backlog figures for metrics and `/v1/status`; `missed` counts what is
+/// overdue by more than `grace` (`SUNDIAL_MISSED_GRACE_SECS`).
+pub async fn backlog_with_grace(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<Backlog> {
     Ok(sqlx::query_as::<_, Backlog>(
         "SELECT count(*) AS due, \
                 COALESCE(EXTRACT(EPOCH FROM $1 - min(next_run_at))::float8, 0) AS oldest_due_age_secs, \
@@ -179,7 +189,7 @@ pub async fn backlog(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<Back
          WHERE enabled AND next_run_at <= $1 AND (lease_until IS NULL OR lease_until < $1)",
     )
     .bind(now)
-    .bind(crate::ledger::MISSED_GRACE.num_milliseconds() as f64 / 1000.0)
+    .bind(grace.num_milliseconds() as f64 / 1000.0)
     .fetch_one(db)
     .await?)
 }

@@ -15,7 +15,9 @@
 //! * [`flows`]: the shared state of flows (pacing, backoff, breaker);
 //! * [`idempotency`]: the admin API's idempotency keys;
 //! * [`ledger`]: the history behind the occurrence ledger (definitions,
-//!   events, runs over a range).
+//!   events, runs over a range);
+//! * [`heartbeat`]: the scanner's heartbeat and the other facts the
+//!   pipeline's health is judged by.
 //!
 //! Functions take `impl PgExecutor` so callers can compose them in one
 //! transaction, and an explicit `now` so tests control the clock. Batch
@@ -29,6 +31,7 @@ use crate::task::InvalidField;
 pub mod claims;
 pub mod flow_config;
 pub mod flows;
+pub mod heartbeat;
 pub mod idempotency;
 pub mod ledger;
 pub mod notifications;
@@ -40,6 +43,7 @@ pub mod tasks;
 pub use claims::*;
 pub use flow_config::*;
 pub use flows::*;
+pub use heartbeat::*;
 pub use idempotency::*;
 pub use ledger::*;
 pub use notifications::*;
