@@ -290,7 +290,7 @@ async fn a_flow_without_a_limit_learns_its_targets_rate_from_429s(pool: PgPool) 
     let learned = learned.expect("the flow learned a rate");
     // 90 % of the 5/s admitted (4.5/s), perhaps grown by a step or two
     // (1/s each) in the calm seconds after.
-    assert!(learned >= 4.0 && learned <= 7.0, "learned {learned}/s");
+    assert!((4.0..=7.0).contains(&learned), "learned {learned}/s");
     // Requests per wall-clock second at the target: beyond 5 were 429s.
     let mut per_second: std::collections::BTreeMap<i64, usize> = Default::default();
     for r in server.stats.records() {
