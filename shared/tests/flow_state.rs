@@ -345,3 +345,30 @@ async fn a_learned_rate_paces_dispatch_like_an_operators_rate(pool: PgPool) {
         "last slot {gap} ms after the first"
     );
 }
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn a_429_among_a_handful_of_requests_teaches_no_rate(pool: PgPool) {
+    use sundial::flow::learn;
+    let key = "few.internal:80".to_string();
+    store::ensure_flow_states(&pool, std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    let few = FlowDelta {
+        requests: 3,
+        successes: 3,
+        admitted: learn::MIN_ADMITTED - 1,
+        throttled: 1,
+        ..delta(&key)
+    };
+    assert_eq!(learned_after(&pool, t0(), few).await, None);
+    let enough = FlowDelta {
+        requests: 2,
+        successes: 2,
+        admitted: 1,
+        throttled: 1,
+        ..delta(&key)
+    };
+    // With the second's earlier admissions it is enough: 0.9 × 5.
+    let rate = learned_after(&pool, t0() + Duration::milliseconds(100), enough).await;
+    assert_eq!(rate, Some(0.9 * learn::MIN_ADMITTED as f64));
+}

@@ -8,7 +8,10 @@
 //! * a 429 after calm starts an *episode*: the learned rate becomes
 //!   [`SHARE`] of the requests the target admitted (answered, not 429) in
 //!   the busier of the current and the previous wall-clock second, over
-//!   all processors (each adds its own on its sync);
+//!   all processors (each adds its own on its sync) — if it admitted at
+//!   least [`MIN_ADMITTED`]: a 429 among a handful of requests says more
+//!   about one endpoint than about the target's rate, and the shared
+//!   backoff alone answers it;
 //! * for [`EPISODE`] after that, later syncs may only raise it (the other
 //!   processors' admissions arrive with their syncs); a 429 after the
 //!   episode starts the next one;
@@ -33,5 +36,7 @@ pub const GROW_AFTER: Duration = Duration::from_secs(5);
 pub const DEMAND: f64 = 0.8;
 /// Growth per calm, busy second, as a share of the rate (at least 1/s).
 pub const GROWTH: f64 = 0.05;
+/// Admissions (in the busier second) below which a 429 teaches no rate.
+pub const MIN_ADMITTED: i64 = 5;
 /// Calm after which the learned rate is dropped.
 pub const FORGET_AFTER: Duration = Duration::from_secs(60);

@@ -164,7 +164,7 @@ pub async fn sync_flows(
              SELECT l.*, \
                     CASE WHEN l.episode AND l.observed > 0 \
                              THEN GREATEST(l.learned_old, $16 * l.observed) \
-                         WHEN l.throttled > 0 AND l.observed > 0 \
+                         WHEN l.throttled > 0 AND l.observed >= $22 \
                              THEN GREATEST(1.0, $16 * l.observed) \
                          WHEN l.throttled > 0 OR l.episode THEN l.learned_old \
                          WHEN l.throttled_at_old + make_interval(secs => $19) < $1 THEN NULL \
@@ -172,7 +172,7 @@ pub async fn sync_flows(
                               AND l.last_second >= $20 * l.learned_old \
                              THEN l.learned_old + GREATEST(1.0, $21 * l.learned_old) \
                          ELSE l.learned_old END AS learned, \
-                    (l.throttled > 0 AND NOT l.episode AND l.observed > 0) AS starts \
+                    (l.throttled > 0 AND NOT l.episode AND l.observed >= $22) AS starts \
              FROM learn l \
          ), upd AS ( \
              UPDATE flow_state s SET \
@@ -239,6 +239,7 @@ pub async fn sync_flows(
         .bind(learn::FORGET_AFTER.as_secs_f64())
         .bind(learn::DEMAND)
         .bind(learn::GROWTH)
+        .bind(learn::MIN_ADMITTED)
         .fetch_all(db)
         .await?)
 }
