@@ -114,14 +114,7 @@ impl Processor {
             .iter()
             .map(|&i| (jobs[i].0.task.flow.as_str(), now))
             .collect();
-        let slots = async {
-            let mut tx = self.pool.begin().await?;
-            let at = store::pace_dispatch(&mut tx, now, &wants).await?;
-            tx.commit().await?;
-            Ok::<_, store::StoreError>(at)
-        }
-        .await;
-        let slots = match slots {
+        let slots = match store::pace_dispatch_alone(&self.pool, now, &wants).await {
             Ok(slots) => slots,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot re-pace late messages; firing them as they are");

@@ -125,14 +125,7 @@ impl Processor {
         }
         let wants: Vec<(&str, DateTime<Utc>)> =
             wanted.iter().map(|(_, f, at)| (f.as_str(), *at)).collect();
-        let paced = async {
-            let mut tx = self.pool.begin().await?;
-            let at = store::pace_dispatch(&mut tx, now, &wants).await?;
-            tx.commit().await?;
-            Ok::<_, store::StoreError>(at)
-        }
-        .await;
-        let slots = match paced {
+        let slots = match store::pace_dispatch_alone(&self.pool, now, &wants).await {
             Ok(slots) => slots,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot pace retries; sending them as they are");

@@ -352,6 +352,19 @@ pub async fn pace_dispatch(
     Ok(out)
 }
 
+/// [`pace_dispatch`] in a transaction of its own (messages a processor
+/// re-paces: late arrivals, retries, held messages).
+pub async fn pace_dispatch_alone(
+    pool: &sqlx::PgPool,
+    now: DateTime<Utc>,
+    wants: &[(&str, DateTime<Utc>)],
+) -> Result<Vec<DateTime<Utc>>> {
+    let mut tx = pool.begin().await?;
+    let at = pace_dispatch(&mut tx, now, wants).await?;
+    tx.commit().await?;
+    Ok(at)
+}
+
 /// Keeps the leases of dispatched occurrences at least until `until`
 /// (pacing moved their fire time past the lease the claim gave them).
 pub async fn extend_leases(
