@@ -13,6 +13,7 @@ mod flows;
 mod pipeline;
 mod runtime;
 mod schedule_cmd;
+mod status;
 mod tasks;
 mod why;
 
@@ -44,7 +45,7 @@ enum Command {
     Flows(flows::FlowsCmd),
     /// Show pipeline health, scanner heartbeat, backlog, recent runs, fire lag
     /// and open flows from the admin API.
-    Status(tasks::StatusArgs),
+    Status(status::StatusArgs),
     /// Say what became of a task's occurrence: fired, skipped, paused, missed.
     Why(why::WhyArgs),
     /// Measure throughput, lag, memory and scan speed.
@@ -62,7 +63,7 @@ async fn main() -> ExitCode {
         Command::Process(args) => runtime::process(args).await,
         Command::Tasks(cmd) => tasks::run(cmd).await,
         Command::Flows(cmd) => flows::run(cmd).await,
-        Command::Status(args) => tasks::status(args).await,
+        Command::Status(args) => status::status(args).await,
         Command::Why(args) => why::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
