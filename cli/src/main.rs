@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod dev;
 mod flows;
 mod pipeline;
@@ -49,7 +48,7 @@ enum Command {
     /// Say what became of a task's occurrence: fired, skipped, paused, missed.
     Why(why::WhyArgs),
     /// Measure throughput, lag, memory and scan speed.
-    Bench(bench::BenchArgs),
+    Bench(sundial_bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -65,7 +64,7 @@ async fn main() -> ExitCode {
         Command::Flows(cmd) => flows::run(cmd).await,
         Command::Status(args) => status::status(args).await,
         Command::Why(args) => why::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => sundial_bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
