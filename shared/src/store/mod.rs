@@ -13,6 +13,7 @@
 //! * [`runs`]: run history (pages, figures, retention);
 //! * [`task_stats`]: per-task figures (worst lateness, most failures);
 //! * [`flow_config`]: the limits operators set per flow;
+//! * [`flow_views`]: the operator's view of flows (limits, state, counts);
 //! * [`flows`]: the shared state of flows (pacing, backoff, breaker);
 //! * [`idempotency`]: the admin API's idempotency keys;
 //! * [`ledger`]: the history behind the occurrence ledger (definitions,
@@ -44,6 +45,7 @@ macro_rules! run_lag_ms {
 
 pub mod claims;
 pub mod flow_config;
+pub mod flow_views;
 pub mod flows;
 pub mod heartbeat;
 pub mod idempotency;
@@ -57,6 +59,7 @@ pub mod tasks;
 
 pub use claims::*;
 pub use flow_config::*;
+pub use flow_views::*;
 pub use flows::*;
 pub use heartbeat::*;
 pub use idempotency::*;
