@@ -39,7 +39,10 @@ fn invalid_numbers_name_the_variable() {
     assert_eq!(s.flow.breaker_window, Duration::from_secs(7));
     assert_eq!(s.flow.sync_every, Duration::from_millis(250));
     let err = Settings::from_map(&env(&[("SUNDIAL_MIGRATE_ON_START", "maybe")])).unwrap_err();
-    assert!(err.to_string().contains("SUNDIAL_MIGRATE_ON_START"), "{err}");
+    assert!(
+        err.to_string().contains("SUNDIAL_MIGRATE_ON_START"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use super::{defaults, DevError};
 use crate::config::Settings;
 use crate::fire::TargetGuard;
 use crate::store::{self, StoreError};
+use crate::target_server::{self, TargetConfig, TargetServer};
 use crate::task::{Task, TaskSpec};
 
 /// Opens the demo endpoint's address in the allow-list if it is not open
@@ -64,4 +65,32 @@ pub(super) async fn ensure_demo_task(pool: &PgPool, url: &str) -> Result<Task, D
     let task = store::update_task(&mut tx, existing.id, &valid, now).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(task)
+}
+
+/// With `--demo`, the echo endpoint, its address opened in the
+/// allow-list; without, a hint when local targets would be refused.
+pub(super) async fn demo_server(
+    demo: bool,
+    settings: &mut Settings,
+    notes: &mut Vec<String>,
+) -> Result<Option<TargetServer>, DevError> {
+    if !demo {
+        if settings.allow_targets.is_empty() {
+            notes.push(
+                "hint: targets on this machine are refused by the private-address guard; \
+                 set SUNDIAL_ALLOW_TARGETS=127.0.0.1/32 to fire local endpoints"
+                    .to_string(),
+            );
+        }
+        return Ok(None);
+    }
+    let server = target_server::spawn(TargetConfig {
+        secrets: settings.signing_secrets.clone(),
+        record: false,
+        ..Default::default()
+    })
+    .await
+    .map_err(DevError::Demo)?;
+    open_for_demo(settings, server.addr.ip(), notes)?;
+    Ok(Some(server))
 }

@@ -49,7 +49,7 @@ use crate::queue::sqs::SqsQueue;
 use crate::queue::DispatchQueue;
 use crate::scan::ScanOptions;
 use crate::store::StoreError;
-use crate::target_server::{self, TargetConfig, TargetServer};
+use crate::target_server::TargetServer;
 use crate::task::Task;
 
 /// Defaults of `sundial dev` (the flags document the same values).
@@ -83,7 +83,7 @@ mod demo;
 mod loops;
 mod memory;
 
-use demo::{ensure_demo_task, open_for_demo};
+use demo::{demo_server, ensure_demo_task};
 pub(crate) use loops::grace_over;
 use loops::{bounded, consume_sqs_with_grace, scan_loop, serve_admin, status_loop};
 
@@ -239,38 +239,9 @@ pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
     };
     // Check the allow-list before touching anything.
     TargetGuard::new(&settings.allow_targets)?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))
-        .await
-        .map_err(|source| DevError::Bind {
-            port: opts.port,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| DevError::Bind {
-        port: opts.port,
-        source,
-    })?;
-
+    let (listener, addr) = bind_admin(opts.port).await?;
     let mut notes = Vec::new();
-    let demo_server = if opts.demo {
-        let server = target_server::spawn(TargetConfig {
-            secrets: settings.signing_secrets.clone(),
-            record: false,
-            ..Default::default()
-        })
-        .await
-        .map_err(DevError::Demo)?;
-        open_for_demo(&mut settings, server.addr.ip(), &mut notes)?;
-        Some(server)
-    } else {
-        if settings.allow_targets.is_empty() {
-            notes.push(
-                "hint: targets on this machine are refused by the private-address guard; \
-                 set SUNDIAL_ALLOW_TARGETS=127.0.0.1/32 to fire local endpoints"
-                    .to_string(),
-            );
-        }
-        None
-    };
+    let demo_server = demo_server(opts.demo, &mut settings, &mut notes).await?;
 
     // One process hosts everything, and dev always migrates.
     settings.db_pool_size = settings.db_pool_size.max(defaults::MIN_POOL_SIZE);
@@ -316,6 +287,16 @@ pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
         demo,
         notes,
     })
+}
+
+/// The admin API's port on 127.0.0.1 (0: any free port).
+async fn bind_admin(port: u16) -> Result<(TcpListener, SocketAddr), DevError> {
+    let bind_error = |source| DevError::Bind { port, source };
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
 }
 
 /// 32 random bytes, hex: the admin token when none is configured.
@@ -414,26 +395,12 @@ impl DevRunner {
             shutdown.clone(),
         ));
 
-        let mut report = DevReport::default();
-        match &queue {
-            QueueMode::Memory(q) => {
-                let consume = MemoryConsumeOptions {
-                    max_outstanding: settings.concurrency.saturating_mul(2),
-                    grace: opts.grace,
-                    redeliver_delay: defaults::REDELIVER_DELAY,
-                };
-                // The scanner may still finish a scan after the queue is
-                // closed: its sends then fail and it releases those leases.
-                let (process, handed_back) =
-                    consume_memory(&processor, &pool, q.clone(), &consume, shutdown.clone())
-                        .await?;
-                report.process = process;
-                report.shutdown = handed_back;
-            }
-            QueueMode::Sqs(q) => {
-                report.process = consume_sqs_with_grace(&processor, q, opts.grace, shutdown).await;
-            }
-        }
+        let (process, handed_back) = consume(&queue, &processor, &pool, &opts, shutdown).await?;
+        let mut report = DevReport {
+            process,
+            shutdown: handed_back,
+            ..Default::default()
+        };
 
         // Everything below has been told to stop; none of it should take
         // long, but a stuck database must not keep the process alive.
@@ -454,10 +421,37 @@ impl DevRunner {
     }
 }
 
+/// Runs the processor on the queue until shutdown (and its grace).
+async fn consume(
+    queue: &QueueMode,
+    processor: &Processor,
+    pool: &PgPool,
+    opts: &DevOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(ProcessReport, MemoryConsumeReport), DevError> {
+    match queue {
+        QueueMode::Memory(q) => {
+            let consume = MemoryConsumeOptions {
+                max_outstanding: opts.settings.concurrency.saturating_mul(2),
+                grace: opts.grace,
+                redeliver_delay: defaults::REDELIVER_DELAY,
+            };
+            // The scanner may still finish a scan after the queue is
+            // closed: its sends then fail and it releases those leases.
+            consume_memory(processor, pool, q.clone(), &consume, shutdown).await
+        }
+        QueueMode::Sqs(q) => {
+            let process = consume_sqs_with_grace(processor, q, opts.grace, shutdown).await;
+            Ok((process, MemoryConsumeReport::default()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
+    use super::demo::open_for_demo;
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
