@@ -23,6 +23,5 @@ pub mod sanitise;
 pub mod scan;
 pub mod schedule;
 pub mod store;
-pub mod target_server;
 pub mod task;
 pub mod worker;

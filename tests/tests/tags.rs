@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use sundial::admin::{self, AdminState};
 use sundial::config::Settings;
-use sundial::target_server::{self, TargetConfig};
 use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
+use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::database_url_for;
 
 const TOKEN: &str = "tags-test-token-0123456789";

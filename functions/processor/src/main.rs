@@ -85,7 +85,7 @@ mod tests {
     use sqlx::PgPool;
     use sundial::message::DispatchMessage;
     use sundial::queue::memory::MemoryQueue;
-    use sundial::target_server::{self, TargetConfig};
+    use sundial_target::{self as target_server, TargetConfig};
 
     /// An SQS event as Lambda delivers it, with the given (id, body) records.
     fn sqs_event(records: &[(&str, String)]) -> SqsEvent {

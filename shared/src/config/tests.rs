@@ -80,7 +80,7 @@ fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
 
 #[test]
 fn extra_ca_file_is_read_at_start() {
-    let ca = crate::target_server::tls::TestCa::generate().unwrap();
+    let ca = sundial_target::tls::TestCa::generate().unwrap();
     let two = format!("{}{}", ca.cert_pem(), ca.cert_pem());
     let path = temp_file("two-certs.pem", two.as_bytes());
     let s = Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())])).unwrap();

@@ -1,7 +1,13 @@
 //! `sundial dev --demo`: the echo endpoint's address opened in the
 //! allow-list, and the demo task registered (or reset) by name.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
 
 use chrono::Utc;
 use sqlx::PgPool;
@@ -10,7 +16,6 @@ use super::{defaults, DevError};
 use crate::config::Settings;
 use crate::fire::TargetGuard;
 use crate::store::{self, StoreError};
-use crate::target_server::{self, TargetConfig, TargetServer};
 use crate::task::{Task, TaskSpec};
 
 /// Opens the demo endpoint's address in the allow-list if it is not open
@@ -67,13 +72,69 @@ pub(super) async fn ensure_demo_task(pool: &PgPool, url: &str) -> Result<Task, D
     Ok(task)
 }
 
+/// The demo's echo endpoint on 127.0.0.1: `/echo` answers 200 with what
+/// it received (method, path, the `Idempotency-Key` and `Sundial-*`
+/// headers, the body's size), so a newcomer sees what a target gets.
+pub struct DemoServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoServer {
+    /// Starts it on a free port.
+    async fn start() -> std::io::Result<DemoServer> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let app = Router::new().fallback(echo);
+        let task = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::warn!(error = %err, "demo echo endpoint stopped");
+            }
+        });
+        Ok(DemoServer { addr, task })
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Echoes a request: method, path, the headers Sundial sets, body size.
+async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Json<Value> {
+    let sundial: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            name.starts_with("sundial-") || name == "idempotency-key"
+        })
+        .map(|(name, value)| {
+            let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), Value::String(text))
+        })
+        .collect();
+    Json(json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "headers": sundial,
+        "body_bytes": body.len(),
+    }))
+}
+
 /// With `--demo`, the echo endpoint, its address opened in the
 /// allow-list; without, a hint when local targets would be refused.
 pub(super) async fn demo_server(
     demo: bool,
     settings: &mut Settings,
     notes: &mut Vec<String>,
-) -> Result<Option<TargetServer>, DevError> {
+) -> Result<Option<DemoServer>, DevError> {
     if !demo {
         if settings.allow_targets.is_empty() {
             notes.push(
@@ -84,13 +145,7 @@ pub(super) async fn demo_server(
         }
         return Ok(None);
     }
-    let server = target_server::spawn(TargetConfig {
-        secrets: settings.signing_secrets.clone(),
-        record: false,
-        ..Default::default()
-    })
-    .await
-    .map_err(DevError::Demo)?;
+    let server = DemoServer::start().await.map_err(DevError::Demo)?;
     open_for_demo(settings, server.addr.ip(), notes)?;
     Ok(Some(server))
 }

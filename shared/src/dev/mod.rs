@@ -21,7 +21,7 @@
 //! leased. (A hard kill loses nothing either: leases lapse after
 //! `SUNDIAL_LEASE_SECS` and the scanner dispatches again.)
 //!
-//! `--demo` adds a built-in echo endpoint ([`crate::target_server`]) and a
+//! `--demo` adds a built-in echo endpoint ([`DemoServer`]) and a
 //! task `sundial-demo` firing it every 10 seconds. The target guard has no
 //! per-port entries, so the demo opens `127.0.0.1/32` (every port on that
 //! one address, for this process only) when the allow-list does not.
@@ -49,7 +49,6 @@ use crate::queue::sqs::SqsQueue;
 use crate::queue::DispatchQueue;
 use crate::scan::ScanOptions;
 use crate::store::StoreError;
-use crate::target_server::TargetServer;
 use crate::task::Task;
 
 /// Defaults of `sundial dev` (the flags document the same values).
@@ -83,6 +82,7 @@ mod demo;
 mod loops;
 mod memory;
 
+pub use demo::DemoServer;
 use demo::{demo_server, ensure_demo_task};
 pub(crate) use loops::grace_over;
 use loops::{bounded, consume_sqs_with_grace, scan_loop, serve_admin, status_loop};
@@ -211,7 +211,7 @@ pub struct DevRunner {
     router: Router,
     queue: QueueMode,
     processor: Arc<Processor>,
-    demo: Option<(TargetServer, Task)>,
+    demo: Option<(DemoServer, Task)>,
     notes: Vec<String>,
 }
 
