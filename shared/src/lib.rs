@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backfill;
 pub mod config;
 pub mod dev;
 pub mod fire;
@@ -25,4 +26,5 @@ pub mod schedule;
 pub mod store;
 pub mod target_server;
 pub mod task;
+pub mod trigger;
 pub mod worker;

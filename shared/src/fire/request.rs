@@ -17,7 +17,7 @@ use url::Url;
 
 use super::client::{build_http_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
-use super::signing::Signer;
+use super::signing::{Covered, Signer};
 use super::FireError;
 use crate::sanitise::{body_excerpt, clean_text, BodyInfo};
 
@@ -54,6 +54,21 @@ pub struct FireRequest {
     /// The flow the request counts against ([`crate::flow`]); `None`: the
     /// URL's `host:port`.
     pub flow: Option<String>,
+    /// What the request fires, sent as `Sundial-Trigger`,
+    /// `Sundial-Attempt` and `Sundial-Scheduled-For` (signed with the
+    /// rest); `None` sends none of them (bench sinks).
+    pub fired_for: Option<FiredFor>,
+}
+
+/// The occurrence and attempt a request fires, for the `Sundial-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FiredFor {
+    /// `Sundial-Trigger`.
+    pub trigger: crate::trigger::Trigger,
+    /// `Sundial-Attempt`, 1 for the first.
+    pub attempt: u32,
+    /// `Sundial-Scheduled-For`: the occurrence.
+    pub scheduled_for: DateTime<Utc>,
 }
 
 /// What to do about an outcome.
@@ -148,6 +163,8 @@ struct Prepared {
     body: Option<String>,
     /// The signature's timestamp, for re-signing when a redirect drops the body.
     signed_at: i64,
+    /// The values of the signed headers, for the same.
+    covered: [String; 4],
 }
 
 /// What came back from the target before the body was consumed.
@@ -296,8 +313,29 @@ impl Firer {
             }
         })?;
         headers.insert(HeaderName::from_static("idempotency-key"), key);
+        let mut covered = [
+            req.idempotency_key.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ];
+        if let Some(f) = &req.fired_for {
+            covered[1] = f.trigger.as_str().to_owned();
+            covered[2] = f.attempt.to_string();
+            covered[3] = crate::trigger::scheduled_for_value(f.scheduled_for);
+            for (name, value) in [
+                ("sundial-trigger", &covered[1]),
+                ("sundial-attempt", &covered[2]),
+                ("sundial-scheduled-for", &covered[3]),
+            ] {
+                // Fixed words, digits and an RFC 3339 instant: always valid.
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+        }
         let body = req.body.as_deref().unwrap_or("");
-        self.sign(&mut headers, body.as_bytes(), now_unix);
+        self.sign(&mut headers, &covered, body.as_bytes(), now_unix);
         if req.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -307,6 +345,7 @@ impl Firer {
             headers,
             body: req.body.clone(),
             signed_at: now_unix,
+            covered,
         })
     }
 
@@ -324,6 +363,7 @@ impl Firer {
             mut headers,
             mut body,
             signed_at,
+            covered,
         } = prepared;
         let origin = url.origin();
         let mut left_origin = false;
@@ -362,7 +402,7 @@ impl Firer {
                 body = None;
                 headers.remove(CONTENT_TYPE);
                 if !left_origin {
-                    self.sign(&mut headers, b"", signed_at);
+                    self.sign(&mut headers, &covered, b"", signed_at);
                 }
             }
             if !left_origin && next.origin() != origin {
@@ -379,10 +419,12 @@ impl Firer {
         }
     }
 
-    /// Set (or, with no signing secret, leave out) `Sundial-Signature` over `body`.
-    fn sign(&self, headers: &mut HeaderMap, body: &[u8], signed_at: i64) {
+    /// Set (or, with no signing secret, leave out) `Sundial-Signature` over
+    /// the covered headers and `body`.
+    fn sign(&self, headers: &mut HeaderMap, covered: &[String; 4], body: &[u8], signed_at: i64) {
         headers.remove(SIGNATURE_HEADER_NAME);
-        if let Some(signature) = self.signer.sign(body, signed_at) {
+        let covered = Covered([&covered[0], &covered[1], &covered[2], &covered[3]]);
+        if let Some(signature) = self.signer.sign(&covered, body, signed_at) {
             // Hex and digits only, so always a valid header value.
             if let Ok(value) = HeaderValue::from_str(&signature) {
                 headers.insert(HeaderName::from_static(SIGNATURE_HEADER_NAME), value);
@@ -499,6 +541,9 @@ fn is_reserved(name: &HeaderName) -> bool {
         name.as_str(),
         "idempotency-key"
             | "sundial-signature"
+            | "sundial-trigger"
+            | "sundial-attempt"
+            | "sundial-scheduled-for"
             | "host"
             | "content-length"
             | "transfer-encoding"

@@ -3,6 +3,8 @@
 //!
 //! * [`tasks`]: the task rows (create, read, list, edit, pause, delete) and
 //!   the first occurrence of rows inserted with plain SQL;
+//! * [`backfills`]: backfill requests, their lease and cursor, and their
+//!   progress;
 //! * [`claims`]: what the scanner does to due rows (claim, release, advance
 //!   `overlap = allow` rows past what is queued) and the backlog figures;
 //! * [`outcomes`]: the processor's batched write-back of runs, retries,
@@ -28,6 +30,7 @@ use sqlx::PgPool;
 
 use crate::task::InvalidField;
 
+pub mod backfills;
 pub mod claims;
 pub mod flow_config;
 pub mod flows;
@@ -40,6 +43,7 @@ pub mod pauses;
 pub mod runs;
 pub mod tasks;
 
+pub use backfills::*;
 pub use claims::*;
 pub use flow_config::*;
 pub use flows::*;
