@@ -126,7 +126,8 @@ pub struct Round {
     pub dispatched: u64,
     /// Occurrences passed over (recorded already).
     pub skipped_existing: u64,
-    /// The whole range is dispatched.
+    /// The whole range is dispatched (for the scanner's round: of one of
+    /// the backfills it continued).
     pub finished: bool,
 }
 
@@ -340,6 +341,7 @@ pub async fn continue_backfills(
             Ok(round) => {
                 total.dispatched += round.dispatched;
                 total.skipped_existing += round.skipped_existing;
+                total.finished |= round.finished;
                 if round.dispatched > 0 || round.finished {
                     tracing::info!(
                         backfill = id,
