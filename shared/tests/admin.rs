@@ -939,7 +939,11 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
     let range = json!({"from": Utc::now() - chrono::Duration::hours(1),
                        "to": Utc::now() - chrono::Duration::minutes(30)});
     let (status, backfill) = api
-        .call("POST", &format!("/v1/tasks/{id}/backfill"), Some(range.clone()))
+        .call(
+            "POST",
+            &format!("/v1/tasks/{id}/backfill"),
+            Some(range.clone()),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{backfill}");
     let backfill_id = backfill["id"].to_string();
@@ -947,7 +951,10 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
     routes.sort_by_key(|(m, _)| m == "DELETE");
     for (method, template) in routes {
         let path = template
-            .replace("/v1/backfills/{id}", &format!("/v1/backfills/{backfill_id}"))
+            .replace(
+                "/v1/backfills/{id}",
+                &format!("/v1/backfills/{backfill_id}"),
+            )
             .replace("{id}", &id)
             .replace("{key}", "example.com%3A443");
         let body = match (method.as_str(), template.as_str()) {

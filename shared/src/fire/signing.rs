@@ -269,14 +269,13 @@ mod tests {
             Err(SigningError::Mismatch)
         );
         // Each covered header is inside the MAC.
-        for i in 0..4 {
+        for (i, name) in SIGNED_HEADERS.iter().enumerate() {
             let mut changed = FIRED;
             changed.0[i] = "retry";
             assert_eq!(
                 check(&changed, b"{\"a\":1}", &["s1"]),
                 Err(SigningError::Mismatch),
-                "{}",
-                SIGNED_HEADERS[i]
+                "{name}"
             );
         }
     }
