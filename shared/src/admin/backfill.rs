@@ -126,6 +126,27 @@ pub async fn backfill_task(
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }
 
+/// OpenAPI links for the backfill routes: a created task's id is a
+/// backfill's task, a backfill's id is what `GET /v1/backfills/{id}`
+/// shows (clients, and schemathesis's stateful phase, follow them).
+pub fn document_links(doc: &mut serde_json::Value) {
+    let link = |operation: &str| serde_json::json!({"operationId": operation, "parameters": {"id": "$response.body#/id"}});
+    let paths = &mut doc["paths"];
+    if let Some(created) = paths["/v1/tasks"]["post"]["responses"]["201"].as_object_mut() {
+        created.insert(
+            "links".into(),
+            serde_json::json!({"BackfillTask": link("backfill_task")}),
+        );
+    }
+    let started = &mut paths["/v1/tasks/{id}/backfill"]["post"]["responses"]["202"];
+    if let Some(started) = started.as_object_mut() {
+        started.insert(
+            "links".into(),
+            serde_json::json!({"ShowBackfill": link("show_backfill")}),
+        );
+    }
+}
+
 /// Only a JSON object will do (serde would read a struct from an array).
 fn backfill_request(body: &[u8]) -> Result<BackfillRequest> {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {

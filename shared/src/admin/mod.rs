@@ -310,7 +310,9 @@ impl utoipa::Modify for BearerAuth {
 /// The OpenAPI document (also served at `/openapi.json`): utoipa's,
 /// made to state every rule and status the API enforces (see [`openapi`]).
 pub fn openapi() -> serde_json::Value {
-    openapi::truthful(ApiDoc::openapi())
+    let mut doc = openapi::truthful(ApiDoc::openapi());
+    backfill::document_links(&mut doc);
+    doc
 }
 
 #[async_trait]
