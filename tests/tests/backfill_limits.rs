@@ -286,3 +286,54 @@ async fn a_backfill_stopped_half_way_is_finished_by_the_scanner_with_nothing_los
     assert_eq!(progress["dispatched"], 1000);
     assert!(progress["last_error"].is_null(), "{progress}");
 }
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn a_backfill_is_paced_by_its_flow_and_waits_while_the_flow_is_booked(pool: PgPool) {
+    // GIVEN a task whose flow is limited to 2 requests per second.
+    let queue = Arc::new(MemoryQueue::new(20_000));
+    let app = router(&pool, queue.clone());
+    let task = per_second_task(&pool, "paced").await;
+    sqlx::query("INSERT INTO flows (key, rate_per_sec, burst) VALUES ('127.0.0.1:9', 2, 1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let from = start();
+    let to = from + chrono::Duration::seconds(300);
+
+    // WHEN 300 occurrences are backfilled.
+    let body = json!({"from": from, "to": to});
+    let (status, progress) = call(
+        &app,
+        "POST",
+        &format!("/v1/tasks/{task}/backfill"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{progress}");
+
+    // THEN its chunks take the flow's slots, half a second apart: after the
+    // first the flow is booked 50 s ahead (within the 60 s a backfill may
+    // book), after the second 100 s, so the third waits for a later round.
+    let (_, progress) = call(
+        &app,
+        "GET",
+        &format!("/v1/backfills/{}", progress["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(progress["state"], "dispatching", "{progress}");
+    assert_eq!(progress["dispatched"], 200, "{progress}");
+    let mut sent = queue.drain();
+    sent.sort_by_key(|m| m.fire_at);
+    let fire_at: Vec<DateTime<Utc>> = sent.iter().filter_map(|m| m.fire_at).collect();
+    assert_eq!(fire_at.len(), 200);
+    for pair in fire_at.windows(2) {
+        // (The flow's slot is kept to the microsecond between chunks.)
+        let gap = (pair[1] - pair[0]).num_microseconds().unwrap();
+        assert!((499_999..=500_001).contains(&gap), "{gap} µs");
+    }
+    assert!(sent.iter().skip(1).all(|m| m.paced_ms > 0));
+    let round =
+        sundial::backfill::continue_backfills(&pool, queue.as_ref(), Duration::from_secs(10)).await;
+    assert_eq!(round.dispatched, 0, "the flow is still booked ahead");
+}
