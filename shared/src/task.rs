@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::schedule::{parse_zone, Schedule, ScheduleError, Tz};
 
+mod tags;
+pub use tags::{validate_tag, validate_tags, MAX_TAGS, MAX_TAG_CHARS};
+
 /// HTTP methods a task may use (mirrors the `tasks_method_known` CHECK).
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// Bounds of `timeout_ms` (mirrors the `tasks_timeout_range` CHECK).
@@ -108,6 +111,8 @@ pub struct Task {
     pub flow_key: Option<String>,
     /// The flow in force: `flow_key`, else the URL's `host:port`.
     pub flow: String,
+    /// Labels to group tasks by; each one is a `Tag` metric dimension.
+    pub tags: Vec<String>,
     /// Auto-pause, the pause in force, the failure incident, notify URL.
     #[serde(flatten)]
     #[sqlx(flatten)]
@@ -185,6 +190,11 @@ pub struct TaskSpec {
     /// `SUNDIAL_NOTIFY_URL`.
     #[serde(default)]
     pub notify_url: Option<String>,
+    /// Labels to group tasks by (at most 10; letters, digits and
+    /// `_ . : / = -`, 1 to 64 characters each). Lag and failure metrics
+    /// carry one `Tag` dimension per tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 fn default_timezone() -> String {
@@ -235,6 +245,7 @@ impl TaskSpec {
             flow_key: None,
             pause_after_failures: None,
             notify_url: None,
+            tags: Vec::new(),
         }
     }
 
@@ -259,6 +270,7 @@ impl TaskSpec {
             flow_key: task.flow_key.clone(),
             pause_after_failures: task.alerting.pause_after_failures,
             notify_url: task.alerting.notify_url.clone(),
+            tags: task.tags.clone(),
         })
     }
 
@@ -350,6 +362,7 @@ impl TaskSpec {
             self.flow_key = Some(validate_flow_key("flow_key", key)?);
         }
         crate::pause::validate_alerting(self)?;
+        self.tags = validate_tags(&self.tags)?;
         Ok((schedule, zone))
     }
 }

@@ -65,7 +65,7 @@ async fn handle(
     let (_keep, never) = tokio::sync::watch::channel(false);
     let report = run_worker(processor, inbox.clone(), &opts, never).await;
     let failures = inbox.failures();
-    metrics::for_process(&report).emit(function);
+    metrics::emit_process(&report, function);
     tracing::info!(?report, failures = failures.len(), "batch processed");
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures
