@@ -20,6 +20,7 @@
 //! booked more than [`AHEAD`] into the future, it waits for the next
 //! round, so scheduled occurrences of the same flow keep their turn.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -154,21 +155,9 @@ pub async fn dispatch(
     };
     let mut cursor = row.cursor;
     loop {
-        let Some(task) = store::backfill_task(pool, row.task_id).await? else {
+        let Some(task) = ready_task(pool, &row, held).await? else {
             return Ok(round);
         };
-        if !task.enabled {
-            let why = "the task is paused; the backfill continues when it is resumed";
-            store::pause_backfill(pool, row.id, held, Some(why)).await?;
-            return Ok(round);
-        }
-        let now = Utc::now();
-        if let Some(booked) = store::flow_booked_until(pool, &task.flow).await? {
-            if booked > now + AHEAD {
-                store::pause_backfill(pool, row.id, held, None).await?;
-                return Ok(round);
-            }
-        }
         let chunk = occurrences(
             &timing.schedule,
             timing.zone,
@@ -177,7 +166,7 @@ pub async fn dispatch(
             cursor,
             CHUNK,
         );
-        let Some(&last) = chunk.last() else {
+        if chunk.is_empty() {
             let progress = Progress {
                 cursor: cursor.unwrap_or(row.range_from),
                 dispatched: 0,
@@ -189,88 +178,130 @@ pub async fn dispatch(
             store::record_progress(pool, row.id, held, &progress).await?;
             round.finished = true;
             return Ok(round);
-        };
-        let recorded: std::collections::HashSet<DateTime<Utc>> =
-            store::occurrences_with_runs(pool, row.task_id, &chunk)
-                .await?
-                .into_iter()
-                .collect();
-        let mut sending = Vec::with_capacity(chunk.len());
-        for &occurrence in &chunk {
-            let has_run = recorded.contains(&occurrence);
-            if has_run && row.mode == BackfillMode::Missing {
-                continue;
-            }
-            let message = DispatchMessage {
-                backfill: Some(BackfillRef {
-                    id: row.id,
-                    rerun: has_run,
-                }),
-                ..DispatchMessage::new(row.task_id, occurrence, task.version)
-            };
-            sending.push(message);
         }
-        let skipped = (chunk.len() - sending.len()) as i32;
-        let outgoing = pace(pool, &task.flow, sending).await?;
-        let report = queue.send(&outgoing).await;
-        // What reached the queue, up to the first refusal: the cursor moves
-        // to the occurrence before it (what follows is sent again later).
-        let first_failed = report.failed.iter().min().copied();
-        let sent_upto = first_failed.unwrap_or(outgoing.len());
-        let (new_cursor, finished) = match first_failed.and_then(|i| outgoing.get(i)) {
-            Some(refused) => (
-                chunk
-                    .iter()
-                    .rev()
-                    .find(|&&o| o < refused.message.occurrence)
-                    .copied()
-                    .or(cursor),
-                false,
-            ),
-            None => (Some(last), false),
-        };
-        let skipped_before = match first_failed.and_then(|i| outgoing.get(i)) {
-            Some(refused) => chunk
-                .iter()
-                .filter(|&&o| o < refused.message.occurrence && recorded.contains(&o))
-                .filter(|_| row.mode == BackfillMode::Missing)
-                .count() as i32,
-            None => skipped,
-        };
-        let next_lease = store::lease_from(Utc::now(), LEASE);
-        let keep = first_failed.is_none() && started.elapsed() < budget;
-        let progress = Progress {
-            cursor: new_cursor.unwrap_or(row.range_from),
-            dispatched: sent_upto as i32,
-            skipped_existing: skipped_before,
-            finished,
-            lease_until: keep.then_some(next_lease),
-            error: report
-                .first_error
-                .clone()
-                .filter(|_| first_failed.is_some())
-                .map(|e| format!("the queue refused messages: {e}")),
-        };
-        if new_cursor.is_none() {
-            // Nothing before the refusal: leave the cursor where it was.
-            store::pause_backfill(pool, row.id, held, progress.error.as_deref()).await?;
+        let sent = send_chunk(pool, queue, &row, &task, &chunk, held, started, budget).await?;
+        let Some(progress) = sent else {
             return Ok(round);
-        }
-        if !store::record_progress(pool, row.id, held, &progress).await? {
-            tracing::warn!(
-                backfill = row.id,
-                "lost the backfill's lease; another dispatcher continues"
-            );
+        };
+        round.dispatched += progress.dispatched as u64;
+        round.skipped_existing += progress.skipped_existing as u64;
+        let Some(next) = progress.lease_until else {
             return Ok(round);
-        }
-        round.dispatched += sent_upto as u64;
-        round.skipped_existing += skipped_before as u64;
-        if !keep {
-            return Ok(round);
-        }
-        held = next_lease;
-        cursor = new_cursor;
+        };
+        held = next;
+        cursor = Some(progress.cursor);
     }
+}
+
+/// The task, if the backfill may go on now: it exists, is not paused, and
+/// its flow is not booked more than [`AHEAD`]. Otherwise the round ends
+/// (the lease is dropped, with the reason).
+async fn ready_task(
+    pool: &sqlx::PgPool,
+    row: &BackfillRow,
+    held: DateTime<Utc>,
+) -> Result<Option<store::BackfillTask>, StoreError> {
+    let Some(task) = store::backfill_task(pool, row.task_id).await? else {
+        return Ok(None);
+    };
+    if !task.enabled {
+        let why = "the task is paused; the backfill continues when it is resumed";
+        store::pause_backfill(pool, row.id, held, Some(why)).await?;
+        return Ok(None);
+    }
+    if let Some(booked) = store::flow_booked_until(pool, &task.flow).await? {
+        if booked > Utc::now() + AHEAD {
+            store::pause_backfill(pool, row.id, held, None).await?;
+            return Ok(None);
+        }
+    }
+    Ok(Some(task))
+}
+
+/// Sends one chunk and moves the cursor past what the queue took: to the
+/// last occurrence of the chunk, or, when the queue refused a message, to
+/// the one before it (what follows goes out again later). `None` when
+/// nothing could move (the lease was lost, or the first message was
+/// refused); the round then ends.
+#[allow(clippy::too_many_arguments)]
+async fn send_chunk(
+    pool: &sqlx::PgPool,
+    queue: &dyn DispatchQueue,
+    row: &BackfillRow,
+    task: &store::BackfillTask,
+    chunk: &[DateTime<Utc>],
+    held: DateTime<Utc>,
+    started: Instant,
+    budget: Duration,
+) -> Result<Option<Progress>, StoreError> {
+    let recorded: HashSet<DateTime<Utc>> = store::occurrences_with_runs(pool, row.task_id, chunk)
+        .await?
+        .into_iter()
+        .collect();
+    let passed_over = |o: &DateTime<Utc>| row.mode == BackfillMode::Missing && recorded.contains(o);
+    let messages = messages_of(row, task, chunk, &recorded);
+    let outgoing = pace(pool, &task.flow, messages).await?;
+    let report = if outgoing.is_empty() {
+        Default::default()
+    } else {
+        queue.send(&outgoing).await
+    };
+    let refused = report
+        .failed
+        .iter()
+        .min()
+        .and_then(|&i| outgoing.get(i).map(|o| (i, o.message.occurrence)));
+    // Everything before the first refusal is on the queue or passed over.
+    let (sent, done): (usize, Vec<&DateTime<Utc>>) = match refused {
+        Some((i, at)) => (i, chunk.iter().filter(|&&o| o < at).collect()),
+        None => (outgoing.len(), chunk.iter().collect()),
+    };
+    let error = refused.map(|_| {
+        let why = report.first_error.as_deref().unwrap_or("no reason given");
+        format!("the queue refused messages: {why}")
+    });
+    let Some(&&cursor) = done.last() else {
+        store::pause_backfill(pool, row.id, held, error.as_deref()).await?;
+        return Ok(None);
+    };
+    let keep = refused.is_none() && started.elapsed() < budget;
+    let progress = Progress {
+        cursor,
+        dispatched: sent as i32,
+        skipped_existing: done.iter().filter(|o| passed_over(o)).count() as i32,
+        finished: false,
+        lease_until: keep.then(|| store::lease_from(Utc::now(), LEASE)),
+        error,
+    };
+    if !store::record_progress(pool, row.id, held, &progress).await? {
+        tracing::warn!(
+            backfill = row.id,
+            "lost the backfill's lease; another dispatcher continues"
+        );
+        return Ok(None);
+    }
+    Ok(Some(progress))
+}
+
+/// The messages of a chunk: every occurrence in mode `all` (a recorded one
+/// as a re-run), the ones without a run in mode `missing`.
+fn messages_of(
+    row: &BackfillRow,
+    task: &store::BackfillTask,
+    chunk: &[DateTime<Utc>],
+    recorded: &HashSet<DateTime<Utc>>,
+) -> Vec<DispatchMessage> {
+    chunk
+        .iter()
+        .filter(|o| row.mode == BackfillMode::All || !recorded.contains(o))
+        .map(|&occurrence| DispatchMessage {
+            backfill: Some(BackfillRef {
+                id: row.id,
+                rerun: recorded.contains(&occurrence),
+            }),
+            ..DispatchMessage::new(row.task_id, occurrence, task.version)
+        })
+        .collect()
 }
 
 /// Times each message as the scanner would: now, or the slot the flow's

@@ -313,27 +313,7 @@ impl Firer {
             }
         })?;
         headers.insert(HeaderName::from_static("idempotency-key"), key);
-        let mut covered = [
-            req.idempotency_key.clone(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ];
-        if let Some(f) = &req.fired_for {
-            covered[1] = f.trigger.as_str().to_owned();
-            covered[2] = f.attempt.to_string();
-            covered[3] = crate::trigger::scheduled_for_value(f.scheduled_for);
-            for (name, value) in [
-                ("sundial-trigger", &covered[1]),
-                ("sundial-attempt", &covered[2]),
-                ("sundial-scheduled-for", &covered[3]),
-            ] {
-                // Fixed words, digits and an RFC 3339 instant: always valid.
-                if let Ok(value) = HeaderValue::from_str(value) {
-                    headers.insert(HeaderName::from_static(name), value);
-                }
-            }
-        }
+        let covered = occurrence_headers(&mut headers, req);
         let body = req.body.as_deref().unwrap_or("");
         self.sign(&mut headers, &covered, body.as_bytes(), now_unix);
         if req.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
@@ -511,6 +491,34 @@ enum SendError {
     Http(reqwest::Error),
     /// A redirect hop the guard refused, or one hop too many.
     Guard(GuardError),
+}
+
+/// Sets `Sundial-Trigger`, `Sundial-Attempt` and `Sundial-Scheduled-For`
+/// (when the request fires an occurrence) and returns the values the
+/// signature covers, in [`super::signing::SIGNED_HEADERS`] order.
+fn occurrence_headers(headers: &mut HeaderMap, req: &FireRequest) -> [String; 4] {
+    let key = req.idempotency_key.clone();
+    let Some(f) = &req.fired_for else {
+        return [key, String::new(), String::new(), String::new()];
+    };
+    let covered = [
+        key,
+        f.trigger.as_str().to_owned(),
+        f.attempt.to_string(),
+        crate::trigger::scheduled_for_value(f.scheduled_for),
+    ];
+    let names = [
+        "sundial-trigger",
+        "sundial-attempt",
+        "sundial-scheduled-for",
+    ];
+    for (name, value) in names.into_iter().zip(&covered[1..]) {
+        // Fixed words, digits and an RFC 3339 instant: always valid.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    covered
 }
 
 /// `Sundial-Signature`, as the lower-case name `HeaderName` requires.
