@@ -364,6 +364,7 @@ impl Pipeline {
             timeout: Duration::from_secs(10),
             idempotency_key: "warm-up".into(),
             flow: None,
+            fired_for: None,
         };
         // One first: over HTTPS, requests started before the first ALPN
         // answer each open a connection of their own, even where HTTP/2

@@ -292,6 +292,7 @@ async fn http_only(target: &Target, n: u64, hold_ms: u64) -> Result<HttpOnly> {
             timeout: Duration::from_millis(hold_ms + 30_000),
             idempotency_key: format!("{i}:memory"),
             flow: None,
+            fired_for: None,
         })
         .collect();
     let baseline = idle_rss_kib().await;

@@ -231,6 +231,7 @@ async fn run_baseline(target: &Target, tasks: u64, timeout: Duration) -> Result<
             timeout,
             idempotency_key: format!("{i}:baseline"),
             flow: None,
+            fired_for: None,
         })
         .collect();
     let meter = Meter::start(target.pid());

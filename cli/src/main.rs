@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backfill;
 mod dev;
 mod flows;
 mod pipeline;

@@ -1,5 +1,5 @@
-//! `sundial tasks add|list|show|pause|resume|trigger|delete|runs`: a
-//! client of the admin API (whose [`Client`] and printing helpers
+//! `sundial tasks add|list|show|pause|resume|trigger|backfill|delete|runs`:
+//! a client of the admin API (whose [`Client`] and printing helpers
 //! `sundial status` and `sundial flows` share).
 //!
 //! Human tables by default, the API's JSON with `--json`. An API error is
@@ -41,6 +41,9 @@ pub enum TasksCmd {
     Resume(TaskRef),
     /// Fire a task once now, outside its schedule.
     Trigger(TaskRef),
+    /// Fire the occurrences of a past range (those without a run, or
+    /// `--all`), following the backfill with a progress bar.
+    Backfill(crate::backfill::BackfillArgs),
     /// Delete a task and its run history.
     Delete(TaskRef),
     /// Run history of a task, newest first.
@@ -185,6 +188,11 @@ pub struct ListArgs {
 
 /// Runs a `sundial tasks` command, printing to stdout.
 pub async fn run(cmd: TasksCmd) -> anyhow::Result<()> {
+    if let TasksCmd::Backfill(args) = cmd {
+        // Progress goes out as it happens.
+        let tty = crate::backfill::stdout_is_tty();
+        return crate::backfill::run(args, &mut std::io::stdout(), tty).await;
+    }
     let mut out = Vec::new();
     let result = run_to(cmd, &mut out).await;
     std::io::stdout().write_all(&out)?;
@@ -194,6 +202,7 @@ pub async fn run(cmd: TasksCmd) -> anyhow::Result<()> {
 /// [`run`], writing to `out`.
 pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
     let opts = match &cmd {
+        TasksCmd::Backfill(args) => return crate::backfill::run(args.clone(), out, false).await,
         TasksCmd::Add(a) => &a.api,
         TasksCmd::List(a) => &a.api,
         TasksCmd::Runs(a) => &a.api,
@@ -264,6 +273,8 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 )
             })
         }
+        // Answered above, as it follows the backfill while it runs.
+        TasksCmd::Backfill(_) => String::new(),
         TasksCmd::Delete(TaskRef { id, .. }) => {
             api.call(Method::DELETE, &format!("/v1/tasks/{id}"), &[], None, &[])
                 .await?;

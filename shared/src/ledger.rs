@@ -91,6 +91,11 @@ pub struct RunFacts {
     pub error: Option<String>,
     /// Fired by hand (`POST /trigger`), not by the schedule.
     pub manual: bool,
+    /// The `Sundial-Trigger` of the attempt recorded (`schedule`, `retry`,
+    /// `catch-up`, `backfill`, `manual`).
+    pub trigger: crate::trigger::Trigger,
+    /// The backfill that fired it, if one did.
+    pub backfill_id: Option<i64>,
 }
 
 /// The task as it is now: what it waits on and who holds it.
@@ -577,7 +582,15 @@ pub fn summary(entry: &Entry) -> String {
             } else {
                 String::new()
             };
-            let manual = if run.manual { " (by hand)" } else { "" };
+            let manual = if run.manual {
+                " (by hand)"
+            } else if run.backfill_id.is_some() {
+                " (by a backfill)"
+            } else if run.trigger == crate::trigger::Trigger::CatchUp {
+                " (catching up)"
+            } else {
+                ""
+            };
             match run.status.as_str() {
                 "succeeded" => format!("{head} {fired}{manual}, {answer}{attempts}"),
                 outcome => {

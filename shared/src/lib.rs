@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backfill;
 pub mod config;
 pub mod dev;
 pub mod fire;
@@ -24,4 +25,5 @@ pub mod scan;
 pub mod schedule;
 pub mod store;
 pub mod task;
+pub mod trigger;
 pub mod worker;

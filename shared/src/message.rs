@@ -38,6 +38,21 @@ pub struct DispatchMessage {
     /// as the run's pacing, apart from its lateness.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub paced_ms: u64,
+    /// Sent by a backfill (`POST /v1/tasks/{id}/backfill`): like a manual
+    /// firing it is recorded but never moves the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillRef>,
+}
+
+/// The backfill a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BackfillRef {
+    /// `backfills.id`.
+    pub id: i64,
+    /// The occurrence has a recorded run already (mode `all`): this one is
+    /// recorded beside it, as the backfill's re-run (`task_runs.rerun`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -70,7 +85,20 @@ impl DispatchMessage {
             manual: false,
             fire_at: None,
             paced_ms: 0,
+            backfill: None,
         }
+    }
+
+    /// Outside the schedule (by hand or by a backfill): recorded as a run,
+    /// but it holds no lease and never moves the schedule.
+    pub fn off_schedule(&self) -> bool {
+        self.manual || self.backfill.is_some()
+    }
+
+    /// `task_runs.rerun` of the run this message records: the backfill's
+    /// id for a re-run, else 0 (the occurrence's own run).
+    pub fn rerun(&self) -> i64 {
+        self.backfill.filter(|b| b.rerun).map_or(0, |b| b.id)
     }
 
     /// The same message, to be fired at `at`.

@@ -161,6 +161,11 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
         )
         .value("AutoResumed", Unit::Count, summary.resumed as f64)
         .value(
+            "BackfillEnqueued",
+            Unit::Count,
+            summary.backfill_dispatched as f64,
+        )
+        .value(
             "ScanDurationMs",
             Unit::Milliseconds,
             summary.elapsed_ms as f64,

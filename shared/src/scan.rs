@@ -107,6 +107,8 @@ pub struct ScanSummary {
     pub resumed: u64,
     /// Notifications delivered (or given up) by this tick.
     pub notifications: crate::notify::DeliveryReport,
+    /// Backfill messages this tick sent ([`crate::backfill::continue_backfills`]).
+    pub backfill_dispatched: u64,
 }
 
 /// A scan could not talk to the database.
@@ -230,6 +232,11 @@ pub async fn tick(
     let started = Instant::now();
     let started_at = Utc::now();
     let mut summary = scan(pool, queue, opts).await?;
+    // Unfinished backfills go on with what is left of the budget.
+    let left = opts.budget.saturating_sub(started.elapsed());
+    summary.backfill_dispatched = crate::backfill::continue_backfills(pool, queue, left)
+        .await
+        .dispatched;
     match purge_history(pool, opts.retention_days).await {
         Ok(n) => summary.purged_runs = n,
         Err(err) => tracing::warn!(error = %err, "cannot purge old runs; trying again next tick"),

@@ -39,6 +39,9 @@ pub const MAX_HEADER_VALUE_CHARS: usize = 8192;
 pub const RESERVED_HEADERS: &[&str] = &[
     "idempotency-key",
     "sundial-signature",
+    "sundial-trigger",
+    "sundial-attempt",
+    "sundial-scheduled-for",
     "host",
     "content-length",
     "transfer-encoding",

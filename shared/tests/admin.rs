@@ -909,6 +909,8 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
         ("POST", "/v1/tasks/{id}/pause"),
         ("POST", "/v1/tasks/{id}/resume"),
         ("POST", "/v1/tasks/{id}/trigger"),
+        ("POST", "/v1/tasks/{id}/backfill"),
+        ("GET", "/v1/backfills/{id}"),
         ("GET", "/v1/tasks/{id}/runs"),
         ("GET", "/v1/tasks/{id}/occurrences"),
         ("GET", "/v1/flows"),
@@ -934,13 +936,29 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
         .call("PUT", "/v1/flows/example.com%3A443", Some(json!({})))
         .await;
     assert_eq!(status, StatusCode::OK);
+    let range = json!({"from": Utc::now() - chrono::Duration::hours(1),
+                       "to": Utc::now() - chrono::Duration::minutes(30)});
+    let (status, backfill) = api
+        .call(
+            "POST",
+            &format!("/v1/tasks/{id}/backfill"),
+            Some(range.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{backfill}");
+    let backfill_id = backfill["id"].to_string();
     // Deletion last, so the other calls find the task and the flow.
     routes.sort_by_key(|(m, _)| m == "DELETE");
     for (method, template) in routes {
         let path = template
+            .replace(
+                "/v1/backfills/{id}",
+                &format!("/v1/backfills/{backfill_id}"),
+            )
             .replace("{id}", &id)
             .replace("{key}", "example.com%3A443");
         let body = match (method.as_str(), template.as_str()) {
+            ("POST", "/v1/tasks/{id}/backfill") => Some(range.clone()),
             ("POST", "/v1/tasks") => Some(spec("doc-2")),
             ("PATCH", _) => Some(json!({"jitter_secs": 5})),
             ("PUT", _) => Some(json!({"rate_per_sec": 10, "burst": 2})),

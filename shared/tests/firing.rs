@@ -42,6 +42,7 @@ fn get(url: impl Into<String>, timeout: Duration) -> FireRequest {
         timeout,
         idempotency_key: "task-1:2024-01-01T00:00:00Z".into(),
         flow: None,
+        fired_for: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn get(url: String) -> FireRequest {
         timeout: Duration::from_secs(5),
         idempotency_key: "task-1:2024-01-01T00:00:00Z".into(),
         flow: None,
+        fired_for: None,
     }
 }
 

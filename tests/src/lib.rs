@@ -72,6 +72,7 @@ pub async fn drain_queue(
 }
 
 pub mod notify_kit;
+pub mod readme;
 pub mod runtime_api;
 
 /// The environment of a Sundial process a test starts: the SQS emulator's

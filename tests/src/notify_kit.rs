@@ -159,10 +159,23 @@ pub async fn admin_post(base: &str, path: &str, body: Option<Value>) -> Value {
 }
 
 /// The README's verification snippet, line for line in Rust: split the
-/// header into `t` and `v1`, check the timestamp is digits within the
-/// tolerance, and compare HMAC-SHA256(secret, "<t>.<body>") in hex.
-pub fn verify_like_the_readme(header: &str, body: &[u8], secrets: &[&str], tolerance: i64) -> bool {
-    let parts: HashMap<&str, &str> = header
+/// signature header into `t` and `v1`, check the timestamp is digits
+/// within the tolerance, build the signed string (`t`, then the values of
+/// the four signed headers, absent ones empty, each followed by a line
+/// feed, then the body) and compare HMAC-SHA256 in hex. `headers` has
+/// lower-case names. [`crate::readme`] runs the snippet itself.
+pub fn verify_like_the_readme(
+    headers: &HashMap<String, String>,
+    body: &[u8],
+    secrets: &[&str],
+    tolerance: i64,
+) -> bool {
+    let get = |name: &str| {
+        headers
+            .get(&name.to_ascii_lowercase())
+            .map_or("", String::as_str)
+    };
+    let parts: HashMap<&str, &str> = get("Sundial-Signature")
         .split(',')
         .filter_map(|p| p.split_once('='))
         .collect();
@@ -179,8 +192,12 @@ pub fn verify_like_the_readme(header: &str, body: &[u8], secrets: &[&str], toler
     if (Utc::now().timestamp() - t_secs).abs() > tolerance {
         return false;
     }
-    let mut signed = t.as_bytes().to_vec();
-    signed.push(b'.');
+    let mut lines = vec![t];
+    lines.extend(sundial::fire::SIGNED_HEADERS.iter().map(|h| get(h)));
+    let mut signed: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
     signed.extend_from_slice(body);
     secrets.iter().any(|s| {
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(s.as_bytes()).unwrap();
@@ -262,17 +279,21 @@ pub fn emf_sum(lines: &[String], name: &str) -> f64 {
 /// JSON body, `Idempotency-Key: notification:<id>` and its type in
 /// `Sundial-Event`.
 pub fn assert_signed_like_fired_requests(event: &Received) {
-    let header = event.headers.get("sundial-signature").expect("signed");
+    assert!(event.headers.contains_key("sundial-signature"), "{event:?}");
     assert!(
-        verify_like_the_readme(header, &event.body, &[SECRET], 300),
+        verify_like_the_readme(&event.headers, &event.body, &[SECRET], 300),
         "{event:?}"
     );
     assert!(!verify_like_the_readme(
-        header,
+        &event.headers,
         &event.body,
         &["other"],
         300
     ));
+    assert!(
+        crate::readme::python_verify(&event.headers, &event.body, &[SECRET]),
+        "the README's Python snippet refused {event:?}"
+    );
     let content_type = event.headers.get("content-type").map(String::as_str);
     assert_eq!(content_type, Some("application/json"));
     let json = event.json();

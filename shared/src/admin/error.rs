@@ -46,6 +46,9 @@ pub enum AdminError {
     /// No task has this id.
     #[error("task {0} not found")]
     TaskNotFound(i64),
+    /// No backfill has this id.
+    #[error("backfill {0} not found")]
+    BackfillNotFound(i64),
     /// No flow has this key (for a delete: no limits are set for it).
     #[error("flow `{0}` not found")]
     FlowNotFound(String),
@@ -104,7 +107,9 @@ impl AdminError {
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            TaskNotFound(_) | FlowNotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
+            TaskNotFound(_) | BackfillNotFound(_) | FlowNotFound(_) | RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             DuplicateName(_) | IdempotentTaskGone | TaskPaused(_) => StatusCode::CONFLICT,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -126,6 +131,7 @@ impl AdminError {
             Unauthorized => "unauthorized",
             TaskNotFound(_) => "task_not_found",
             FlowNotFound(_) => "flow_not_found",
+            BackfillNotFound(_) => "backfill_not_found",
             RouteNotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             DuplicateName(_) => "duplicate_name",

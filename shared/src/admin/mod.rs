@@ -26,6 +26,7 @@ use utoipa::OpenApi;
 
 use crate::queue::DispatchQueue;
 
+pub mod backfill;
 pub mod error;
 pub mod extract;
 pub mod flows;
@@ -143,6 +144,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/tasks/{id}/pause", post(pause::pause_task))
         .route("/v1/tasks/{id}/resume", post(pause::resume_task))
         .route("/v1/tasks/{id}/trigger", post(trigger_task))
+        .route("/v1/tasks/{id}/backfill", post(backfill::backfill_task))
+        .route("/v1/backfills/{id}", get(backfill::show_backfill))
         .route("/v1/tasks/{id}/runs", get(list_runs))
         .route("/v1/tasks/{id}/occurrences", get(list_occurrences))
         .route("/v1/flows", get(flows::list_flows))
@@ -228,6 +231,8 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         pause::pause_task,
         pause::resume_task,
         tasks::trigger_task,
+        backfill::backfill_task,
+        backfill::show_backfill,
         tasks::list_runs,
         tasks::list_occurrences,
         flows::list_flows,
@@ -254,6 +259,10 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::TaskDetail,
         tasks::RunPage,
         tasks::Triggered,
+        backfill::BackfillRequest,
+        crate::store::BackfillProgress,
+        crate::store::BackfillMode,
+        crate::trigger::Trigger,
         crate::store::Ledger,
         crate::ledger::Entry,
         crate::ledger::OccurrenceState,
@@ -304,7 +313,9 @@ impl utoipa::Modify for BearerAuth {
 /// The OpenAPI document (also served at `/openapi.json`): utoipa's,
 /// made to state every rule and status the API enforces (see [`openapi`]).
 pub fn openapi() -> serde_json::Value {
-    openapi::truthful(ApiDoc::openapi())
+    let mut doc = openapi::truthful(ApiDoc::openapi());
+    backfill::document_links(&mut doc);
+    doc
 }
 
 #[async_trait]

@@ -55,8 +55,8 @@ pub struct MemoryConsumeReport {
     /// Of those, leases actually released; the others had moved on already
     /// (recorded meanwhile, or the task was edited or deleted).
     pub released: u64,
-    /// Manual firings dropped (they hold no lease, so nothing fires them
-    /// again).
+    /// Manual and backfill firings dropped (they hold no lease, so nothing
+    /// fires them again).
     pub manual_dropped: u64,
 }
 
@@ -106,7 +106,7 @@ pub async fn consume_memory(
     }
     let all = || drained.iter().chain(&unsettled).chain(&refused);
     let mut occurrences: Vec<(i64, DateTime<Utc>)> = all()
-        .filter(|m| !m.manual)
+        .filter(|m| !m.off_schedule())
         .map(|m| (m.task_id, m.occurrence))
         .collect();
     occurrences.sort_unstable();
@@ -119,7 +119,7 @@ pub async fn consume_memory(
         redelivered: inbox.redelivered(),
         handed_back: occurrences.len() as u64,
         released,
-        manual_dropped: all().filter(|m| m.manual).count() as u64,
+        manual_dropped: all().filter(|m| m.off_schedule()).count() as u64,
     };
     if report.handed_back > 0 || report.manual_dropped > 0 {
         tracing::info!(

@@ -21,8 +21,10 @@ pub mod signing;
 pub use client::{build_http_client, ClientOptions};
 pub use guard::{GuardError, GuardedResolver, TargetGuard};
 pub use pool::{fire_stream, Fired, Limits};
-pub use request::{parse_retry_after, retry_delay, FireRequest, FireResult, Firer, Verdict};
-pub use signing::{verify, Signer, SigningError, SIGNATURE_HEADER};
+pub use request::{
+    parse_retry_after, retry_delay, FireRequest, FireResult, FiredFor, Firer, Verdict,
+};
+pub use signing::{verify, Covered, Signer, SigningError, SIGNATURE_HEADER, SIGNED_HEADERS};
 
 /// Errors of building the HTTP client and of preparing a request.
 ///

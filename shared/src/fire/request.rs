@@ -17,7 +17,7 @@ use url::Url;
 
 use super::client::{build_http_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
-use super::signing::Signer;
+use super::signing::{Covered, Signer};
 use super::FireError;
 use crate::sanitise::{body_excerpt, clean_text, BodyInfo};
 
@@ -54,6 +54,21 @@ pub struct FireRequest {
     /// The flow the request counts against ([`crate::flow`]); `None`: the
     /// URL's `host:port`.
     pub flow: Option<String>,
+    /// What the request fires, sent as `Sundial-Trigger`,
+    /// `Sundial-Attempt` and `Sundial-Scheduled-For` (signed with the
+    /// rest); `None` sends none of them (bench sinks).
+    pub fired_for: Option<FiredFor>,
+}
+
+/// The occurrence and attempt a request fires, for the `Sundial-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FiredFor {
+    /// `Sundial-Trigger`.
+    pub trigger: crate::trigger::Trigger,
+    /// `Sundial-Attempt`, 1 for the first.
+    pub attempt: u32,
+    /// `Sundial-Scheduled-For`: the occurrence.
+    pub scheduled_for: DateTime<Utc>,
 }
 
 /// What to do about an outcome.
@@ -148,6 +163,8 @@ struct Prepared {
     body: Option<String>,
     /// The signature's timestamp, for re-signing when a redirect drops the body.
     signed_at: i64,
+    /// The values of the signed headers, for the same.
+    covered: [String; 4],
 }
 
 /// What came back from the target before the body was consumed.
@@ -296,8 +313,9 @@ impl Firer {
             }
         })?;
         headers.insert(HeaderName::from_static("idempotency-key"), key);
+        let covered = occurrence_headers(&mut headers, req);
         let body = req.body.as_deref().unwrap_or("");
-        self.sign(&mut headers, body.as_bytes(), now_unix);
+        self.sign(&mut headers, &covered, body.as_bytes(), now_unix);
         if req.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -307,6 +325,7 @@ impl Firer {
             headers,
             body: req.body.clone(),
             signed_at: now_unix,
+            covered,
         })
     }
 
@@ -324,6 +343,7 @@ impl Firer {
             mut headers,
             mut body,
             signed_at,
+            covered,
         } = prepared;
         let origin = url.origin();
         let mut left_origin = false;
@@ -362,7 +382,7 @@ impl Firer {
                 body = None;
                 headers.remove(CONTENT_TYPE);
                 if !left_origin {
-                    self.sign(&mut headers, b"", signed_at);
+                    self.sign(&mut headers, &covered, b"", signed_at);
                 }
             }
             if !left_origin && next.origin() != origin {
@@ -379,10 +399,12 @@ impl Firer {
         }
     }
 
-    /// Set (or, with no signing secret, leave out) `Sundial-Signature` over `body`.
-    fn sign(&self, headers: &mut HeaderMap, body: &[u8], signed_at: i64) {
+    /// Set (or, with no signing secret, leave out) `Sundial-Signature` over
+    /// the covered headers and `body`.
+    fn sign(&self, headers: &mut HeaderMap, covered: &[String; 4], body: &[u8], signed_at: i64) {
         headers.remove(SIGNATURE_HEADER_NAME);
-        if let Some(signature) = self.signer.sign(body, signed_at) {
+        let covered = Covered([&covered[0], &covered[1], &covered[2], &covered[3]]);
+        if let Some(signature) = self.signer.sign(&covered, body, signed_at) {
             // Hex and digits only, so always a valid header value.
             if let Ok(value) = HeaderValue::from_str(&signature) {
                 headers.insert(HeaderName::from_static(SIGNATURE_HEADER_NAME), value);
@@ -471,6 +493,34 @@ enum SendError {
     Guard(GuardError),
 }
 
+/// Sets `Sundial-Trigger`, `Sundial-Attempt` and `Sundial-Scheduled-For`
+/// (when the request fires an occurrence) and returns the values the
+/// signature covers, in [`super::signing::SIGNED_HEADERS`] order.
+fn occurrence_headers(headers: &mut HeaderMap, req: &FireRequest) -> [String; 4] {
+    let key = req.idempotency_key.clone();
+    let Some(f) = &req.fired_for else {
+        return [key, String::new(), String::new(), String::new()];
+    };
+    let covered = [
+        key,
+        f.trigger.as_str().to_owned(),
+        f.attempt.to_string(),
+        crate::trigger::scheduled_for_value(f.scheduled_for),
+    ];
+    let names = [
+        "sundial-trigger",
+        "sundial-attempt",
+        "sundial-scheduled-for",
+    ];
+    for (name, value) in names.into_iter().zip(&covered[1..]) {
+        // Fixed words, digits and an RFC 3339 instant: always valid.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    covered
+}
+
 /// `Sundial-Signature`, as the lower-case name `HeaderName` requires.
 const SIGNATURE_HEADER_NAME: &str = "sundial-signature";
 
@@ -499,6 +549,9 @@ fn is_reserved(name: &HeaderName) -> bool {
         name.as_str(),
         "idempotency-key"
             | "sundial-signature"
+            | "sundial-trigger"
+            | "sundial-attempt"
+            | "sundial-scheduled-for"
             | "host"
             | "content-length"
             | "transfer-encoding"

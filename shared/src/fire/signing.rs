@@ -2,9 +2,20 @@
 //! anyone else's and reject replays.
 //!
 //! Header: `Sundial-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` where
-//! the MAC is computed with a shared secret over `"<t>.<body>"` (the empty
-//! string when there is no body). The timestamp is inside the MAC so a
-//! captured request cannot be replayed outside the receiver's tolerance.
+//! the MAC is computed with a shared secret over the *signed string*:
+//!
+//! ```text
+//! <t>\n<Idempotency-Key>\n<Sundial-Trigger>\n<Sundial-Attempt>\n<Sundial-Scheduled-For>\n<body>
+//! ```
+//!
+//! that is the timestamp, then the values of the [`SIGNED_HEADERS`] as
+//! sent (a header that is not sent counts as the empty string:
+//! notifications carry only `Idempotency-Key`), each followed by a line
+//! feed, then the body bytes (nothing when there is no body). Header
+//! values cannot hold a line feed, so the string splits one way only. The
+//! timestamp is inside the MAC so a captured request cannot be replayed
+//! outside the receiver's tolerance; the headers are, so a replay within
+//! it cannot pass for another occurrence, attempt or trigger.
 //!
 //! Rotation: `SUNDIAL_SIGNING_SECRETS=new,old` — the first secret signs,
 //! every secret verifies. Deploy the new secret to receivers (verifying with
@@ -17,6 +28,36 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Name of the signature header.
 pub const SIGNATURE_HEADER: &str = "Sundial-Signature";
+
+/// The headers the signature covers, in the order of the signed string.
+pub const SIGNED_HEADERS: [&str; 4] = [
+    "Idempotency-Key",
+    crate::trigger::TRIGGER_HEADER,
+    crate::trigger::ATTEMPT_HEADER,
+    crate::trigger::SCHEDULED_FOR_HEADER,
+];
+
+/// The values of the [`SIGNED_HEADERS`] of one request, in their order;
+/// `""` for a header that is not sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Covered<'a>(pub [&'a str; 4]);
+
+impl<'a> Covered<'a> {
+    /// Only an `Idempotency-Key` (notifications).
+    pub fn key_only(idempotency_key: &'a str) -> Self {
+        Covered([idempotency_key, "", "", ""])
+    }
+
+    /// The covered values of a received request, as a receiver reads them.
+    pub fn from_headers(headers: &'a reqwest::header::HeaderMap) -> Self {
+        Covered(SIGNED_HEADERS.map(|name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        }))
+    }
+}
 
 /// Default replay window receivers should accept (5 minutes, as Stripe).
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
@@ -106,22 +147,35 @@ impl Signer {
         &self.secrets
     }
 
-    /// Header value for `body` at `now_unix`, or `None` when signing is off.
-    pub fn sign(&self, body: &[u8], now_unix: i64) -> Option<String> {
+    /// Header value for a request with these covered headers and `body`
+    /// at `now_unix`, or `None` when signing is off.
+    pub fn sign(&self, covered: &Covered<'_>, body: &[u8], now_unix: i64) -> Option<String> {
         let secret = self.secrets.first()?;
-        let mac = mac_for(secret, now_unix, body).finalize().into_bytes();
+        let mac = mac_for(secret, now_unix, covered, body)
+            .finalize()
+            .into_bytes();
         Some(format!("t={now_unix},v1={}", hex::encode(mac)))
     }
 }
 
-fn mac_for(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
+/// The signed string: see the module documentation.
+pub fn signed_string(timestamp: i64, covered: &Covered<'_>, body: &[u8]) -> Vec<u8> {
+    let mut signed = timestamp.to_string().into_bytes();
+    for value in covered.0 {
+        signed.push(b'\n');
+        signed.extend_from_slice(value.as_bytes());
+    }
+    signed.push(b'\n');
+    signed.extend_from_slice(body);
+    signed
+}
+
+fn mac_for(secret: &str, timestamp: i64, covered: &Covered<'_>, body: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail; an empty MAC
     // key (impossible after Signer::new) would still just not verify.
     let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    mac.update(&signed_string(timestamp, covered, body));
     mac
 }
 
@@ -133,6 +187,7 @@ fn mac_for(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
 pub fn verify(
     secrets: &[String],
     header: &str,
+    covered: &Covered<'_>,
     body: &[u8],
     now_unix: i64,
     tolerance_secs: i64,
@@ -168,7 +223,7 @@ pub fn verify(
         });
     }
     let matched = secrets.iter().any(|secret| {
-        let expected = mac_for(secret, timestamp, body);
+        let expected = mac_for(secret, timestamp, covered, body);
         signatures
             .iter()
             .any(|sig| expected.clone().verify_slice(sig).is_ok())
@@ -188,58 +243,86 @@ mod tests {
         s.iter().map(|s| s.to_string()).collect()
     }
 
+    const NONE: Covered<'static> = Covered(["", "", "", ""]);
+    const FIRED: Covered<'static> = Covered([
+        "42:2026-03-08T07:00:00.000Z",
+        "schedule",
+        "1",
+        "2026-03-08T07:00:00.000Z",
+    ]);
+
     #[test]
     fn sign_and_verify_round_trip() {
         let signer = Signer::new(secrets(&["s1"])).unwrap();
-        let header = signer.sign(b"{\"a\":1}", 1_700_000_000).unwrap();
+        let header = signer.sign(&FIRED, b"{\"a\":1}", 1_700_000_000).unwrap();
         assert!(header.starts_with("t=1700000000,v1="));
+        let check = |covered: &Covered<'_>, body: &[u8], s: &[&str]| {
+            verify(&secrets(s), &header, covered, body, 1_700_000_010, 300)
+        };
+        assert_eq!(check(&FIRED, b"{\"a\":1}", &["s1"]), Ok(()));
         assert_eq!(
-            verify(&secrets(&["s1"]), &header, b"{\"a\":1}", 1_700_000_010, 300),
-            Ok(())
-        );
-        assert_eq!(
-            verify(&secrets(&["s1"]), &header, b"{\"a\":2}", 1_700_000_010, 300),
+            check(&FIRED, b"{\"a\":2}", &["s1"]),
             Err(SigningError::Mismatch)
         );
         assert_eq!(
-            verify(
-                &secrets(&["other"]),
-                &header,
-                b"{\"a\":1}",
-                1_700_000_010,
-                300
-            ),
+            check(&FIRED, b"{\"a\":1}", &["other"]),
             Err(SigningError::Mismatch)
         );
+        // Each covered header is inside the MAC.
+        for (i, name) in SIGNED_HEADERS.iter().enumerate() {
+            let mut changed = FIRED;
+            changed.0[i] = "retry";
+            assert_eq!(
+                check(&changed, b"{\"a\":1}", &["s1"]),
+                Err(SigningError::Mismatch),
+                "{name}"
+            );
+        }
     }
 
     #[test]
     fn known_vectors() {
-        // Cross-checked with: echo -n '<t>.<body>' | openssl dgst -sha256 -hmac <secret>
+        // Cross-checked with: printf '<signed string>' | openssl dgst -sha256 -hmac <secret>
+        assert_eq!(signed_string(0, &NONE, b""), b"0\n\n\n\n\n");
         let empty = Signer::new(secrets(&["key"]))
             .unwrap()
-            .sign(b"", 0)
+            .sign(&NONE, b"", 0)
             .unwrap();
         assert_eq!(
             empty,
-            "t=0,v1=85841b4efc3cd7776c3c8f9b7cca9e281c550e5d19889d78e9e669c6337f000d"
+            "t=0,v1=e40b2864d405dbd83a603a70c9af3294af887aacb6c8c2cba82a6e02ccb89463"
         );
         let json = Signer::new(secrets(&["s1", "s2"]))
             .unwrap()
-            .sign(b"{\"a\":1}", 1_700_000_000)
+            .sign(&FIRED, b"{\"a\":1}", 1_700_000_000)
             .unwrap();
         assert_eq!(
             json,
-            "t=1700000000,v1=fa216b49096efaae0eac6111237eefc3bf3ee2f21b28a1af7e91c02410906f60"
+            "t=1700000000,v1=b2f44fce95d1d8d52b85206ff9f6856eeeae0998d6dc5f693e657d39391a30bc"
+        );
+    }
+
+    #[test]
+    fn covered_values_come_from_the_headers() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("idempotency-key", "notification:1".parse().unwrap());
+        headers.insert("sundial-attempt", "2".parse().unwrap());
+        assert_eq!(
+            Covered::from_headers(&headers),
+            Covered(["notification:1", "", "2", ""])
+        );
+        assert_eq!(
+            Covered::key_only("notification:1"),
+            Covered(["notification:1", "", "", ""])
         );
     }
 
     #[test]
     fn rotation_verifies_with_any_secret() {
         let old = Signer::new(secrets(&["old"])).unwrap();
-        let header = old.sign(b"", 100).unwrap();
+        let header = old.sign(&NONE, b"", 100).unwrap();
         assert_eq!(
-            verify(&secrets(&["new", "old"]), &header, b"", 100, 300),
+            verify(&secrets(&["new", "old"]), &header, &NONE, b"", 100, 300),
             Ok(())
         );
     }
@@ -247,32 +330,35 @@ mod tests {
     #[test]
     fn tolerance_and_malformed_headers() {
         let s = secrets(&["k"]);
-        let header = Signer::new(s.clone()).unwrap().sign(b"x", 1000).unwrap();
+        let header = Signer::new(s.clone())
+            .unwrap()
+            .sign(&NONE, b"x", 1000)
+            .unwrap();
         assert!(matches!(
-            verify(&s, &header, b"x", 2000, 300),
+            verify(&s, &header, &NONE, b"x", 2000, 300),
             Err(SigningError::OutsideTolerance { age_secs: 1000, .. })
         ));
         assert!(matches!(
-            verify(&s, &header, b"x", 0, 300),
+            verify(&s, &header, &NONE, b"x", 0, 300),
             Err(SigningError::OutsideTolerance {
                 age_secs: -1000,
                 ..
             })
         ));
         assert_eq!(
-            verify(&s, "v1=00", b"x", 0, 300),
+            verify(&s, "v1=00", &NONE, b"x", 0, 300),
             Err(SigningError::MissingTimestamp)
         );
         assert_eq!(
-            verify(&s, "t=abc,v1=00", b"x", 0, 300),
+            verify(&s, "t=abc,v1=00", &NONE, b"x", 0, 300),
             Err(SigningError::InvalidTimestamp)
         );
         assert_eq!(
-            verify(&s, "t=0", b"x", 0, 300),
+            verify(&s, "t=0", &NONE, b"x", 0, 300),
             Err(SigningError::MissingSignature)
         );
         assert_eq!(
-            verify(&[], &header, b"x", 1000, 300),
+            verify(&[], &header, &NONE, b"x", 1000, 300),
             Err(SigningError::NoSecrets)
         );
     }
@@ -288,7 +374,7 @@ mod tests {
             Signer::new(secrets(&["a", ""])).unwrap_err(),
             SigningError::EmptySecret { index: 1 }
         );
-        assert!(Signer::default().sign(b"", 0).is_none());
+        assert!(Signer::default().sign(&NONE, b"", 0).is_none());
         assert!(!format!("{:?}", Signer::new(secrets(&["hunter2"])).unwrap()).contains("hunter2"));
     }
 }

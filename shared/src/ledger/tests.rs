@@ -26,6 +26,8 @@ fn run(t: &str, status: &str) -> RunFacts {
         pacing_ms: None,
         error: None,
         manual: false,
+        trigger: crate::trigger::Trigger::Schedule,
+        backfill_id: None,
     }
 }
 

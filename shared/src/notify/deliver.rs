@@ -99,14 +99,19 @@ impl Notifier {
         body: &str,
         timeout: Duration,
     ) -> Result<(), String> {
+        let key = format!("notification:{}", event.id);
         let mut request = self
             .client
             .post(url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", format!("notification:{}", event.id))
+            .header("Idempotency-Key", &key)
             .header(EVENT_HEADER, &event.kind);
-        if let Some(signature) = self.signer.sign(body.as_bytes(), Utc::now().timestamp()) {
+        let covered = crate::fire::signing::Covered::key_only(&key);
+        if let Some(signature) = self
+            .signer
+            .sign(&covered, body.as_bytes(), Utc::now().timestamp())
+        {
             request = request.header(SIGNATURE_HEADER, signature);
         }
         let response = request

@@ -92,7 +92,7 @@ pub fn before_firing(
     if task.version != message.task_version {
         return Before::Drop(Stale::Edited);
     }
-    if !message.manual && timing.should_skip(message.occurrence, now) {
+    if !message.off_schedule() && timing.should_skip(message.occurrence, now) {
         return Before::Skip;
     }
     let fire_at = fire_instant(message, task);
@@ -111,7 +111,7 @@ pub fn before_firing(
 pub fn fire_instant(message: &DispatchMessage, task: &Task) -> DateTime<Utc> {
     match message.fire_at {
         Some(at) => at,
-        None if message.manual => message.occurrence,
+        None if message.off_schedule() => message.occurrence,
         None => firetime::fire_at(task.id, message.occurrence, task.jitter_secs),
     }
 }
@@ -120,7 +120,7 @@ pub fn fire_instant(message: &DispatchMessage, task: &Task) -> DateTime<Utc> {
 /// the task still waits on exactly this occurrence (its write-back lost a
 /// race with an edit); manual firings never move it.
 pub fn heals(message: &DispatchMessage, task: &Task) -> bool {
-    !message.manual && task.next_run_at == Some(message.occurrence)
+    !message.off_schedule() && task.next_run_at == Some(message.occurrence)
 }
 
 /// After a call: try again, or finish with this status.
@@ -158,7 +158,7 @@ pub fn next_run(
     timing: &Timing,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    if message.manual {
+    if message.off_schedule() {
         return None;
     }
     timing.next_after_run(message.occurrence, now)

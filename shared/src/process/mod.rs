@@ -219,6 +219,8 @@ struct InFlight<Id> {
     ready_at: DateTime<Utc>,
     /// How late the queue delivered it after its fire instant (zero if early).
     delivery_late: chrono::Duration,
+    /// Its `Sundial-Trigger`, sent and recorded.
+    trigger: crate::trigger::Trigger,
 }
 
 impl Processor {

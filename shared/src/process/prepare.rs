@@ -12,10 +12,11 @@ use tokio::time::Instant;
 
 use super::decide::{self, Before, Stale};
 use super::{Disposition, InFlight, ProcessReport, Processor, Settled, Triage};
-use crate::fire::FireRequest;
+use crate::fire::{FireRequest, FiredFor};
 use crate::message::DispatchMessage;
 use crate::store::{self, OnOpen, Outcome, OutcomeKind, RunRecord, RunStatus};
 use crate::task::{header_map, Task, Timing};
+use crate::trigger::Trigger;
 
 /// A message of a rate-limited flow this much past its slot is re-paced.
 const REPACE_AFTER: Duration = Duration::from_millis(50);
@@ -32,9 +33,9 @@ impl Processor {
             return (settled, Vec::new());
         }
         let ids: Vec<i64> = parsed.iter().map(|(_, m)| m.task_id).collect();
-        let occurrences: Vec<(i64, DateTime<Utc>)> = parsed
+        let occurrences: Vec<(i64, DateTime<Utc>, i64)> = parsed
             .iter()
-            .map(|(_, m)| (m.task_id, m.occurrence))
+            .map(|(_, m)| (m.task_id, m.occurrence, m.rerun()))
             .collect();
         let loaded = futures::try_join!(
             store::load_tasks(&self.pool, &ids),
@@ -62,7 +63,7 @@ impl Processor {
         self.flows.ensure(&flows).await;
         let tasks: HashMap<i64, Arc<Task>> =
             tasks.into_iter().map(|t| (t.id, Arc::new(t))).collect();
-        let recorded: HashSet<(i64, DateTime<Utc>)> = recorded.into_iter().collect();
+        let recorded: HashSet<(i64, DateTime<Utc>, i64)> = recorded.into_iter().collect();
         let mut timings: HashMap<i64, Option<Arc<Timing>>> = HashMap::new();
         let now = Utc::now();
         let mut jobs = Vec::new();
@@ -74,7 +75,7 @@ impl Processor {
                     .or_insert_with(|| Timing::of(t).ok().map(Arc::new))
                     .clone()
             });
-            let seen = recorded.contains(&(message.task_id, message.occurrence));
+            let seen = recorded.contains(&(message.task_id, message.occurrence, message.rerun()));
             match self.triage(id, message, task, timing, seen, now) {
                 Triage::Settled(mut one) => {
                     one.report.received = 1;
@@ -183,6 +184,7 @@ impl Processor {
             Before::Skip => {
                 let run = without_call(
                     &message,
+                    &task,
                     RunStatus::Skipped,
                     "missed its time; catch-up policy is `none`".into(),
                     now,
@@ -203,13 +205,14 @@ impl Processor {
                 Triage::Settled(self.put_back(id, message, &task, fire_at, early, now))
             }
             Before::Fire { .. }
-                if !message.manual
+                if !message.off_schedule()
                     && self.flows.missed_while_open(&task.flow, message.occurrence)
                         == Some(OnOpen::Skip) =>
             {
                 span.in_scope(|| tracing::info!(flow = %task.flow, "missed while the flow was open; skipping (on_open = skip)"));
                 let run = without_call(
                     &message,
+                    &task,
                     RunStatus::Skipped,
                     format!("flow {} was open: skipped (on_open = skip)", task.flow),
                     now,
@@ -245,7 +248,7 @@ impl Processor {
             Ok(h) => h.into_iter().collect(),
             Err(err) => {
                 span.in_scope(|| tracing::warn!(error = %err, "task headers unusable; recording a failed run"));
-                let run = without_call(&message, RunStatus::Failed, err.to_string(), now);
+                let run = without_call(&message, &task, RunStatus::Failed, err.to_string(), now);
                 let report = ProcessReport {
                     failed: 1,
                     tags: task.tags.clone(),
@@ -256,6 +259,8 @@ impl Processor {
                 );
             }
         };
+        let ready_at = fire_at.max(now);
+        let trigger = Trigger::of(&message, task.jitter_secs, ready_at);
         let request = FireRequest {
             method: task.method.clone(),
             url: task.url.clone(),
@@ -264,6 +269,11 @@ impl Processor {
             timeout: Duration::from_millis(task.timeout_ms.max(1) as u64),
             idempotency_key: message.idempotency_key(),
             flow: Some(task.flow.clone()),
+            fired_for: Some(FiredFor {
+                trigger,
+                attempt: message.attempt,
+                scheduled_for: message.occurrence,
+            }),
         };
         let job = InFlight {
             id,
@@ -272,8 +282,9 @@ impl Processor {
             timing,
             span,
             hold_until: (!hold.is_zero()).then(|| Instant::now() + hold),
-            ready_at: fire_at.max(now),
+            ready_at,
             delivery_late: (now - fire_at).max(chrono::Duration::zero()),
+            trigger,
         };
         Triage::Fire(job, request)
     }
@@ -287,7 +298,7 @@ fn parse_chunk<Id>(chunk: Vec<(Id, String)>) -> (Vec<Settled<Id>>, Vec<(Id, Disp
     let mut seen = HashSet::new();
     for (id, body) in chunk {
         let one = match DispatchMessage::parse(&body) {
-            Ok(m) if seen.insert((m.task_id, m.occurrence, m.manual)) => {
+            Ok(m) if seen.insert((m.task_id, m.occurrence, m.manual, m.rerun())) => {
                 parsed.push((id, m));
                 continue;
             }
@@ -341,7 +352,7 @@ fn stale_outcome(
             )
         }),
         Stale::Edited => {
-            (!message.manual).then(|| outcome(message.task_version, OutcomeKind::Released))
+            (!message.off_schedule()).then(|| outcome(message.task_version, OutcomeKind::Released))
         }
         Stale::Deleted | Stale::Disabled | Stale::ScheduleUnreadable => None,
     }
@@ -350,11 +361,15 @@ fn stale_outcome(
 /// A run recorded without a call (skipped, or unusable headers).
 fn without_call(
     message: &DispatchMessage,
+    task: &Task,
     status: RunStatus,
     error: String,
     now: DateTime<Utc>,
 ) -> RunRecord {
     RunRecord {
+        trigger: Trigger::of(message, task.jitter_secs, now),
+        backfill_id: message.backfill.map(|b| b.id),
+        rerun: message.rerun(),
         status,
         attempts: message.attempt as i32,
         fired_at: None,

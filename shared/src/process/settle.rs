@@ -30,6 +30,7 @@ impl Processor {
             hold_until,
             ready_at,
             delivery_late,
+            trigger,
         } = job;
         let _entered = span.enter();
         let mut report = ProcessReport {
@@ -69,7 +70,7 @@ impl Processor {
                     latency_ms = result.latency.as_millis() as u64,
                     "fired"
                 );
-                let run = run_record(&result, status, &message);
+                let run = run_record(&result, status, &message, trigger);
                 self.finish(id, &message, &task, &timing, run, now, report)
             }
         }
@@ -111,7 +112,7 @@ impl Processor {
         let lease_until = retry_at + self.lease_after(task);
         Settled {
             // Manual firings hold no lease.
-            outcome: (!message.manual).then_some(Outcome {
+            outcome: (!message.off_schedule()).then_some(Outcome {
                 task_id: task.id,
                 version: task.version,
                 occurrence: message.occurrence,
@@ -141,11 +142,11 @@ impl Processor {
         mut report: ProcessReport,
     ) -> Settled<Id> {
         let now = Utc::now();
-        if why == HoldReason::Open(OnOpen::Skip) && !message.manual {
+        if why == HoldReason::Open(OnOpen::Skip) && !message.off_schedule() {
             tracing::info!(flow = %task.flow, "flow open; skipping the occurrence (on_open = skip)");
             report.skipped = 1;
             report.flow_skipped = 1;
-            let run = skipped_run(&message, &task.flow, now);
+            let run = skipped_run(&message, task, now);
             return self.finish(id, &message, task, timing, run, now, report);
         }
         report.flow_held = 1;
@@ -157,7 +158,7 @@ impl Processor {
         );
         let lease_until = until + self.lease_after(task);
         Settled {
-            outcome: (!message.manual).then(|| Outcome {
+            outcome: (!message.off_schedule()).then(|| Outcome {
                 task_id: task.id,
                 version: task.version,
                 occurrence: message.occurrence,
@@ -186,7 +187,7 @@ impl Processor {
         now: DateTime<Utc>,
     ) -> Settled<Id> {
         let lease_until = fire_at + self.lease_after(task);
-        let outcome = (!message.manual).then(|| Outcome {
+        let outcome = (!message.off_schedule()).then(|| Outcome {
             task_id: task.id,
             version: task.version,
             occurrence: message.occurrence,
@@ -238,7 +239,7 @@ impl Processor {
         let chain = decide::chains(
             next_run_at,
             task.overlap,
-            message.manual,
+            message.off_schedule(),
             now,
             self.opts.chain_horizon,
         )
@@ -264,7 +265,7 @@ impl Processor {
                 kind: OutcomeKind::Finished {
                     run,
                     next_run_at,
-                    manual: message.manual,
+                    manual: message.off_schedule(),
                     chain_lease,
                 },
             }),
@@ -298,7 +299,7 @@ fn count_call(
     report
         .start_delay_ms
         .push(ms(result.started_at - ready_at).max(0.0));
-    if message.attempt == 1 && !message.manual {
+    if message.attempt == 1 && !message.off_schedule() {
         // Lateness is counted from the instant flow control gave it.
         let paced = chrono::Duration::milliseconds(message.paced_ms.min(i64::MAX as u64) as i64);
         report
@@ -309,8 +310,12 @@ fn count_call(
 }
 
 /// The run of an occurrence skipped because its flow was open.
-fn skipped_run(message: &DispatchMessage, flow: &str, now: DateTime<Utc>) -> RunRecord {
+fn skipped_run(message: &DispatchMessage, task: &Task, now: DateTime<Utc>) -> RunRecord {
+    let flow = &task.flow;
     RunRecord {
+        trigger: crate::trigger::Trigger::of(message, task.jitter_secs, now),
+        backfill_id: message.backfill.map(|b| b.id),
+        rerun: message.rerun(),
         status: RunStatus::Skipped,
         attempts: message.attempt.min(i32::MAX as u32) as i32,
         fired_at: None,
@@ -331,9 +336,17 @@ fn paced(message: &DispatchMessage) -> Option<i32> {
     (message.paced_ms > 0).then(|| message.paced_ms.min(i32::MAX as u64) as i32)
 }
 
-fn run_record(result: &FireResult, status: RunStatus, message: &DispatchMessage) -> RunRecord {
+fn run_record(
+    result: &FireResult,
+    status: RunStatus,
+    message: &DispatchMessage,
+    trigger: crate::trigger::Trigger,
+) -> RunRecord {
     let attempt = message.attempt;
     RunRecord {
+        trigger,
+        backfill_id: message.backfill.map(|b| b.id),
+        rerun: message.rerun(),
         pacing_ms: paced(message),
         status,
         attempts: attempt.min(i32::MAX as u32) as i32,

@@ -161,14 +161,16 @@ async fn runs(
     to: DateTime<Utc>,
 ) -> Result<BTreeMap<DateTime<Utc>, RunFacts>> {
     let rows = sqlx::query_as::<_, RunFacts>(
+        // An occurrence's own run only (rerun = 0): a backfill's re-runs
+        // are listed with the runs and the backfill.
         "(SELECT scheduled_for, status, attempts, fired_at, finished_at, http_status, latency_ms, \
-                 pacing_ms, error, manual \
-          FROM task_runs WHERE task_id = $1 AND scheduled_for BETWEEN $2 AND $3 \
+                 pacing_ms, error, manual, trigger, backfill_id \
+          FROM task_runs WHERE task_id = $1 AND scheduled_for BETWEEN $2 AND $3 AND rerun = 0 \
           ORDER BY scheduled_for DESC LIMIT $4) \
          UNION ALL \
          (SELECT scheduled_for, status, attempts, fired_at, finished_at, http_status, latency_ms, \
-                 pacing_ms, error, manual \
-          FROM task_runs WHERE task_id = $1 AND scheduled_for > $3 AND NOT manual \
+                 pacing_ms, error, manual, trigger, backfill_id \
+          FROM task_runs WHERE task_id = $1 AND scheduled_for > $3 AND NOT manual AND rerun = 0 \
           ORDER BY scheduled_for LIMIT 1)",
     )
     .bind(task_id)

@@ -3,6 +3,8 @@
 //!
 //! * [`tasks`]: the task rows (create, read, list, edit, pause, delete) and
 //!   the first occurrence of rows inserted with plain SQL;
+//! * [`backfills`]: backfill requests, their lease and cursor, and their
+//!   progress;
 //! * [`claims`]: what the scanner does to due rows (claim, release, advance
 //!   `overlap = allow` rows past what is queued) and the backlog figures;
 //! * [`outcomes`]: the processor's batched write-back of runs, retries,
@@ -33,16 +35,17 @@ use crate::task::InvalidField;
 /// A run's lateness in milliseconds, as an SQL expression over a
 /// `task_runs` row: start of the first attempt − occurrence − the delay
 /// flow control gave it (pacing is not lateness), never below 0. NULL for
-/// runs that say nothing of lateness: retries, manual triggers, runs
-/// without a call. The same figure as the EMF `FireLagMs`.
+/// runs that say nothing of lateness: retries, manual triggers,
+/// backfills, runs without a call. The same figure as the EMF `FireLagMs`.
 macro_rules! run_lag_ms {
     () => {
-        "CASE WHEN attempts = 1 AND NOT manual AND fired_at IS NOT NULL THEN \
+        "CASE WHEN attempts = 1 AND NOT manual AND backfill_id IS NULL AND fired_at IS NOT NULL THEN \
              greatest(EXTRACT(EPOCH FROM fired_at - scheduled_for)::float8 * 1000 \
                       - coalesce(pacing_ms, 0), 0) END"
     };
 }
 
+pub mod backfills;
 pub mod claims;
 pub mod flow_config;
 pub mod flow_views;
@@ -57,6 +60,7 @@ pub mod runs;
 pub mod task_stats;
 pub mod tasks;
 
+pub use backfills::*;
 pub use claims::*;
 pub use flow_config::*;
 pub use flow_views::*;

@@ -8,22 +8,27 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::{Result, StoreError};
 
-/// Of the given occurrences, those that already have a recorded run.
+/// Of the given runs (task, occurrence, `rerun`: 0 for the occurrence's
+/// own run, a backfill's id for its re-run), those already recorded.
 pub async fn recorded_occurrences(
     db: impl PgExecutor<'_>,
-    occurrences: &[(i64, DateTime<Utc>)],
-) -> Result<Vec<(i64, DateTime<Utc>)>> {
+    occurrences: &[(i64, DateTime<Utc>, i64)],
+) -> Result<Vec<(i64, DateTime<Utc>, i64)>> {
     if occurrences.is_empty() {
         return Ok(Vec::new());
     }
-    let (ids, occs): (Vec<i64>, Vec<DateTime<Utc>>) = occurrences.iter().copied().unzip();
+    let ids: Vec<i64> = occurrences.iter().map(|o| o.0).collect();
+    let occs: Vec<DateTime<Utc>> = occurrences.iter().map(|o| o.1).collect();
+    let reruns: Vec<i64> = occurrences.iter().map(|o| o.2).collect();
     Ok(sqlx::query_as(
-        "SELECT r.task_id, r.scheduled_for FROM task_runs r \
-         JOIN UNNEST($1::bigint[], $2::timestamptz[]) AS q(task_id, scheduled_for) \
-           ON r.task_id = q.task_id AND r.scheduled_for = q.scheduled_for",
+        "SELECT r.task_id, r.scheduled_for, r.rerun FROM task_runs r \
+         JOIN UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[]) \
+             AS q(task_id, scheduled_for, rerun) \
+           ON r.task_id = q.task_id AND r.scheduled_for = q.scheduled_for AND r.rerun = q.rerun",
     )
     .bind(&ids)
     .bind(&occs)
+    .bind(&reruns)
     .fetch_all(db)
     .await?)
 }
@@ -102,6 +107,12 @@ pub struct RunRecord {
     pub response_excerpt: Option<String>,
     /// Delay flow control added before the first attempt, in ms.
     pub pacing_ms: Option<i32>,
+    /// The `Sundial-Trigger` of the attempt recorded.
+    pub trigger: crate::trigger::Trigger,
+    /// The backfill that sent it, if one did.
+    pub backfill_id: Option<i64>,
+    /// 0, or the backfill's id for its re-run of a recorded occurrence.
+    pub rerun: i64,
 }
 
 /// What [`record_outcomes`] changed.
@@ -149,6 +160,9 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
     let mut leases: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut chains: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut pacing: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut triggers: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut backfills: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut reruns: Vec<i64> = Vec::with_capacity(n);
     for o in outcomes {
         task_ids.push(o.task_id);
         versions.push(o.version);
@@ -184,6 +198,9 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         errors.push(run.and_then(|r| r.error.as_deref().map(truncate_error)));
         excerpts.push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
         pacing.push(run.and_then(|r| r.pacing_ms).map(|ms| ms.max(0)));
+        triggers.push(run.map(|r| r.trigger.as_str()));
+        backfills.push(run.and_then(|r| r.backfill_id));
+        reruns.push(run.map_or(0, |r| r.rerun));
         nexts.push(next);
         leases.push(lease);
         chains.push(chain);
@@ -205,6 +222,9 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
         .bind(&excerpts)
         .bind(&chains)
         .bind(&pacing)
+        .bind(&triggers)
+        .bind(&backfills)
+        .bind(&reruns)
         .fetch_one(db)
         .await?;
     Ok(recorded)
@@ -351,6 +371,7 @@ fn unstorable_as_failed(outcome: &Outcome, err: &StoreError) -> Option<Outcome> 
                 error: Some(truncate_error(&reason)),
                 response_excerpt: None,
                 pacing_ms: run.pacing_ms,
+                ..run.clone()
             },
             next_run_at: *next_run_at,
             manual: *manual,

@@ -6,23 +6,28 @@ WITH input AS (
     SELECT * FROM UNNEST(
         $1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::int[],
         $7::timestamptz[], $8::timestamptz[], $9::int[], $10::int[], $11::text[],
-        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[], $16::int[]
+        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::timestamptz[], $16::int[],
+        $17::text[], $18::bigint[], $19::bigint[]
     ) AS i(task_id, version, occurrence, kind, status, attempts, fired_at, finished_at,
            http_status, latency_ms, error, next_run_at, lease_until, response_excerpt,
-           chain_lease, pacing_ms)
+           chain_lease, pacing_ms, trigger, backfill_id, rerun)
 ),
 runs AS (
     INSERT INTO task_runs (task_id, scheduled_for, attempts, fired_at, finished_at, status,
-                           http_status, latency_ms, error, manual, response_excerpt, pacing_ms)
+                           http_status, latency_ms, error, manual, response_excerpt, pacing_ms,
+                           trigger, backfill_id, rerun)
+    -- `manual` kinds are every firing outside the schedule: by hand, or
+    -- by a backfill (which names itself in backfill_id).
     SELECT i.task_id, i.occurrence, i.attempts, i.fired_at, i.finished_at, i.status,
-           i.http_status, i.latency_ms, i.error, i.kind = 'manual', i.response_excerpt,
-           i.pacing_ms
+           i.http_status, i.latency_ms, i.error, i.kind = 'manual' AND i.backfill_id IS NULL,
+           i.response_excerpt, i.pacing_ms, coalesce(i.trigger, 'schedule'), i.backfill_id,
+           i.rerun
     FROM input i
     WHERE i.kind IN ('finished', 'manual')
       -- The task may have been deleted while its occurrence was in flight.
       AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = i.task_id)
-    ON CONFLICT (task_id, scheduled_for) DO NOTHING
-    RETURNING task_id, scheduled_for
+    ON CONFLICT (task_id, scheduled_for, rerun) DO NOTHING
+    RETURNING task_id, scheduled_for, rerun
 ),
 advanced AS (
     -- Does the task still wait on exactly this occurrence of this version?
@@ -65,6 +70,7 @@ advanced AS (
                              ELSE t.paused_reason END
     FROM input i
     LEFT JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
+                    AND r.rerun = i.rerun
     -- Did this write record a failed (after its last attempt) or a
     -- successful occurrence? Skips and duplicates count for nothing.
     CROSS JOIN LATERAL (SELECT r.task_id IS NOT NULL AND i.status IN ('failed', 'timed_out') AS failed,
@@ -108,6 +114,7 @@ noted AS (
                              ELSE t.paused_reason END
     FROM input i
     JOIN runs r ON r.task_id = i.task_id AND r.scheduled_for = i.occurrence
+              AND r.rerun = i.rerun
     CROSS JOIN LATERAL (SELECT i.status IN ('failed', 'timed_out') AS failed,
                                i.status = 'succeeded' AS succeeded) v
     WHERE t.id = i.task_id

@@ -22,6 +22,14 @@ pub struct Run {
     pub error: Option<String>,
     pub manual: bool,
     pub response_excerpt: Option<String>,
+    /// The `Sundial-Trigger` of the attempt recorded: `schedule`, `retry`,
+    /// `catch-up`, `backfill` or `manual`.
+    pub trigger: crate::trigger::Trigger,
+    /// The backfill that fired it, if one did.
+    pub backfill_id: Option<i64>,
+    /// 0 for the occurrence's own run; a backfill's id for the extra run it
+    /// made of an occurrence that had one (mode `all`).
+    pub rerun: i64,
 }
 
 /// A task's runs, newest occurrence first; `before` is the cursor (an
@@ -34,10 +42,11 @@ pub async fn list_runs(
 ) -> Result<Vec<Run>> {
     Ok(sqlx::query_as::<_, Run>(
         "SELECT id, task_id, scheduled_for, attempts, fired_at, finished_at, status, \
-                http_status, latency_ms, error, manual, response_excerpt \
+                http_status, latency_ms, error, manual, response_excerpt, trigger, \
+                backfill_id, rerun \
          FROM task_runs \
          WHERE task_id = $1 AND ($2::timestamptz IS NULL OR scheduled_for < $2) \
-         ORDER BY scheduled_for DESC LIMIT $3",
+         ORDER BY scheduled_for DESC, rerun LIMIT $3",
     )
     .bind(task_id)
     .bind(before)

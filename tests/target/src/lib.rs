@@ -696,6 +696,7 @@ fn check_signature(config: &TargetConfig, headers: &HeaderMap, body: &[u8]) -> O
             signing::verify(
                 &config.secrets,
                 h,
+                &signing::Covered::from_headers(headers),
                 body,
                 Utc::now().timestamp(),
                 config.tolerance_secs,
