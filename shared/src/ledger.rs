@@ -106,6 +106,8 @@ pub struct TaskNow {
     /// Why the task's flow holds its work now (open breaker, backoff): its
     /// due occurrences wait on purpose and are not missed.
     pub flow_held: Option<String>,
+    /// The task's active window and exclusion.
+    pub bounds: crate::schedule::Bounds,
 }
 
 /// What became of an occurrence.
@@ -332,7 +334,11 @@ fn classify(facts: &Facts<'_>, t: DateTime<Utc>, def: &Definition) -> Entry {
     if let Some(run) = facts.runs.get(&t) {
         return with_run(run, def.timezone.clone(), Some(def.version), None);
     }
-    let (state, reason, event) = without_run(facts, t);
+    let (state, reason, event) = match window::bounded(facts, t, def) {
+        // A pause or disable at the time says more than the window.
+        Some((state, reason)) if off_at(facts.events, t).is_none() => (state, reason, None),
+        _ => without_run(facts, t),
+    };
     let mut entry = Entry {
         scheduled_for: t,
         timezone: def.timezone.clone(),
@@ -633,3 +639,4 @@ pub fn summary(entry: &Entry) -> String {
 
 #[cfg(test)]
 mod tests;
+mod window;

@@ -25,4 +25,5 @@ pub mod schedule;
 pub mod store;
 pub mod target_server;
 pub mod task;
+pub mod window;
 pub mod worker;

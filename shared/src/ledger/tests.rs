@@ -39,6 +39,7 @@ fn task(next: Option<&str>) -> TaskNow {
         timeout_ms: 30_000,
         jitter_secs: 0,
         flow_held: None,
+        bounds: Default::default(),
     }
 }
 

@@ -23,6 +23,11 @@ pub struct Claimed {
     /// The task's flow (pacing, backoff).
     pub flow: String,
     pub timeout_ms: i32,
+    /// The active window and exclusion (an `allow` row's window of
+    /// occurrences honours them).
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub exclude: Option<String>,
 }
 
 /// How to claim.
@@ -69,7 +74,8 @@ pub async fn claim_due(
              lease_owner = $5 \
          FROM due WHERE t.id = due.id \
          RETURNING t.id AS task_id, t.version, t.next_run_at AS occurrence, t.schedule, \
-                   t.timezone, t.overlap, t.jitter_secs, t.flow, t.timeout_ms",
+                   t.timezone, t.overlap, t.jitter_secs, t.flow, t.timeout_ms, \
+                   t.start_at, t.end_at, t.exclude",
     )
     .bind(horizon)
     .bind(now)

@@ -38,6 +38,7 @@ pub mod notifications;
 pub mod outcomes;
 pub mod pauses;
 pub mod runs;
+pub mod skips;
 pub mod tasks;
 
 pub use claims::*;
@@ -50,6 +51,7 @@ pub use notifications::*;
 pub use outcomes::*;
 pub use pauses::*;
 pub use runs::*;
+pub use skips::*;
 pub use tasks::*;
 
 /// Migrations, embedded so every binary can apply them on start.

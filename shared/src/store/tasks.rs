@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 use super::{Result, StoreError};
+use crate::schedule::Next;
 use crate::task::{InvalidField, Task, TaskSpec, Timing, ValidTask};
 
 /// The columns of [`Task`], as a literal so queries stay `&'static str`.
@@ -16,7 +17,7 @@ macro_rules! task_columns {
      enabled, next_run_at, lease_until, version, schedule_error, last_run_at, last_status, \
      last_error, consecutive_failures, created_at, updated_at, flow_key, flow, \
      pause_after_failures, notify_url, paused_at, paused_by, paused_reason, paused_until, \
-     failing_since, recovered_at"
+     failing_since, recovered_at, start_at, end_at, exclude"
     };
 }
 
@@ -41,9 +42,10 @@ pub async fn create_task(
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
-         enabled, flow_key, next_run_at, pause_after_failures, notify_url) \
+         enabled, flow_key, next_run_at, pause_after_failures, notify_url, \
+         start_at, end_at, exclude) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19) \
+         $18, $19, $20, $21, $22) \
          RETURNING ",
         task_columns!(),
         ""
@@ -51,6 +53,9 @@ pub async fn create_task(
     bind_spec(sqlx::query_as::<_, Task>(sql), spec, Some(next))
         .bind(spec.pause_after_failures)
         .bind(&spec.notify_url)
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(&spec.exclude)
         .fetch_one(db)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
@@ -171,7 +176,13 @@ pub async fn update_task(
     let spec = task.spec();
     let retimed = spec.schedule.trim() != current.schedule
         || spec.timezone != current.timezone
-        || (spec.enabled && !current.enabled);
+        || (spec.enabled && !current.enabled)
+        || (spec.start_at, spec.end_at, &spec.exclude)
+            != (
+                current.window.start_at,
+                current.window.end_at,
+                &current.window.exclude,
+            );
     let next = if retimed {
         Some(task.first_after(now)?)
     } else {
@@ -189,7 +200,8 @@ pub async fn update_task(
          enabled = $15, flow_key = $16, next_run_at = $17, \
          schedule_error = CASE WHEN $19 THEN NULL ELSE schedule_error END, \
          lease_until = CASE WHEN $19 THEN NULL ELSE lease_until END, \
-         pause_after_failures = $20, notify_url = $21 \
+         pause_after_failures = $20, notify_url = $21, \
+         start_at = $22, end_at = $23, exclude = $24 \
          WHERE id = $18 RETURNING ",
         task_columns!(),
         ""
@@ -199,6 +211,9 @@ pub async fn update_task(
         .bind(retimed)
         .bind(spec.pause_after_failures)
         .bind(&spec.notify_url)
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(&spec.exclude)
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
@@ -237,15 +252,27 @@ pub struct ScheduledNew {
     pub scheduled: u64,
     /// Rows disabled because their schedule or zone is invalid.
     pub invalid: u64,
+    /// Rows disabled because their active window has no occurrence left.
+    pub ended: u64,
 }
+
+/// id, schedule, timezone, start_at, end_at, exclude of a new row.
+type NewRow = (
+    i64,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
 
 /// Computes the first occurrence of rows inserted with plain SQL
 /// (`next_run_at IS NULL`). A row whose schedule cannot be evaluated is
 /// disabled with the reason in `schedule_error`; it never stops the scan.
 pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<ScheduledNew> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, schedule, timezone FROM tasks \
+    let rows: Vec<NewRow> = sqlx::query_as(
+        "SELECT id, schedule, timezone, start_at, end_at, exclude FROM tasks \
          WHERE enabled AND next_run_at IS NULL \
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -258,15 +285,35 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     let mut ids = Vec::with_capacity(rows.len());
     let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(rows.len());
     let mut errors: Vec<Option<String>> = Vec::with_capacity(rows.len());
+    let mut ended: Vec<bool> = Vec::with_capacity(rows.len());
     let mut report = ScheduledNew::default();
-    for (id, schedule, zone) in rows {
-        let first = Timing::parse(&schedule, &zone, Default::default(), 0).and_then(|t| {
-            t.first_after(now)
-                .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))
-        });
+    for (id, schedule, zone, start_at, end_at, exclude) in rows {
+        let window = crate::window::TaskWindow {
+            start_at,
+            end_at,
+            exclude,
+        };
+        let first = Timing::parse(&schedule, &zone, Default::default(), 0)
+            .and_then(|t| Ok(t.within(window.bounds()?)))
+            .and_then(|t| match t.next_after(now) {
+                Next::At(next) => Ok(Some(next)),
+                // The window is over: disabled, not invalid (the ledger
+                // says "active window ended").
+                Next::WindowEnded => Ok(None),
+                _ => Err(InvalidField::new(
+                    "schedule",
+                    "has no occurrence in the future",
+                )),
+            });
         ids.push(id);
+        ended.push(matches!(first, Ok(None)));
         match first {
-            Ok(next) => {
+            Ok(None) => {
+                report.ended += 1;
+                nexts.push(None);
+                errors.push(None);
+            }
+            Ok(Some(next)) => {
                 report.scheduled += 1;
                 nexts.push(Some(next));
                 errors.push(None);
@@ -282,13 +329,15 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     sqlx::query(
         "UPDATE tasks t SET next_run_at = u.next_run_at, \
              schedule_error = u.error, \
-             enabled = u.error IS NULL \
-         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[]) AS u(id, next_run_at, error) \
+             enabled = u.error IS NULL AND NOT u.ended \
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::boolean[]) \
+             AS u(id, next_run_at, error, ended) \
          WHERE t.id = u.id",
     )
     .bind(&ids)
     .bind(&nexts)
     .bind(&errors)
+    .bind(&ended)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
