@@ -95,36 +95,58 @@ pub fn validate_window(spec: &mut TaskSpec) -> Result<Bounds, InvalidField> {
 }
 
 /// Documents `start_at`, `end_at` and `exclude` in the OpenAPI `schemas`
-/// of TaskSpec and TaskPatch (and of the Task answers); `schedule` is the
-/// schema of a task's `schedule`.
-pub(crate) fn document_fields(schemas: &mut serde_json::Value, schedule: &serde_json::Value) {
-    for (name, value) in openapi_fields(schedule) {
+/// of TaskSpec and TaskPatch.
+pub(crate) fn document_fields(schemas: &mut serde_json::Value) {
+    for (name, value) in openapi_fields() {
         schemas["TaskSpec"]["properties"][name] = value.clone();
         schemas["TaskPatch"]["properties"][name] = value;
     }
 }
 
+/// A window start every client can rely on: RFC 3339 UTC, year 1970 to
+/// 2099. Together with [`END_PATTERN`] it keeps `end_at` after `start_at`
+/// and in the future, which JSON Schema cannot state; the server accepts
+/// any instants of years 0001 to 9999 with `end_at` after `start_at`.
+const START_PATTERN: &str = concat!(
+    r"^(19[7-9][0-9]|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])",
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z(?!\n)$"
+);
+/// A window end every client can rely on: RFC 3339 UTC, year 2200 to 9999.
+const END_PATTERN: &str = concat!(
+    r"^(2[2-9][0-9]{2}|[3-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])",
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z(?!\n)$"
+);
+/// Exclusions every client can rely on: one day (or an hour or minute of
+/// it) of one year, so no exclusion of this form skips every occurrence of
+/// a schedule. The server accepts any schedule expression.
+const EXCLUDE_PATTERN: &str = concat!(
+    r"^cron\((\*|[1-5]?[0-9]) (\*|1?[0-9]|2[0-3]) ([1-9]|1[0-9]|2[0-8]) ([1-9]|1[0-2]) \? (20[0-9]{2}|21[0-9]{2})\)",
+    r"(?!\n)$"
+);
+
 /// The schemas of the three fields (all nullable: null = none).
-pub(crate) fn openapi_fields(
-    schedule: &serde_json::Value,
-) -> [(&'static str, serde_json::Value); 3] {
-    let instant = |description: &str| {
+pub(crate) fn openapi_fields() -> [(&'static str, serde_json::Value); 3] {
+    let instant = |pattern: &str, description: &str| {
         serde_json::json!({"type": ["string", "null"], "format": "date-time",
-            "description": description})
+            "pattern": pattern, "description": description})
     };
-    let mut exclude = schedule.clone();
-    exclude["type"] = serde_json::json!(["string", "null"]);
-    exclude["description"] = serde_json::json!("Occurrences this schedule expression matches are skipped (recorded in the ledger as `skipped (excluded)`): the grammar of `schedule`, read in the task's zone. A cron exclusion matches whole minutes (seconds when it names seconds other than 0), so `cron(* * ? * SAT,SUN *)` skips weekends. Null: none.");
     [
         (
             "start_at",
-            instant("No occurrence before this instant (RFC 3339). Null: none."),
+            instant(START_PATTERN, "No occurrence before this instant (RFC 3339, years 0001 to 9999). Null: none. The pattern is the portable core (with `end_at`'s, it keeps the window in order and in the future); the server accepts any instant."),
         ),
         (
             "end_at",
-            instant("No occurrence at or after this instant (RFC 3339), which must be after `start_at`; once no occurrence is left the task disables itself and its ledger says why. Null: none."),
+            instant(END_PATTERN, "No occurrence at or after this instant (RFC 3339, years 0001 to 9999), which must be after `start_at` (400 naming `end_at`) and leave an occurrence in the future; once no occurrence is left the task disables itself and its ledger says why. Null: none. The pattern is the portable core; the server accepts any instant meeting these rules."),
         ),
-        ("exclude", exclude),
+        (
+            "exclude",
+            serde_json::json!({
+                "type": ["string", "null"], "minLength": 1, "maxLength": MAX_SCHEDULE_CHARS,
+                "pattern": EXCLUDE_PATTERN,
+                "description": "Occurrences this schedule expression matches are skipped (recorded in the ledger as `skipped (excluded)`): the grammar of `schedule`, read in the task's zone. A cron exclusion matches whole minutes (seconds when it names seconds other than 0), so `cron(* * ? * SAT,SUN *)` skips weekends. One that skips 20000 occurrences in a row is refused (400 naming `exclude`). Null: none. The pattern is the portable core (one day of one year); the server accepts any schedule expression."
+            }),
+        ),
     ]
 }
 

@@ -316,7 +316,7 @@ fn tighten_schemas(doc: &mut Value) {
     schemas["TaskSpec"]["properties"]["flow_key"] = nullable(flow_key.clone());
     schemas["TaskPatch"]["properties"]["flow_key"] = nullable(flow_key);
     crate::pause::document_fields(schemas, &fields["url"]);
-    crate::window::document_fields(schemas, &fields["schedule"]);
+    crate::window::document_fields(schemas);
     for (name, value) in flow_limit_fields() {
         schemas["FlowLimits"]["properties"][name] = value;
     }
@@ -333,7 +333,7 @@ fn tighten_schemas(doc: &mut Value) {
         "type": ["string", "null"], "format": "date-time",
         "description": "Occurrences after this instant (RFC 3339; default now). Occurrences past 9999-12-31T23:59:59Z are not listed."
     });
-    for (name, value) in crate::window::openapi_fields(&fields["schedule"]) {
+    for (name, value) in crate::window::openapi_fields() {
         preview[name] = value;
     }
     // Answers: what the table's CHECK constraints guarantee.
