@@ -414,10 +414,17 @@ fn without_run(
             } else if leased {
                 (
                     Pending,
-                    format!(
-                        "waits for the run of {} to finish (overlap = forbid)",
-                        utc(next)
-                    ),
+                    if task.overlap == Overlap::Skip {
+                        format!(
+                            "due while the run of {} is in flight: recorded as skipped when it ends (overlap = skip)",
+                            utc(next)
+                        )
+                    } else {
+                        format!(
+                            "waits for the run of {} to finish (overlap = forbid)",
+                            utc(next)
+                        )
+                    },
                     None,
                 )
             } else if overdue {
@@ -624,6 +631,8 @@ pub fn summary(entry: &Entry) -> String {
                 }
                 s
             }
+            // The active window's verdict (`ledger::window`).
+            None if !reason.is_empty() => format!("{head} did not fire: {reason}"),
             None => format!("{head} did not fire: the task was paused"),
         },
         (OccurrenceState::PassedOver, _) => format!("{head} did not fire: {reason}"),

@@ -223,14 +223,16 @@ fn next_occurrences(task: &Task, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     else {
         return Vec::new();
     };
+    // The window and exclusion apply, as when the task runs.
+    let bounds = task.window.bounds().unwrap_or_default();
     match task.next_run_at {
         Some(next) => {
             let mut out = vec![next];
-            out.extend(schedule.upcoming(next, zone, SHOWN_OCCURRENCES - 1));
+            out.extend(bounds.upcoming(&schedule, next, zone, SHOWN_OCCURRENCES - 1));
             out
         }
         // Not scheduled yet (inserted with SQL): what the scanner will compute.
-        None => schedule.upcoming(now, zone, SHOWN_OCCURRENCES),
+        None => bounds.upcoming(&schedule, now, zone, SHOWN_OCCURRENCES),
     }
 }
 
