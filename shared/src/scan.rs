@@ -21,6 +21,8 @@ use crate::queue::{DispatchQueue, Outgoing};
 use crate::store::{self, Advance, ClaimOptions, Claimed, StoreError};
 use crate::task::{Overlap, Timing};
 
+mod ending;
+
 /// How a scan runs.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -502,11 +504,17 @@ fn advances(
         .enumerate()
         .filter_map(|(i, (c, w))| {
             let next = w.next?;
+            let failed = first_failed.get(&i).copied();
+            let (next_run_at, lease_until) = match (failed, ending::hold_last(c, w)) {
+                (None, Some((last, lease))) => (Some(last), Some(lease)),
+                _ => (failed.or(next), None),
+            };
             Some(Advance {
                 task_id: c.task_id,
                 occurrence: c.occurrence,
                 version: c.version,
-                next_run_at: first_failed.get(&i).copied().or(next),
+                next_run_at,
+                lease_until,
             })
         })
         .collect()

@@ -205,6 +205,18 @@ async fn the_window_bounds_occurrences_and_ends_the_task_and_exclusions_skip(poo
         .insert(&pool)
         .await
         .id;
+    // The same window for an `overlap = allow` task: the scanner queues its
+    // whole window at once, and the last occurrences must still fire.
+    let windowed_allow = TaskBuilder::new()
+        .name("windowed-allow")
+        .schedule("rate(5 seconds)")
+        .url(h.target.url("/ok"))
+        .overlap("allow")
+        .start_at(base)
+        .end_at(base + secs(20))
+        .insert(&pool)
+        .await
+        .id;
     let excluding = TaskBuilder::new()
         .name("excluding")
         .schedule("rate(5 seconds)")
@@ -225,17 +237,20 @@ async fn the_window_bounds_occurrences_and_ends_the_task_and_exclusions_skip(poo
     // none before `start_at`, none at `end_at` ...
     let window: Vec<_> = (0..4).map(|k| base + secs(5 * k)).collect();
     assert_eq!(h.fired(windowed), window);
-    let runs = h.runs(windowed).await;
-    assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), window);
-    assert!(runs.iter().all(|r| r.1 == "succeeded"), "{runs:?}");
-    // ... and then disabled itself, saying why.
-    let (enabled, next): (bool, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT enabled, next_run_at FROM tasks WHERE id = $1")
-            .bind(windowed)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(!enabled && next.is_none());
+    assert_eq!(h.fired(windowed_allow), window);
+    for id in [windowed, windowed_allow] {
+        let runs = h.runs(id).await;
+        assert_eq!(runs.iter().map(|r| r.0).collect::<Vec<_>>(), window);
+        assert!(runs.iter().all(|r| r.1 == "succeeded"), "{runs:?}");
+        // ... and then disabled itself, saying why.
+        let (enabled, next): (bool, Option<DateTime<Utc>>) =
+            sqlx::query_as("SELECT enabled, next_run_at FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(!enabled && next.is_none(), "task {id}");
+    }
     let (kind, actor, reason): (String, String, Option<String>) = sqlx::query_as(
         "SELECT kind, actor, reason FROM task_events WHERE task_id = $1 ORDER BY id DESC LIMIT 1",
     )
