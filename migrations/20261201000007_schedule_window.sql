@@ -58,12 +58,10 @@ BEGIN
     UPDATE task_events SET
         kind = 'disabled',
         actor = 'sundial',
-        reason = CASE WHEN NEW.end_at <= now()
-            THEN format('active window ended at %s',
+        -- Said the same whether the end has passed or only no occurrence
+        -- is left before it: either way the window is over for the task.
+        reason = format('active window ended at %s',
                         to_char(NEW.end_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS"Z"'))
-            ELSE format('active window ends at %s: no occurrence left before it',
-                        to_char(NEW.end_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS"Z"'))
-            END
     WHERE id = (SELECT id FROM task_events
                 WHERE task_id = NEW.id AND version = NEW.version AND kind IN ('disabled', 'paused')
                 ORDER BY id DESC LIMIT 1);

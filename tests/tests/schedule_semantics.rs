@@ -259,15 +259,12 @@ async fn the_window_bounds_occurrences_and_ends_the_task_and_exclusions_skip(poo
     .await
     .unwrap();
     assert_eq!((kind.as_str(), actor.as_str()), ("disabled", "sundial"));
-    let reason = reason.unwrap_or_default();
-    assert!(
-        reason.starts_with("active window ends at ")
-            || reason.starts_with("active window ended at "),
-        "{reason}"
-    );
+    let end = (base + secs(20)).format("%Y-%m-%d %H:%M:%SZ");
+    assert_eq!(reason, Some(format!("active window ended at {end}")));
     let why = h.why(windowed, base + secs(25)).await;
     assert!(
-        why.contains("did not fire: the task was disabled") && why.contains("active window"),
+        why.contains("did not fire: the task was disabled")
+            && why.contains(&format!("by sundial (active window ended at {end})")),
         "{why}"
     );
     let before = h.ledger(windowed, base - secs(5), base - secs(5)).await;
