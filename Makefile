@@ -27,7 +27,7 @@ SAM_ARGS ?=
 STEP := scripts/step.sh
 SERVICES := scripts/services.sh
 
-.PHONY: help dev dev-smoke test api-fuzz lint fmt-check clippy bench build deploy lint-infra \
+.PHONY: help dev dev-smoke test api-fuzz lint fmt-check clippy bench build deploy lint-infra size \
         services services-pg services-stop services-status services-check ci
 
 help: ## list the targets
@@ -75,6 +75,9 @@ bench: ## quick benchmarks (release build) against local Postgres + the SQS emul
 
 build: ## Lambda artifacts in target/lambda/<fn>/bootstrap (ARCH=arm64|x86_64)
 	@$(STEP) "build $(ARCH)" scripts/build-lambda.sh $(ARCH)
+
+size: ## files over 500 lines and functions over 60 in shared/src (exceptions: docs/ARCHITECTURE.md)
+	@scripts/code-size.py
 
 lint-infra: ## cfn-lint + SAM transform check of infra/template.yaml (offline)
 	@$(STEP) lint-infra scripts/lint-infra.sh

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod dev;
 mod flows;
 mod pipeline;
 mod runtime;
 mod schedule_cmd;
+mod status;
 mod tasks;
 mod why;
 
@@ -44,11 +44,11 @@ enum Command {
     Flows(flows::FlowsCmd),
     /// Show pipeline health, scanner heartbeat, backlog, recent runs, fire lag
     /// and open flows from the admin API.
-    Status(tasks::StatusArgs),
+    Status(status::StatusArgs),
     /// Say what became of a task's occurrence: fired, skipped, paused, missed.
     Why(why::WhyArgs),
     /// Measure throughput, lag, memory and scan speed.
-    Bench(bench::BenchArgs),
+    Bench(sundial_bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -62,9 +62,9 @@ async fn main() -> ExitCode {
         Command::Process(args) => runtime::process(args).await,
         Command::Tasks(cmd) => tasks::run(cmd).await,
         Command::Flows(cmd) => flows::run(cmd).await,
-        Command::Status(args) => tasks::status(args).await,
+        Command::Status(args) => status::status(args).await,
         Command::Why(args) => why::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => sundial_bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

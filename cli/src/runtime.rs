@@ -131,7 +131,7 @@ pub async fn process(args: ProcessArgs) -> Result<()> {
     };
     let report = run_worker(&processor, inbox, &opts, shutdown).await;
     if args.emf {
-        metrics::for_process(&report).emit("sundial-cli-process");
+        metrics::emit_process(&report, "sundial-cli-process");
     }
     eprintln!(
         "fired {} succeeded {} failed {} retried {} stale {}",

@@ -1,6 +1,6 @@
-//! `sundial tasks add|list|show|pause|resume|trigger|delete|runs` and
-//! `sundial status`: a client of the admin API (whose [`Client`] and
-//! printing helpers `sundial flows` shares).
+//! `sundial tasks add|list|show|pause|resume|trigger|delete|runs`: a
+//! client of the admin API (whose [`Client`] and printing helpers
+//! `sundial status` and `sundial flows` share).
 //!
 //! Human tables by default, the API's JSON with `--json`. An API error is
 //! printed as the field and the reason it gave, and the command exits
@@ -24,13 +24,6 @@ pub struct ApiOptions {
     /// Print the API's JSON instead of a table (for scripts).
     #[arg(long)]
     pub json: bool,
-}
-
-/// `sundial status`. The bearer token is read from `SUNDIAL_ADMIN_TOKEN`.
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub api: ApiOptions,
 }
 
 /// `sundial tasks ...`. The bearer token is read from `SUNDIAL_ADMIN_TOKEN`.
@@ -175,6 +168,10 @@ pub struct AddArgs {
     /// Where this task's notification events are POSTed.
     #[arg(long)]
     pub notify_url: Option<String>,
+    /// A label to group tasks by (repeatable; at most 10). Each tag is a
+    /// `Tag` dimension of the lag and failure metrics.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     /// Makes a retried add safe: the same key never creates a second task.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -194,6 +191,9 @@ pub struct ListArgs {
     /// Only tasks whose last run failed.
     #[arg(long)]
     pub failing: bool,
+    /// Only tasks carrying this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
     /// Page size (1 to 200).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -211,14 +211,6 @@ pub struct ListArgs {
 pub async fn run(cmd: TasksCmd) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let result = run_to(cmd, &mut out).await;
-    std::io::stdout().write_all(&out)?;
-    result
-}
-
-/// Runs `sundial status`, printing to stdout.
-pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let mut out = Vec::new();
-    let result = status_to(args, &mut out).await;
     std::io::stdout().write_all(&out)?;
     result
 }
@@ -320,73 +312,7 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// [`status`], writing to `out`.
-pub async fn status_to(args: StatusArgs, out: &mut Vec<u8>) -> anyhow::Result<()> {
-    let api = Client::new(&args.api)?;
-    let st = api.get("/v1/status", &[]).await?;
-    let text = render(args.api.json, &st, || {
-        let h = &st["last_hour"];
-        let t = &st["tasks"];
-        let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.0} ms"));
-        format!(
-            "tasks:          {} total, {} enabled, {} failing, {} invalid\n\
-             backlog:        {} due, oldest {:.0}s overdue, {} missed\n\
-             last hour:      {} runs, {} succeeded, {} failed, {} timed out, {} skipped\n\
-             fire lag:       p50 {}, p99 {}\n",
-            t["total"],
-            t["enabled"],
-            t["failing"],
-            t["invalid"],
-            st["backlog"],
-            st["oldest_due_age_secs"].as_f64().unwrap_or(0.0),
-            st["missed"].as_i64().unwrap_or(0),
-            h["runs"],
-            h["succeeded"],
-            h["failed"],
-            h["timed_out"],
-            h["skipped"],
-            ms(&h["lag_p50_ms"]),
-            ms(&h["lag_p99_ms"]),
-        ) + &flow_status(&st["flows"])
-    });
-    // The pipeline's verdict first: what an operator runs `status` for.
-    let text = if args.api.json {
-        text
-    } else {
-        crate::pipeline::pipeline_status(&st) + &text
-    };
-    out.extend_from_slice(text.as_bytes());
-    Ok(())
-}
-
-/// The flows part of `sundial status`: counts, then each open flow.
-fn flow_status(flows: &Value) -> String {
-    // An admin API older than flows says nothing of them.
-    if !flows.is_object() {
-        return String::new();
-    }
-    let mut out = format!(
-        "flows:          {} open, {} backing off\n",
-        flows["open"].as_i64().unwrap_or(0),
-        flows["backing_off"].as_i64().unwrap_or(0),
-    );
-    let open = flows["open_flows"].as_array().cloned().unwrap_or_default();
-    for flow in &open {
-        let _ = writeln!(
-            out,
-            "  open          {} since {}, next probe {}",
-            str_of(&flow["key"]),
-            when(&flow["opened_at"]),
-            when(&flow["probe_at"]),
-        );
-    }
-    let shown = open.len() as i64;
-    if flows["open"].as_i64().unwrap_or(0) > shown {
-        let _ = writeln!(out, "  (and more: sundial flows list)");
-    }
-    out
-}
-
+/// The API's JSON (`--json`) or the human text.
 pub(crate) fn render(json_out: bool, value: &Value, human: impl FnOnce() -> String) -> String {
     if json_out {
         let mut s = json_for_terminal(&serde_json::to_string_pretty(value).unwrap_or_default());
@@ -473,6 +399,9 @@ fn add_body(add: &AddArgs) -> anyhow::Result<Value> {
         add.pause_after_failures.map(|v| json!(v)),
     );
     put("notify_url", add.notify_url.as_ref().map(|v| json!(v)));
+    if !add.tags.is_empty() {
+        put("tags", Some(json!(add.tags)));
+    }
     if add.paused {
         put("enabled", Some(json!(false)));
     }
@@ -507,6 +436,9 @@ async fn list_tasks(api: &Client, list: &ListArgs) -> anyhow::Result<Value> {
     }
     if list.failing {
         query.push(("failing", "true".into()));
+    }
+    if let Some(tag) = &list.tag {
+        query.push(("tag", tag.clone()));
     }
     let mut cursor = list.cursor.clone();
     let mut tasks = Vec::new();
@@ -629,6 +561,16 @@ fn paused_line(t: &Value) -> String {
     line
 }
 
+/// A task's tags, comma-separated (`-` for none).
+fn tag_list(tags: &Value) -> String {
+    let tags: Vec<String> = tags.as_array().into_iter().flatten().map(str_of).collect();
+    if tags.is_empty() {
+        "-".into()
+    } else {
+        tags.join(", ")
+    }
+}
+
 fn task_detail(t: &Value) -> String {
     let mut out = String::new();
     let fields = [
@@ -673,6 +615,7 @@ fn task_detail(t: &Value) -> String {
         ("pause_after", str_of(&t["pause_after_failures"])),
         ("paused", paused_line(t)),
         ("notify_url", str_of(&t["notify_url"])),
+        ("tags", tag_list(&t["tags"])),
         ("schedule_error", str_of(&t["schedule_error"])),
     ];
     for (k, v) in fields {

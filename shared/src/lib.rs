@@ -23,7 +23,6 @@ pub mod sanitise;
 pub mod scan;
 pub mod schedule;
 pub mod store;
-pub mod target_server;
 pub mod task;
 pub mod window;
 pub mod worker;

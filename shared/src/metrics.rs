@@ -6,6 +6,10 @@
 //! figures are sent as value arrays (EMF takes at most 100 values per
 //! metric, so larger samples are reduced to 100 evenly spaced quantiles,
 //! which keeps percentiles and drops only the count, sent separately).
+//!
+//! The processor adds one record per task tag seen ([`for_tags`]) with
+//! dimensions `FunctionName` and `Tag`: lag and failures per group of tasks,
+//! never per task, so CloudWatch cardinality follows the tags in use.
 
 use serde_json::{json, Map, Value};
 
@@ -39,6 +43,8 @@ impl Unit {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricSet {
     entries: Vec<(&'static str, Unit, Value)>,
+    /// The `Tag` dimension, on a per-tag record.
+    tag: Option<String>,
 }
 
 impl MetricSet {
@@ -57,6 +63,12 @@ impl MetricSet {
         self
     }
 
+    /// This set for the tasks tagged `tag` (adds the `Tag` dimension).
+    pub fn for_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
     /// Names of the metrics in this set.
     pub fn names(&self) -> Vec<&'static str> {
         self.entries.iter().map(|(n, _, _)| *n).collect()
@@ -70,18 +82,25 @@ impl MetricSet {
             .map(|(name, unit, _)| json!({"Name": name, "Unit": unit.as_str()}))
             .collect();
         let mut record = Map::new();
+        let dimensions = match &self.tag {
+            Some(_) => json!([["FunctionName", "Tag"]]),
+            None => json!([["FunctionName"]]),
+        };
         record.insert(
             "_aws".into(),
             json!({
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["FunctionName"]],
+                    "Dimensions": dimensions,
                     "Metrics": definitions,
                 }],
             }),
         );
         record.insert("FunctionName".into(), json!(function_name));
+        if let Some(tag) = &self.tag {
+            record.insert("Tag".into(), json!(tag));
+        }
         for (name, _, value) in &self.entries {
             record.insert((*name).into(), value.clone());
         }
@@ -147,6 +166,31 @@ pub fn for_scan(summary: &ScanSummary) -> MetricSet {
             summary.elapsed_ms as f64,
         );
     m
+}
+
+/// A processor run's records: the totals, then one per task tag.
+pub fn emit_process(report: &ProcessReport, function_name: &str) {
+    for_process(report).emit(function_name);
+    for set in for_tags(report) {
+        set.emit(function_name);
+    }
+}
+
+/// Lag and failures per task tag, one set each (dimension `Tag`). A tag
+/// whose tasks fired nothing and failed nothing in the run sends nothing.
+pub fn for_tags(report: &ProcessReport) -> Vec<MetricSet> {
+    report
+        .by_tag
+        .iter()
+        .map(|(tag, f)| {
+            let mut m = MetricSet::default();
+            m.value("Fired", Unit::Count, f.fired as f64)
+                .value("Failed", Unit::Count, f.failed as f64)
+                .value("TimedOut", Unit::Count, f.timed_out as f64)
+                .sample("FireLagMs", Unit::Milliseconds, &f.fire_lag_ms);
+            m.for_tag(tag.clone())
+        })
+        .collect()
 }
 
 /// The processor's metrics.
@@ -222,6 +266,33 @@ mod tests {
         assert_eq!(record["MissedOccurrences"], 2.0);
         assert_eq!(record["ScannerTicks"], 1.0);
         assert_eq!(record["FunctionName"], "sundial-scanner");
+    }
+
+    #[test]
+    fn tagged_records_carry_the_tag_dimension() {
+        let mut report = ProcessReport::default();
+        report.merge(&ProcessReport {
+            fired: 1,
+            failed: 1,
+            fire_lag_ms: vec![120.0],
+            tags: vec!["team:payments".into()],
+            ..Default::default()
+        });
+        let sets = for_tags(&report);
+        assert_eq!(sets.len(), 1);
+        let record = sets[0].to_emf("sundial-processor", 1_700_000_000_000);
+        let declared = &record["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Dimensions"], json!([["FunctionName", "Tag"]]));
+        assert_eq!(record["Tag"], "team:payments");
+        assert_eq!(record["Failed"], 1.0);
+        assert_eq!(record["FireLagMs"], json!([120.0]));
+        // The totals stay without the dimension.
+        let totals = for_process(&report).to_emf("sundial-processor", 0);
+        assert_eq!(
+            totals["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["FunctionName"]])
+        );
+        assert!(totals.get("Tag").is_none());
     }
 
     #[test]

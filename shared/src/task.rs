@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::schedule::{parse_zone, Bounds, Next, Schedule, ScheduleError, Tz};
 
+mod tags;
+pub use tags::{validate_tag, validate_tags, MAX_TAGS, MAX_TAG_CHARS};
+
 /// HTTP methods a task may use (mirrors the `tasks_method_known` CHECK).
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// Bounds of `timeout_ms` (mirrors the `tasks_timeout_range` CHECK).
@@ -118,6 +121,8 @@ pub struct Task {
     pub flow_key: Option<String>,
     /// The flow in force: `flow_key`, else the URL's `host:port`.
     pub flow: String,
+    /// Labels to group tasks by; each one is a `Tag` metric dimension.
+    pub tags: Vec<String>,
     /// Auto-pause, the pause in force, the failure incident, notify URL.
     #[serde(flatten)]
     #[sqlx(flatten)]
@@ -199,6 +204,11 @@ pub struct TaskSpec {
     /// `SUNDIAL_NOTIFY_URL`.
     #[serde(default)]
     pub notify_url: Option<String>,
+    /// Labels to group tasks by (at most 10; letters, digits and
+    /// `_ . : / = -`, 1 to 64 characters each). Lag and failure metrics
+    /// carry one `Tag` dimension per tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// No occurrence before this instant.
     #[serde(default)]
     pub start_at: Option<DateTime<Utc>>,
@@ -259,6 +269,7 @@ impl TaskSpec {
             flow_key: None,
             pause_after_failures: None,
             notify_url: None,
+            tags: Vec::new(),
             start_at: None,
             end_at: None,
             exclude: None,
@@ -286,6 +297,7 @@ impl TaskSpec {
             flow_key: task.flow_key.clone(),
             pause_after_failures: task.alerting.pause_after_failures,
             notify_url: task.alerting.notify_url.clone(),
+            tags: task.tags.clone(),
             start_at: task.window.start_at,
             end_at: task.window.end_at,
             exclude: task.window.exclude.clone(),
@@ -382,6 +394,7 @@ impl TaskSpec {
             self.flow_key = Some(validate_flow_key("flow_key", key)?);
         }
         crate::pause::validate_alerting(self)?;
+        self.tags = validate_tags(&self.tags)?;
         crate::window::validate_window(self)?;
         Ok((schedule, zone))
     }

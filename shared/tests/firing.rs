@@ -11,7 +11,7 @@ use sundial::fire::{
     fire_stream, ClientOptions, FireRequest, FireResult, Fired, Firer, GuardError, Limits, Signer,
     TargetGuard, Verdict,
 };
-use sundial::target_server::{self, TargetConfig, TargetServer};
+use sundial_target::{self as target_server, TargetConfig, TargetServer};
 use tokio::time::Instant;
 
 const LOCAL: &str = "127.0.0.1/32,::1/128";

@@ -13,8 +13,8 @@ use sundial::config::Settings;
 use sundial::fire::{
     fire_stream, ClientOptions, FireRequest, Fired, Firer, Limits, Signer, TargetGuard, Verdict,
 };
-use sundial::target_server::tls::{Alpn, TestCa};
-use sundial::target_server::{self, TargetConfig, TargetServer};
+use sundial_target::tls::{Alpn, TestCa};
+use sundial_target::{self as target_server, TargetConfig, TargetServer};
 
 const LOCAL: &str = "127.0.0.1/32,::1/128";
 

@@ -10,9 +10,9 @@ use sqlx::PgPool;
 use sundial::config::Settings;
 use sundial::process::Processor;
 use sundial::scan::{scan, ScanOptions};
-use sundial::target_server::{self, TargetConfig};
 use sundial::worker::{run_worker, SqsInbox, WorkerOptions};
 use sundial_e2e::fresh_queue;
+use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::TaskBuilder;
 use tokio::sync::watch;
 

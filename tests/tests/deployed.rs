@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;
-use sundial::target_server::{self, RequestRecord, TargetConfig};
 use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child, PgProxy};
+use sundial_target::{self as target_server, RequestRecord, TargetConfig};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 fn env_for(database_url: &str, queue_url: &str) -> Vec<(String, String)> {

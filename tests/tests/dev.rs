@@ -24,7 +24,7 @@ use sundial::process::Processor;
 use sundial::queue::memory::MemoryQueue;
 use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial::scan::{scan, ScanOptions};
-use sundial::target_server::{self, TargetConfig, TargetServer};
+use sundial_target::{self as target_server, TargetConfig, TargetServer};
 use sundial_testkit::{database_url_for, TaskBuilder};
 use tokio::sync::watch;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use sundial::target_server::{self, TargetConfig};
 use sundial_e2e::runtime_api::{Answer, RuntimeApi};
 use sundial_e2e::{drain_queue, driver_env, fresh_queue, workspace_bin, Child};
+use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 /// `date_trunc('second', now())`.

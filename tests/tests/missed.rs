@@ -26,8 +26,8 @@ use sqlx::PgPool;
 use sundial::admin::{self, AdminState};
 use sundial::config::Settings;
 use sundial::health::{HealthSettings, PipelineCheck};
-use sundial::target_server::{self, TargetConfig};
 use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
+use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 const TOKEN: &str = "missed-test-token-0123456789";

@@ -11,7 +11,7 @@ use sundial::config::Settings;
 use sundial::message::DispatchMessage;
 use sundial::process::{Disposition, Processor};
 use sundial::queue::memory::MemoryQueue;
-use sundial::target_server::{self, TargetConfig};
+use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::TaskBuilder;
 
 fn processor(pool: &PgPool) -> Processor {

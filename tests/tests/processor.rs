@@ -13,8 +13,8 @@ use sundial::process::{Disposition, Processor};
 use sundial::queue::memory::MemoryQueue;
 use sundial::queue::DispatchQueue;
 use sundial::store::{self, ClaimOptions};
-use sundial::target_server::{self, TargetConfig, TargetServer};
 use sundial_e2e::{drain_queue, fresh_queue};
+use sundial_target::{self as target_server, TargetConfig, TargetServer};
 use sundial_testkit::TaskBuilder;
 
 const SECRET: &str = "whsec_test_secret_1";
@@ -493,7 +493,7 @@ async fn catch_up_none_skips_a_late_occurrence(pool: PgPool) {
 async fn https_targets_are_trusted_through_the_extra_ca_and_bad_certificates_fail_once(
     pool: PgPool,
 ) {
-    use sundial::target_server::tls::{Alpn, TestCa};
+    use sundial_target::tls::{Alpn, TestCa};
     // GIVEN two HTTPS targets: one with a certificate from the CA named in
     // SUNDIAL_EXTRA_CA_FILE, one from a CA nobody trusts.
     let trusted_ca = TestCa::generate().unwrap();

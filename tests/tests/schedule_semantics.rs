@@ -18,8 +18,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sundial::admin::{self, AdminState};
 use sundial::config::Settings;
-use sundial::target_server::{self, RequestRecord, TargetConfig, TargetServer};
 use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
+use sundial_target::{self as target_server, RequestRecord, TargetConfig, TargetServer};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 const TOKEN: &str = "semantics-test-token-0123456789";

@@ -65,7 +65,7 @@ async fn handle(
     let (_keep, never) = tokio::sync::watch::channel(false);
     let report = run_worker(processor, inbox.clone(), &opts, never).await;
     let failures = inbox.failures();
-    metrics::for_process(&report).emit(function);
+    metrics::emit_process(&report, function);
     tracing::info!(?report, failures = failures.len(), "batch processed");
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures
@@ -85,7 +85,7 @@ mod tests {
     use sqlx::PgPool;
     use sundial::message::DispatchMessage;
     use sundial::queue::memory::MemoryQueue;
-    use sundial::target_server::{self, TargetConfig};
+    use sundial_target::{self as target_server, TargetConfig};
 
     /// An SQS event as Lambda delivers it, with the given (id, body) records.
     fn sqs_event(records: &[(&str, String)]) -> SqsEvent {

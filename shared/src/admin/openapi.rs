@@ -12,13 +12,15 @@
 use serde_json::{json, Map, Value};
 
 use crate::store::flow_config::{
-    BREAKER_FAILURES_RANGE, BREAKER_SECS_RANGE, BURST_RANGE, DEFAULT_BURST, MAX_FLOW_PAGE,
-    MAX_IN_FLIGHT_RANGE, RATE_PER_SEC_RANGE, RETRY_BUDGET_RANGE,
+    BREAKER_FAILURES_RANGE, BREAKER_SECS_RANGE, BURST_RANGE, DEFAULT_BURST, MAX_IN_FLIGHT_RANGE,
+    RATE_PER_SEC_RANGE, RETRY_BUDGET_RANGE,
 };
+use crate::store::flow_views::MAX_FLOW_PAGE;
 use crate::task::{
     ATTEMPTS_RANGE, BACKOFF_MS_RANGE, CATCH_UP_AGE_RANGE, JITTER_SECS_RANGE, MAX_BODY_BYTES,
     MAX_FLOW_KEY_CHARS, MAX_HEADER_NAME_BYTES, MAX_HEADER_VALUE_CHARS, MAX_NAME_CHARS,
-    MAX_SCHEDULE_CHARS, MAX_URL_CHARS, METHODS, RESERVED_HEADERS, TIMEOUT_MS_RANGE,
+    MAX_SCHEDULE_CHARS, MAX_TAGS, MAX_TAG_CHARS, MAX_URL_CHARS, METHODS, RESERVED_HEADERS,
+    TIMEOUT_MS_RANGE,
 };
 
 /// A character stored text may hold: no C0/C1 control, DEL or bidi
@@ -299,7 +301,23 @@ fn task_fields() -> Map<String, Value> {
         "enabled".into(),
         json!({"type": "boolean", "default": true}),
     );
+    fields.insert(
+        "tags".into(),
+        json!({
+            "type": "array", "maxItems": MAX_TAGS, "default": [],
+            "items": tag_schema(),
+            "description": "Labels to group tasks by, at most 10 (duplicates are dropped). Lag and failure metrics carry one `Tag` dimension per tag; `GET /v1/tasks?tag=` lists a tag's tasks; `GET /v1/status` shows them beside the worst tasks."
+        }),
+    );
     fields
+}
+
+/// One tag: 1 to 64 ASCII letters, digits and `_ . : / = -`.
+fn tag_schema() -> Value {
+    json!({
+        "type": "string", "minLength": 1, "maxLength": MAX_TAG_CHARS,
+        "pattern": format!("^[A-Za-z0-9_.:/=-]+{END}"),
+    })
 }
 
 /// Replaces the property schemas of the request and answer components.
@@ -419,6 +437,7 @@ fn tighten_parameters(doc: &mut Value) {
                     "type": "string", "pattern": format!("^[0-9]{{1,18}}{END}")
                 }),
                 ("query", "name") => task_fields()["name"].clone(),
+                ("query", "tag") => tag_schema(),
                 ("query", "before" | "from" | "to") => {
                     json!({"type": "string", "format": "date-time"})
                 }

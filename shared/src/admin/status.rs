@@ -12,7 +12,7 @@ use super::extract::{instant_in_range, last_showable_instant, JsonBody};
 use super::AdminState;
 use crate::health::{self, PipelineHealth, ScannerStatus};
 use crate::schedule;
-use crate::store::{self, FlowCounts, RunStats};
+use crate::store::{self, FlowCounts, RunStats, TaskFigures};
 
 pub use crate::store::TaskCounts;
 
@@ -39,6 +39,9 @@ pub struct Status {
     pub health: PipelineHealth,
     /// Runs finished in the last hour, and their fire lag.
     pub last_hour: RunStats,
+    /// Over the same hour: the tasks with the worst lateness p99 and the
+    /// tasks with the most failures (up to 5 each).
+    pub last_hour_tasks: TaskFigures,
     pub tasks: TaskCounts,
     /// Flows whose breaker is open, and flows in shared backoff.
     pub flows: FlowCounts,
@@ -56,6 +59,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
     let check = &state.pipeline;
     let backlog = store::backlog_with_grace(&state.pool, now, check.settings.missed_grace).await?;
     let last_hour = store::run_stats(&state.pool, now - Duration::hours(1)).await?;
+    let last_hour_tasks = store::task_figures(&state.pool, now - Duration::hours(1)).await?;
     let tasks = store::task_counts(&state.pool).await?;
     let flows = store::flow_counts(&state.pool, now).await?;
     let facts = store::pipeline_facts(&state.pool, now).await?;
@@ -79,6 +83,7 @@ pub async fn status(State(state): State<AdminState>) -> Result<Json<Status>> {
         scanner: health::scanner_status(&observed, &check.settings),
         health: health::assess(&observed, &check.settings),
         last_hour,
+        last_hour_tasks,
         tasks,
         flows,
     }))

@@ -116,6 +116,8 @@ pub struct ListTasksQuery {
     pub failing: Option<bool>,
     /// Only the task with this name.
     pub name: Option<String>,
+    /// Only tasks carrying this tag.
+    pub tag: Option<String>,
 }
 
 /// A page of tasks.
@@ -186,11 +188,17 @@ pub async fn list_tasks(
             }
         })
         .transpose()?;
+    let tag = query
+        .tag
+        .as_deref()
+        .map(|tag| crate::task::validate_tag("tag", tag))
+        .transpose()?;
     let filter = TaskFilter {
         enabled: query.enabled,
         failing: query.failing,
         after_id,
         name,
+        tag,
         // One more than asked tells whether another page follows.
         limit: limit + 1,
     };
@@ -294,6 +302,8 @@ pub struct TaskPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub notify_url: Option<Option<String>>,
+    /// Replaces the task's tags (`[]` removes them all).
+    pub tags: Option<Vec<String>>,
     /// `null` removes the start of the active window.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
@@ -351,6 +361,7 @@ impl TaskPatch {
             notify_url: self
                 .notify_url
                 .unwrap_or_else(|| task.alerting.notify_url.clone()),
+            tags: self.tags.unwrap_or_else(|| task.tags.clone()),
             start_at: self.start_at.unwrap_or(task.window.start_at),
             end_at: self.end_at.unwrap_or(task.window.end_at),
             exclude: self.exclude.unwrap_or_else(|| task.window.exclude.clone()),

@@ -21,7 +21,7 @@
 //! leased. (A hard kill loses nothing either: leases lapse after
 //! `SUNDIAL_LEASE_SECS` and the scanner dispatches again.)
 //!
-//! `--demo` adds a built-in echo endpoint ([`crate::target_server`]) and a
+//! `--demo` adds a built-in echo endpoint ([`DemoServer`]) and a
 //! task `sundial-demo` firing it every 10 seconds. The target guard has no
 //! per-port entries, so the demo opens `127.0.0.1/32` (every port on that
 //! one address, for this process only) when the allow-list does not.
@@ -30,12 +30,11 @@
 //! queued; handing such an occurrence back at shutdown moves the task back
 //! to it (see [`crate::store::release`]), so it fires after a restart too.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use chrono::Utc;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -49,10 +48,8 @@ use crate::queue::memory::MemoryQueue;
 use crate::queue::sqs::SqsQueue;
 use crate::queue::DispatchQueue;
 use crate::scan::ScanOptions;
-use crate::store::{self, StoreError};
-use crate::target_server::{self, TargetConfig, TargetServer};
-use crate::task::{Task, TaskSpec};
-use crate::worker::{run_worker, SqsInbox, WorkerOptions};
+use crate::store::StoreError;
+use crate::task::Task;
 
 /// Defaults of `sundial dev` (the flags document the same values).
 pub mod defaults {
@@ -81,7 +78,14 @@ pub mod defaults {
 }
 
 mod admin;
+mod demo;
+mod loops;
 mod memory;
+
+pub use demo::DemoServer;
+use demo::{demo_server, ensure_demo_task};
+pub(crate) use loops::grace_over;
+use loops::{bounded, consume_sqs_with_grace, scan_loop, serve_admin, status_loop};
 
 pub use admin::{admin_router, AdminContext, AdminRouterFn};
 pub use memory::{consume_memory, MemoryConsumeOptions, MemoryConsumeReport};
@@ -207,7 +211,7 @@ pub struct DevRunner {
     router: Router,
     queue: QueueMode,
     processor: Arc<Processor>,
-    demo: Option<(TargetServer, Task)>,
+    demo: Option<(DemoServer, Task)>,
     notes: Vec<String>,
 }
 
@@ -235,38 +239,9 @@ pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
     };
     // Check the allow-list before touching anything.
     TargetGuard::new(&settings.allow_targets)?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))
-        .await
-        .map_err(|source| DevError::Bind {
-            port: opts.port,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| DevError::Bind {
-        port: opts.port,
-        source,
-    })?;
-
+    let (listener, addr) = bind_admin(opts.port).await?;
     let mut notes = Vec::new();
-    let demo_server = if opts.demo {
-        let server = target_server::spawn(TargetConfig {
-            secrets: settings.signing_secrets.clone(),
-            record: false,
-            ..Default::default()
-        })
-        .await
-        .map_err(DevError::Demo)?;
-        open_for_demo(&mut settings, server.addr.ip(), &mut notes)?;
-        Some(server)
-    } else {
-        if settings.allow_targets.is_empty() {
-            notes.push(
-                "hint: targets on this machine are refused by the private-address guard; \
-                 set SUNDIAL_ALLOW_TARGETS=127.0.0.1/32 to fire local endpoints"
-                    .to_string(),
-            );
-        }
-        None
-    };
+    let demo_server = demo_server(opts.demo, &mut settings, &mut notes).await?;
 
     // One process hosts everything, and dev always migrates.
     settings.db_pool_size = settings.db_pool_size.max(defaults::MIN_POOL_SIZE);
@@ -314,58 +289,14 @@ pub async fn start(opts: DevOptions) -> Result<DevRunner, DevError> {
     })
 }
 
-/// Opens the demo endpoint's address in the allow-list if it is not open
-/// already. The guard matches addresses, not ports, so this opens
-/// `127.0.0.1` on every port for this process: the narrowest entry it can
-/// express. Local endpoints on other loopback addresses stay refused.
-fn open_for_demo(
-    settings: &mut Settings,
-    ip: IpAddr,
-    notes: &mut Vec<String>,
-) -> Result<(), DevError> {
-    if TargetGuard::new(&settings.allow_targets)?.is_ip_allowed(ip) {
-        return Ok(());
-    }
-    let entry = match ip {
-        IpAddr::V4(_) => format!("{ip}/32"),
-        IpAddr::V6(_) => format!("{ip}/128"),
-    };
-    notes.push(format!(
-        "demo: allowing {entry} for the echo endpoint (the guard has no per-port entries, \
-         so every port on {ip} is open for this process)"
-    ));
-    settings.allow_targets.push(entry);
-    Ok(())
-}
-
-/// Registers the demo task, or resets it to its definition (the echo
-/// endpoint's port changes on every start), by name: idempotent.
-async fn ensure_demo_task(pool: &PgPool, url: &str) -> Result<Task, DevError> {
-    let mut spec = TaskSpec::new(defaults::DEMO_TASK, defaults::DEMO_SCHEDULE, url);
-    spec.body = Some(r#"{"hello":"from sundial dev"}"#.to_string());
-    spec.headers
-        .insert("content-type".into(), "application/json".into());
-    spec.timeout_ms = 5_000;
-    let valid = spec.into_valid().map_err(StoreError::from)?;
-    let now = Utc::now();
-    let existing = match store::get_task_by_name(pool, defaults::DEMO_TASK).await? {
-        Some(task) => task,
-        None => match store::create_task(pool, &valid, now).await {
-            Ok(task) => return Ok(task),
-            // Created meanwhile by another dev process: use theirs.
-            Err(StoreError::DuplicateName(_)) => store::get_task_by_name(pool, defaults::DEMO_TASK)
-                .await?
-                .ok_or(StoreError::DuplicateName(defaults::DEMO_TASK.into()))?,
-            Err(err) => return Err(err.into()),
-        },
-    };
-    if TaskSpec::of(&existing).ok().as_ref() == Some(valid.spec()) {
-        return Ok(existing);
-    }
-    let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    let task = store::update_task(&mut tx, existing.id, &valid, now).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(task)
+/// The admin API's port on 127.0.0.1 (0: any free port).
+async fn bind_admin(port: u16) -> Result<(TcpListener, SocketAddr), DevError> {
+    let bind_error = |source| DevError::Bind { port, source };
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
 }
 
 /// 32 random bytes, hex: the admin token when none is configured.
@@ -464,26 +395,12 @@ impl DevRunner {
             shutdown.clone(),
         ));
 
-        let mut report = DevReport::default();
-        match &queue {
-            QueueMode::Memory(q) => {
-                let consume = MemoryConsumeOptions {
-                    max_outstanding: settings.concurrency.saturating_mul(2),
-                    grace: opts.grace,
-                    redeliver_delay: defaults::REDELIVER_DELAY,
-                };
-                // The scanner may still finish a scan after the queue is
-                // closed: its sends then fail and it releases those leases.
-                let (process, handed_back) =
-                    consume_memory(&processor, &pool, q.clone(), &consume, shutdown.clone())
-                        .await?;
-                report.process = process;
-                report.shutdown = handed_back;
-            }
-            QueueMode::Sqs(q) => {
-                report.process = consume_sqs_with_grace(&processor, q, opts.grace, shutdown).await;
-            }
-        }
+        let (process, handed_back) = consume(&queue, &processor, &pool, &opts, shutdown).await?;
+        let mut report = DevReport {
+            process,
+            shutdown: handed_back,
+            ..Default::default()
+        };
 
         // Everything below has been told to stop; none of it should take
         // long, but a stuck database must not keep the process alive.
@@ -504,141 +421,37 @@ impl DevRunner {
     }
 }
 
-/// Waits for a background task to end, aborting it after `limit`.
-async fn bounded<T>(mut task: tokio::task::JoinHandle<T>, limit: Duration) -> Option<T> {
-    match tokio::time::timeout(limit, &mut task).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, "background task failed");
-            None
-        }
-        Err(_) => {
-            task.abort();
-            None
-        }
-    }
-}
-
-/// Resolves once shutdown is asked for (or its sender is gone).
-pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Resolves `grace` after shutdown is asked for.
-pub(crate) async fn grace_over(shutdown: watch::Receiver<bool>, grace: Duration) {
-    stopped(shutdown).await;
-    tokio::time::sleep(grace).await;
-}
-
-async fn serve_admin(
-    listener: TcpListener,
-    router: Router,
-    shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let limits = crate::admin::serve::ServeLimits::default();
-    let serve = crate::admin::serve::serve(listener, router, stopped(shutdown.clone()), limits);
-    tokio::select! {
-        result = serve => {
-            if let Err(err) = result {
-                tracing::error!(error = %err, "admin API stopped");
-            }
-        }
-        () = grace_over(shutdown, grace) => {}
-    }
-}
-
-/// Ticks every `every` until shutdown (see [`crate::scan::run_ticks`]).
-async fn scan_loop(
-    pool: PgPool,
-    queue: Arc<dyn DispatchQueue>,
-    opts: ScanOptions,
-    every: Duration,
-    shutdown: watch::Receiver<bool>,
-) -> crate::scan::TickTotals {
-    crate::scan::run_ticks(&pool, queue.as_ref(), &opts, every, shutdown, |summary| {
-        if summary.invalid > 0 {
-            tracing::warn!(
-                invalid = summary.invalid,
-                "tasks with invalid schedules disabled"
-            );
-        }
-        if summary.claimed > 0 {
-            tracing::debug!(
-                claimed = summary.claimed,
-                enqueued = summary.enqueued,
-                failed = summary.failed,
-                "scanned"
-            );
-        }
-    })
-    .await
-}
-
-/// Logs a compact status line every `every`.
-async fn status_loop(
-    pool: PgPool,
-    queue: Option<Arc<MemoryQueue>>,
-    every: Duration,
-    shutdown: watch::Receiver<bool>,
-) {
-    let started = Utc::now();
-    let window = chrono::Duration::from_std(defaults::STATUS_WINDOW).unwrap_or_default();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every.max(Duration::from_millis(100))) => {}
-            () = stopped(shutdown.clone()) => return,
-        }
-        let now = Utc::now();
-        let since = started.max(now - window);
-        let figures =
-            futures::try_join!(store::backlog(&pool, now), store::run_stats(&pool, since));
-        let (backlog, stats) = match figures {
-            Ok(f) => f,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read status figures");
-                continue;
-            }
-        };
-        // `None` (no runs yet) leaves the field out.
-        let ms = |v: Option<f64>| v.map(|v| v.round() as i64);
-        tracing::info!(
-            backlog = backlog.due,
-            queued = queue.as_ref().map(|q| q.len()),
-            fired = stats.runs - stats.skipped,
-            succeeded = stats.succeeded,
-            failed = stats.failed,
-            timeouts = stats.timed_out,
-            lag_p50_ms = ms(stats.lag_p50_ms),
-            lag_p99_ms = ms(stats.lag_p99_ms),
-            window_secs = (now - since).num_seconds(),
-            "status"
-        );
-    }
-}
-
-/// The SQS consumer with a grace period: messages not finished by then
-/// stay on the queue, which delivers them again after their visibility
-/// timeout (no lease to release).
-async fn consume_sqs_with_grace(
+/// Runs the processor on the queue until shutdown (and its grace).
+async fn consume(
+    queue: &QueueMode,
     processor: &Processor,
-    queue: &SqsQueue,
-    grace: Duration,
+    pool: &PgPool,
+    opts: &DevOptions,
     shutdown: watch::Receiver<bool>,
-) -> ProcessReport {
-    let inbox = Arc::new(SqsInbox::new(queue.clone(), Duration::from_secs(10), None));
-    let opts = WorkerOptions::default();
-    tokio::select! {
-        report = run_worker(processor, inbox, &opts, shutdown.clone()) => report,
-        () = grace_over(shutdown, grace) => {
-            tracing::warn!("grace period over; abandoning in-flight requests (SQS delivers them again)");
-            ProcessReport::default()
+) -> Result<(ProcessReport, MemoryConsumeReport), DevError> {
+    match queue {
+        QueueMode::Memory(q) => {
+            let consume = MemoryConsumeOptions {
+                max_outstanding: opts.settings.concurrency.saturating_mul(2),
+                grace: opts.grace,
+                redeliver_delay: defaults::REDELIVER_DELAY,
+            };
+            // The scanner may still finish a scan after the queue is
+            // closed: its sends then fail and it releases those leases.
+            consume_memory(processor, pool, q.clone(), &consume, shutdown).await
+        }
+        QueueMode::Sqs(q) => {
+            let process = consume_sqs_with_grace(processor, q, opts.grace, shutdown).await;
+            Ok((process, MemoryConsumeReport::default()))
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use super::demo::open_for_demo;
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {

@@ -2,7 +2,7 @@
 //! feedback and its sync with the others through `flow_state`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,12 +10,14 @@ use tokio::sync::Notify;
 
 use super::aimd::{Aimd, Signal};
 use super::pace;
+mod sync;
+
 use super::{
-    FlowCounters, FlowPolicy, FlowSettings, Gate, Health, HoldReason, BUDGET_WINDOW, FORGET_AFTER,
-    MAX_BACKOFF, MIN_RETRIES_PER_WINDOW, RETURN_SPREAD_MS,
+    FlowCounters, FlowPolicy, FlowSettings, Gate, Health, HoldReason, BUDGET_WINDOW, MAX_BACKOFF,
+    MIN_RETRIES_PER_WINDOW, RETURN_SPREAD_MS,
 };
 use crate::fire::FireResult;
-use crate::store::{self, FlowDelta, FlowRow, OnOpen};
+use crate::store::{self, FlowRow, OnOpen};
 use sqlx::PgPool;
 
 /// What this processor saw of a flow since its last sync.
@@ -87,6 +89,78 @@ impl Entry {
             loaded: false,
             last_used: tokio::time::Instant::now(),
         }
+    }
+
+    /// A call's outcome on this entry: adaptive concurrency, the backoff,
+    /// the local breaker, the tally. Returns (sync soon, opened here).
+    fn observe(
+        &mut self,
+        health: Health,
+        result: &FireResult,
+        now: DateTime<Utc>,
+        backoff: Duration,
+    ) -> (bool, bool) {
+        let e = self;
+        let mut urgent = false;
+        let mut opened = false;
+        let at = tokio::time::Instant::now().into_std();
+        e.tally.requests += 1;
+        match health {
+            Health::Up => {
+                e.aimd.observe(Signal::Answered(result.latency), at);
+                e.tally.successes += 1;
+                e.tally.admitted += 1;
+                e.tally.trailing = 0;
+                e.local_failures = 0;
+                if e.open {
+                    // A probe answered: closed here at once; the sync
+                    // closes it for everyone.
+                    e.open = false;
+                    e.closed_at = Some(now);
+                    e.probe_at = None;
+                    urgent = true;
+                }
+            }
+            Health::Throttled | Health::Unavailable => {
+                e.aimd.observe(Signal::Throttled, at);
+                e.tally.throttled += 1;
+                let until = now + chrono(backoff);
+                if e.not_before.is_none_or(|nb| nb < until) {
+                    e.not_before = Some(until);
+                    e.tally.not_before = e.tally.not_before.max(Some(until));
+                    urgent = true;
+                }
+                if health == Health::Unavailable {
+                    opened |= e.failed(now);
+                } else {
+                    // The target is up, only busy.
+                    e.tally.successes += 1;
+                    e.tally.trailing = 0;
+                    e.local_failures = 0;
+                }
+            }
+            Health::Down => {
+                e.aimd.observe(Signal::Failed, at);
+                opened |= e.failed(now);
+            }
+            Health::Neutral => {}
+        }
+        (urgent, opened)
+    }
+
+    /// A failure towards the breaker; true when it opened the flow locally.
+    fn failed(&mut self, now: DateTime<Utc>) -> bool {
+        let e = self;
+        e.tally.failures += 1;
+        e.tally.trailing += 1;
+        e.local_failures = e.local_failures.saturating_add(1);
+        if !e.open && e.local_failures >= e.limits.breaker_failures {
+            e.open = true;
+            e.opened_at = Some(now);
+            e.probe_at = Some(now + chrono(e.limits.breaker_cooldown));
+            return true;
+        }
+        false
     }
 
     fn apply(&mut self, row: &FlowRow, settings: &FlowSettings) {
@@ -282,52 +356,7 @@ impl FlowControl {
         let backoff = retry_after
             .unwrap_or(self.settings.throttle_backoff)
             .min(MAX_BACKOFF);
-        let mut urgent = false;
-        let mut opened = false;
-        self.with(flow, |e| {
-            let at = tokio::time::Instant::now().into_std();
-            e.tally.requests += 1;
-            match health {
-                Health::Up => {
-                    e.aimd.observe(Signal::Answered(result.latency), at);
-                    e.tally.successes += 1;
-                    e.tally.admitted += 1;
-                    e.tally.trailing = 0;
-                    e.local_failures = 0;
-                    if e.open {
-                        // A probe answered: closed here at once; the sync
-                        // closes it for everyone.
-                        e.open = false;
-                        e.closed_at = Some(now);
-                        e.probe_at = None;
-                        urgent = true;
-                    }
-                }
-                Health::Throttled | Health::Unavailable => {
-                    e.aimd.observe(Signal::Throttled, at);
-                    e.tally.throttled += 1;
-                    let until = now + chrono(backoff);
-                    if e.not_before.is_none_or(|nb| nb < until) {
-                        e.not_before = Some(until);
-                        e.tally.not_before = e.tally.not_before.max(Some(until));
-                        urgent = true;
-                    }
-                    if health == Health::Unavailable {
-                        opened |= Self::failed(e, now);
-                    } else {
-                        // The target is up, only busy.
-                        e.tally.successes += 1;
-                        e.tally.trailing = 0;
-                        e.local_failures = 0;
-                    }
-                }
-                Health::Down => {
-                    e.aimd.observe(Signal::Failed, at);
-                    opened |= Self::failed(e, now);
-                }
-                Health::Neutral => {}
-            }
-        });
+        let (mut urgent, opened) = self.with(flow, |e| e.observe(health, result, now, backoff));
         if matches!(health, Health::Throttled) {
             self.count(|c| c.throttled += 1);
         }
@@ -341,20 +370,6 @@ impl FlowControl {
         if urgent {
             self.wake.notify_one();
         }
-    }
-
-    /// A failure towards the breaker; true when it opened the flow locally.
-    fn failed(e: &mut Entry, now: DateTime<Utc>) -> bool {
-        e.tally.failures += 1;
-        e.tally.trailing += 1;
-        e.local_failures = e.local_failures.saturating_add(1);
-        if !e.open && e.local_failures >= e.limits.breaker_failures {
-            e.open = true;
-            e.opened_at = Some(now);
-            e.probe_at = Some(now + chrono(e.limits.breaker_cooldown));
-            return true;
-        }
-        false
     }
 
     /// When a retry of `flow` wanted at `wanted` may go out: at `wanted`
@@ -388,172 +403,6 @@ impl FlowControl {
             self.count(|c| c.budget_delayed += 1);
         }
         at
-    }
-
-    /// Loads the limits and state of flows this processor has not seen
-    /// yet (one query), so their first requests obey their limits.
-    pub async fn ensure(&self, flows: &[&str]) {
-        let unknown: Vec<String> = {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let mut v: Vec<String> = flows
-                .iter()
-                .filter(|f| !entries.get(**f).is_some_and(|e| e.loaded))
-                .map(|f| f.to_string())
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        if unknown.is_empty() {
-            return;
-        }
-        match store::load_flows(&self.pool, &unknown).await {
-            Ok(rows) => {
-                let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-                for key in &unknown {
-                    let e = entries
-                        .entry(key.clone())
-                        .or_insert_with(|| Entry::new(&self.settings));
-                    e.loaded = true;
-                }
-                for row in &rows {
-                    if let Some(e) = entries.get_mut(&row.key) {
-                        e.apply(row, &self.settings);
-                    }
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "cannot load flow limits; using defaults"),
-        }
-    }
-
-    /// Pushes what this processor saw and pulls the shared state of the
-    /// flows it knows: one statement (two when flows are new to the table).
-    pub async fn sync(&self) -> Result<(), store::StoreError> {
-        let now = Utc::now();
-        let (deltas, watched, new_keys) = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            entries.retain(|_, e| e.last_used.elapsed() < FORGET_AFTER || !e.tally.is_empty());
-            let mut deltas = Vec::new();
-            let mut new_keys = Vec::new();
-            let mut watched = Vec::with_capacity(entries.len());
-            for (key, e) in entries.iter_mut() {
-                watched.push(key.clone());
-                if e.tally.is_empty() {
-                    continue;
-                }
-                if !e.stored {
-                    new_keys.push(key.clone());
-                }
-                let t = std::mem::take(&mut e.tally);
-                deltas.push(FlowDelta {
-                    key: key.clone(),
-                    requests: t.requests as i64,
-                    retries: t.retries as i64,
-                    successes: t.successes as i64,
-                    failures: t.failures as i64,
-                    trailing: t.trailing as i64,
-                    throttled: t.throttled as i64,
-                    admitted: t.admitted as i64,
-                    not_before: t.not_before,
-                    threshold: e.limits.breaker_failures as i32,
-                    window_secs: e.limits.breaker_window.as_secs_f64(),
-                    cooldown_secs: e.limits.breaker_cooldown.as_secs_f64(),
-                });
-            }
-            (deltas, watched, new_keys)
-        };
-        if watched.is_empty() {
-            return Ok(());
-        }
-        let result = async {
-            if !new_keys.is_empty() {
-                store::ensure_flow_states(&self.pool, &new_keys).await?;
-            }
-            store::sync_flows(
-                &self.pool,
-                now,
-                BUDGET_WINDOW.as_secs_f64(),
-                &deltas,
-                &watched,
-            )
-            .await
-        }
-        .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(err) => {
-                // Put the tallies back: they are pushed with the next sync.
-                let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-                for d in deltas {
-                    if let Some(e) = entries.get_mut(&d.key) {
-                        e.tally.requests += d.requests as u64;
-                        e.tally.retries += d.retries as u64;
-                        e.tally.successes += d.successes as u64;
-                        e.tally.failures += d.failures as u64;
-                        e.tally.trailing += d.trailing as u64;
-                        e.tally.throttled += d.throttled as u64;
-                        e.tally.admitted += d.admitted as u64;
-                        e.tally.not_before = e.tally.not_before.max(d.not_before);
-                    }
-                }
-                return Err(err);
-            }
-        };
-        let mut opened = 0;
-        let mut closed = 0;
-        let mut open_now = 0;
-        {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            for row in &rows {
-                match (row.was_breaker.as_deref(), row.breaker.as_str()) {
-                    (Some("closed"), "open") => {
-                        opened += 1;
-                        tracing::warn!(
-                            flow = %row.key,
-                            failures = row.failures,
-                            probe_at = ?row.probe_at,
-                            "flow opened: holding its occurrences, probing once per cooldown"
-                        );
-                    }
-                    (Some("open"), "closed") => {
-                        closed += 1;
-                        tracing::info!(flow = %row.key, "flow closed: firing again");
-                    }
-                    _ => {}
-                }
-                if row.breaker == "open" {
-                    open_now += 1;
-                }
-                if let Some(e) = entries.get_mut(&row.key) {
-                    e.apply(row, &self.settings);
-                }
-            }
-        }
-        self.count(|c| {
-            c.opened += opened;
-            c.closed += closed;
-            c.open_now = open_now;
-        });
-        Ok(())
-    }
-
-    /// Syncs every [`FlowSettings::sync_every`] (sooner when woken) until
-    /// `stop` resolves, then once more so nothing seen is left unpushed.
-    pub async fn run_sync(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let mut stop = std::pin::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => break,
-                () = tokio::time::sleep(self.settings.sync_every) => {}
-                () = self.wake.notified() => {}
-            }
-            if let Err(err) = self.sync().await {
-                tracing::warn!(error = %err, "cannot sync flow state; retrying");
-            }
-        }
-        if let Err(err) = self.sync().await {
-            tracing::warn!(error = %err, "cannot sync flow state at the end of a batch");
-        }
     }
 
     /// The counters since the last call (the open count is a gauge).

@@ -222,6 +222,7 @@ mod tests {
             updated_at: t(OCC),
             flow_key: None,
             flow: "example.com:443".into(),
+            tags: Vec::new(),
             alerting: Default::default(),
             window: Default::default(),
         }

@@ -248,6 +248,7 @@ impl Processor {
                 let run = without_call(&message, RunStatus::Failed, err.to_string(), now);
                 let report = ProcessReport {
                     failed: 1,
+                    tags: task.tags.clone(),
                     ..Default::default()
                 };
                 return Triage::Settled(

@@ -1,6 +1,8 @@
 //! [`ProcessReport`]: the figures of one processing run, for logs, EMF
 //! metrics and tests.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// Figures of one processing run, for logs and metrics.
@@ -73,7 +75,47 @@ pub struct ProcessReport {
     /// Delay flow control added to first attempts (pacing, holds), ms.
     #[serde(skip)]
     pub pacing_ms: Vec<f64>,
+    /// On the report of one message: its task's tags. [`merge`] files the
+    /// message's figures under each of them in `by_tag`.
+    ///
+    /// [`merge`]: ProcessReport::merge
+    #[serde(skip)]
+    pub tags: Vec<String>,
+    /// Lag and failure figures per task tag (the EMF `Tag` dimension).
+    #[serde(skip)]
+    pub by_tag: BTreeMap<String, TagFigures>,
 }
+
+/// The figures one tag's tasks add up to in a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TagFigures {
+    /// Requests made.
+    pub fired: u64,
+    /// Runs recorded as failed / timed out.
+    pub failed: u64,
+    pub timed_out: u64,
+    /// Fire lag of first attempts, milliseconds (at most
+    /// [`MAX_TAG_SAMPLES`] kept).
+    pub fire_lag_ms: Vec<f64>,
+}
+
+impl TagFigures {
+    fn add(&mut self, fired: u64, failed: u64, timed_out: u64, lag: &[f64]) {
+        self.fired += fired;
+        self.failed += failed;
+        self.timed_out += timed_out;
+        let room = MAX_TAG_SAMPLES.saturating_sub(self.fire_lag_ms.len());
+        self.fire_lag_ms
+            .extend_from_slice(&lag[..lag.len().min(room)]);
+    }
+}
+
+/// Distinct tags one report keeps figures for: a run that sees more (tags
+/// are an operator's vocabulary, so that is a misuse) counts the rest only
+/// in the untagged totals.
+pub const MAX_TAGS_PER_REPORT: usize = 100;
+/// Lag samples kept per tag.
+pub const MAX_TAG_SAMPLES: usize = 2_000;
 
 impl ProcessReport {
     /// Adds another report's figures to this one.
@@ -112,6 +154,30 @@ impl ProcessReport {
         ] {
             keep_samples(mine, theirs);
         }
+        for tag in &other.tags {
+            if let Some(f) = self.tag_figures(tag) {
+                f.add(
+                    other.fired,
+                    other.failed,
+                    other.timed_out,
+                    &other.fire_lag_ms,
+                );
+            }
+        }
+        for (tag, theirs) in &other.by_tag {
+            if let Some(f) = self.tag_figures(tag) {
+                let t = theirs;
+                f.add(t.fired, t.failed, t.timed_out, &t.fire_lag_ms);
+            }
+        }
+    }
+
+    /// The figures of `tag`, made on first use while there is room.
+    fn tag_figures(&mut self, tag: &str) -> Option<&mut TagFigures> {
+        if !self.by_tag.contains_key(tag) && self.by_tag.len() >= MAX_TAGS_PER_REPORT {
+            return None;
+        }
+        Some(self.by_tag.entry(tag.to_string()).or_default())
     }
 }
 
@@ -154,5 +220,66 @@ mod tests {
         }
         assert_eq!(total.fired, (MAX_SAMPLES + 5) as u64);
         assert_eq!(total.latency_ms.len(), MAX_SAMPLES);
+    }
+
+    #[test]
+    fn a_message_s_figures_are_filed_under_each_of_its_tags() {
+        let failed = ProcessReport {
+            fired: 1,
+            failed: 1,
+            fire_lag_ms: vec![40.0],
+            tags: vec!["team:a".into(), "billing".into()],
+            ..Default::default()
+        };
+        let ok = ProcessReport {
+            fired: 1,
+            succeeded: 1,
+            fire_lag_ms: vec![10.0],
+            tags: vec!["team:a".into()],
+            ..Default::default()
+        };
+        let untagged = ProcessReport {
+            fired: 1,
+            timed_out: 1,
+            ..Default::default()
+        };
+        let mut total = ProcessReport::default();
+        for one in [&failed, &ok, &untagged] {
+            total.merge(one);
+        }
+        assert_eq!(total.fired, 3);
+        assert!(total.tags.is_empty(), "a total belongs to no task");
+        let a = &total.by_tag["team:a"];
+        assert_eq!((a.fired, a.failed, a.timed_out), (2, 1, 0));
+        assert_eq!(a.fire_lag_ms, vec![40.0, 10.0]);
+        let billing = &total.by_tag["billing"];
+        assert_eq!((billing.fired, billing.failed), (1, 1));
+        assert_eq!(total.by_tag.len(), 2);
+
+        // Totals merged into totals keep their per-tag figures.
+        let mut grand = ProcessReport::default();
+        grand.merge(&total);
+        grand.merge(&total);
+        assert_eq!(grand.by_tag["team:a"].fired, 4);
+        assert_eq!(grand.by_tag["billing"].failed, 2);
+    }
+
+    #[test]
+    fn tags_per_report_are_bounded() {
+        let mut total = ProcessReport::default();
+        for i in 0..MAX_TAGS_PER_REPORT + 20 {
+            total.merge(&ProcessReport {
+                fired: 1,
+                fire_lag_ms: vec![1.0; 50],
+                tags: vec![format!("t{i}"), "common".into()],
+                ..Default::default()
+            });
+        }
+        assert_eq!(total.by_tag.len(), MAX_TAGS_PER_REPORT);
+        // A tag already kept still counts every message.
+        let common = &total.by_tag["common"];
+        assert_eq!(common.fired, (MAX_TAGS_PER_REPORT + 20) as u64);
+        assert_eq!(common.fire_lag_ms.len(), MAX_TAG_SAMPLES);
+        assert_eq!(total.fired, (MAX_TAGS_PER_REPORT + 20) as u64);
     }
 }

@@ -35,6 +35,7 @@ impl Processor {
         let mut report = ProcessReport {
             received: 1,
             held: u64::from(hold_until.is_some()),
+            tags: task.tags.clone(),
             ..Default::default()
         };
         let result = match fired {

@@ -11,7 +11,9 @@
 //! * [`pauses`]: pauses with who/why/until, and the resume of expired ones;
 //! * [`notifications`]: the notification outbox (claim, settle, purge);
 //! * [`runs`]: run history (pages, figures, retention);
+//! * [`task_stats`]: per-task figures (worst lateness, most failures);
 //! * [`flow_config`]: the limits operators set per flow;
+//! * [`flow_views`]: the operator's view of flows (limits, state, counts);
 //! * [`flows`]: the shared state of flows (pacing, backoff, breaker);
 //! * [`idempotency`]: the admin API's idempotency keys;
 //! * [`ledger`]: the history behind the occurrence ledger (definitions,
@@ -28,8 +30,22 @@ use sqlx::PgPool;
 
 use crate::task::InvalidField;
 
+/// A run's lateness in milliseconds, as an SQL expression over a
+/// `task_runs` row: start of the first attempt − occurrence − the delay
+/// flow control gave it (pacing is not lateness), never below 0. NULL for
+/// runs that say nothing of lateness: retries, manual triggers, runs
+/// without a call. The same figure as the EMF `FireLagMs`.
+macro_rules! run_lag_ms {
+    () => {
+        "CASE WHEN attempts = 1 AND NOT manual AND fired_at IS NOT NULL THEN \
+             greatest(EXTRACT(EPOCH FROM fired_at - scheduled_for)::float8 * 1000 \
+                      - coalesce(pacing_ms, 0), 0) END"
+    };
+}
+
 pub mod claims;
 pub mod flow_config;
+pub mod flow_views;
 pub mod flows;
 pub mod heartbeat;
 pub mod idempotency;
@@ -39,10 +55,12 @@ pub mod outcomes;
 pub mod pauses;
 pub mod runs;
 pub mod skips;
+pub mod task_stats;
 pub mod tasks;
 
 pub use claims::*;
 pub use flow_config::*;
+pub use flow_views::*;
 pub use flows::*;
 pub use heartbeat::*;
 pub use idempotency::*;
@@ -52,6 +70,7 @@ pub use outcomes::*;
 pub use pauses::*;
 pub use runs::*;
 pub use skips::*;
+pub use task_stats::*;
 pub use tasks::*;
 
 /// Migrations, embedded so every binary can apply them on start.

@@ -54,14 +54,15 @@ pub struct RunStats {
     pub failed: i64,
     pub timed_out: i64,
     pub skipped: i64,
-    /// Fire lag (fired_at − scheduled_for) percentiles in milliseconds.
+    /// Lateness percentiles in milliseconds: first attempts of scheduled
+    /// runs, fired_at − scheduled_for − pacing (the EMF `FireLagMs`).
     pub lag_p50_ms: Option<f64>,
     pub lag_p99_ms: Option<f64>,
 }
 
 /// Figures for runs finished since `since`.
 pub async fn run_stats(db: impl PgExecutor<'_>, since: DateTime<Utc>) -> Result<RunStats> {
-    Ok(sqlx::query_as::<_, RunStats>(
+    Ok(sqlx::query_as::<_, RunStats>(concat!(
         "SELECT count(*) AS runs, \
                 count(*) FILTER (WHERE status = 'succeeded') AS succeeded, \
                 count(*) FILTER (WHERE status = 'failed') AS failed, \
@@ -72,12 +73,12 @@ pub async fn run_stats(db: impl PgExecutor<'_>, since: DateTime<Utc>) -> Result<
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms) \
                     FILTER (WHERE lag_ms IS NOT NULL) AS lag_p99_ms \
          FROM ( \
-             SELECT status, \
-                    CASE WHEN attempts = 1 AND NOT manual THEN \
-                        EXTRACT(EPOCH FROM fired_at - scheduled_for)::float8 * 1000 END AS lag_ms \
+             SELECT status, ",
+        run_lag_ms!(),
+        " AS lag_ms \
              FROM task_runs WHERE finished_at >= $1 \
-         ) r",
-    )
+         ) r"
+    ))
     .bind(since)
     .fetch_one(db)
     .await?)

@@ -17,7 +17,7 @@ macro_rules! task_columns {
      enabled, next_run_at, lease_until, version, schedule_error, last_run_at, last_status, \
      last_error, consecutive_failures, created_at, updated_at, flow_key, flow, \
      pause_after_failures, notify_url, paused_at, paused_by, paused_reason, paused_until, \
-     failing_since, recovered_at, start_at, end_at, exclude"
+     failing_since, recovered_at, tags, start_at, end_at, exclude"
     };
 }
 
@@ -42,10 +42,10 @@ pub async fn create_task(
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
-         enabled, flow_key, next_run_at, pause_after_failures, notify_url, \
+         enabled, flow_key, next_run_at, pause_after_failures, notify_url, tags, \
          start_at, end_at, exclude) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22) \
+         $18, $19, $20, $21, $22, $23) \
          RETURNING ",
         task_columns!(),
         ""
@@ -53,6 +53,7 @@ pub async fn create_task(
     bind_spec(sqlx::query_as::<_, Task>(sql), spec, Some(next))
         .bind(spec.pause_after_failures)
         .bind(&spec.notify_url)
+        .bind(&spec.tags)
         .bind(spec.start_at)
         .bind(spec.end_at)
         .bind(&spec.exclude)
@@ -128,6 +129,8 @@ pub struct TaskFilter {
     pub after_id: Option<i64>,
     /// Only the task with this name.
     pub name: Option<String>,
+    /// Only tasks carrying this tag.
+    pub tag: Option<String>,
     /// Page size (clamped to 1..=500).
     pub limit: i64,
 }
@@ -142,6 +145,7 @@ pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<
            AND ($2::boolean IS NULL OR (consecutive_failures > 0) = $2) \
            AND ($3::bigint IS NULL OR id > $3) \
            AND ($5::text IS NULL OR name = $5) \
+           AND ($6::text IS NULL OR tags @> ARRAY[$6::text]) \
          ORDER BY id LIMIT $4"
     );
     Ok(sqlx::query_as::<_, Task>(sql)
@@ -150,6 +154,7 @@ pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<
         .bind(filter.after_id)
         .bind(filter.limit.clamp(1, 500))
         .bind(&filter.name)
+        .bind(&filter.tag)
         .fetch_all(db)
         .await?)
 }
@@ -200,8 +205,8 @@ pub async fn update_task(
          enabled = $15, flow_key = $16, next_run_at = $17, \
          schedule_error = CASE WHEN $19 THEN NULL ELSE schedule_error END, \
          lease_until = CASE WHEN $19 THEN NULL ELSE lease_until END, \
-         pause_after_failures = $20, notify_url = $21, \
-         start_at = $22, end_at = $23, exclude = $24 \
+         pause_after_failures = $20, notify_url = $21, tags = $22, \
+         start_at = $23, end_at = $24, exclude = $25 \
          WHERE id = $18 RETURNING ",
         task_columns!(),
         ""
@@ -211,6 +216,7 @@ pub async fn update_task(
         .bind(retimed)
         .bind(spec.pause_after_failures)
         .bind(&spec.notify_url)
+        .bind(&spec.tags)
         .bind(spec.start_at)
         .bind(spec.end_at)
         .bind(&spec.exclude)

@@ -22,8 +22,8 @@ use sqlx::PgPool;
 use sundial::process::{ProcessReport, Processor};
 use sundial::queue::sqs::{client_from_env, create_queue, delete_queue, SqsQueue};
 use sundial::scan::{run_ticks, ScanOptions};
-use sundial::target_server::{self, TargetConfig};
 use sundial::worker::{run_worker, SqsInbox, WorkerOptions};
+use sundial_target::{self as target_server, TargetConfig};
 use tokio::sync::watch;
 
 use super::env;

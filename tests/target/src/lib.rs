@@ -1,6 +1,6 @@
-//! A local HTTP target whose behaviour is chosen by the request path: used
-//! by the tests, by `sundial dev --demo` as an echo endpoint and by
-//! `sundial bench` as a fast counting sink.
+//! `sundial-target`: a local HTTP target whose behaviour is chosen by the
+//! request path, for the tests and for `sundial bench` (a fast counting
+//! sink). Local tooling, not product: no product crate depends on it.
 //!
 //! Routes (any method; unknown paths answer 404):
 //!
@@ -62,7 +62,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::fire::signing::{self, DEFAULT_TOLERANCE_SECS};
+use sundial::fire::signing::{self, DEFAULT_TOLERANCE_SECS};
 
 /// How long [`TargetServer::shutdown`] waits for open requests before
 /// aborting the server task.

@@ -27,7 +27,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sundial::config::defaults;
-use sundial::target_server::{self, RequestRecord, TargetConfig, TargetServer};
+use sundial_target::{self as target_server, RequestRecord, TargetConfig, TargetServer};
 
 use super::env::{self, TaskBatch};
 use super::measure::{round3, Dist, Meter, Progress, Resources};

@@ -4,7 +4,7 @@
 //!
 //! Nothing here is for production: the CA lives in memory for one test or
 //! bench run, and the only way a client trusts it is by being told to
-//! (`SUNDIAL_EXTRA_CA_FILE`, or [`crate::fire::ClientOptions::extra_roots`]).
+//! (`SUNDIAL_EXTRA_CA_FILE`, or [`sundial::fire::ClientOptions::extra_roots`]).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The HTTP target the benchmarks fire at: [`sundial::target_server`] on
+//! The HTTP target the benchmarks fire at: [`sundial_target`] on
 //! 127.0.0.1, by default in a child process (`sundial bench target`) so the
 //! CPU time and memory of the measured side are not mixed with the
 //! target's. Both still share the machine's cores.
@@ -24,8 +24,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use sundial::config::Settings;
-use sundial::target_server::tls::{Alpn, TestCa};
-use sundial::target_server::{self, TargetConfig, TargetServer, TargetStats};
+use sundial_target::tls::{Alpn, TestCa};
+use sundial_target::{self as target_server, TargetConfig, TargetServer, TargetStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -124,7 +124,7 @@ enum Kind {
     Child { child: Child, stats: SocketAddr },
 }
 
-fn config(tls: Option<sundial::target_server::tls::TlsConfig>) -> TargetConfig {
+fn config(tls: Option<sundial_target::tls::TlsConfig>) -> TargetConfig {
     // No per-request records: the target stays O(1) in memory.
     TargetConfig {
         record: false,

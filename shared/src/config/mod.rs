@@ -177,33 +177,7 @@ impl Settings {
 
     /// Reads settings from a map (the environment, or a test's).
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let text = |name: &str| {
-            env.get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let list = |name: &str| {
-            text(name)
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let migrate_on_start = match text("SUNDIAL_MIGRATE_ON_START").as_deref() {
-            None | Some("false" | "0" | "no") => false,
-            Some("true" | "1" | "yes") => true,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "SUNDIAL_MIGRATE_ON_START",
-                    value: other.to_string(),
-                    reason: "use true or false".into(),
-                })
-            }
-        };
-        let extra_ca = text("SUNDIAL_EXTRA_CA_FILE")
+        let extra_ca = text(env, "SUNDIAL_EXTRA_CA_FILE")
             .map(|path| ExtraCa::from_pem_file(Path::new(&path)))
             .transpose()?;
         let per_host_concurrency = number(
@@ -213,72 +187,26 @@ impl Settings {
             1,
             10_000,
         )?;
-        let flow_defaults = crate::flow::FlowSettings::default();
-        let flow = crate::flow::FlowSettings {
-            per_flow_cap: per_host_concurrency,
-            initial_limit: flow_defaults.initial_limit,
-            breaker_failures: number(
-                env,
-                "SUNDIAL_BREAKER_FAILURES",
-                flow_defaults.breaker_failures,
-                1,
-                10_000,
-            )?,
-            breaker_window: Duration::from_secs(number(
-                env,
-                "SUNDIAL_BREAKER_WINDOW_SECS",
-                flow_defaults.breaker_window.as_secs(),
-                1,
-                86_400,
-            )?),
-            breaker_cooldown: Duration::from_secs(number(
-                env,
-                "SUNDIAL_BREAKER_COOLDOWN_SECS",
-                flow_defaults.breaker_cooldown.as_secs(),
-                1,
-                86_400,
-            )?),
-            retry_budget: number(
-                env,
-                "SUNDIAL_RETRY_BUDGET",
-                flow_defaults.retry_budget,
-                0.0,
-                10.0,
-            )?,
-            throttle_backoff: Duration::from_millis(number(
-                env,
-                "SUNDIAL_THROTTLE_BACKOFF_MS",
-                flow_defaults.throttle_backoff.as_millis() as u64,
-                0,
-                900_000,
-            )?),
-            sync_every: Duration::from_millis(number(
-                env,
-                "SUNDIAL_FLOW_SYNC_MS",
-                flow_defaults.sync_every.as_millis() as u64,
-                20,
-                60_000,
-            )?),
-        };
+        let max_lead = crate::firetime::MAX_DELIVERY_LEAD.as_millis() as u64;
         Ok(Settings {
             notify: crate::notify::NotifySettings::from_map(env)?,
-            flow,
-            migrate_on_start,
+            flow: flow_settings(env, per_host_concurrency)?,
+            migrate_on_start: flag(env, "SUNDIAL_MIGRATE_ON_START", false)?,
             extra_ca,
-            database_url: text("DATABASE_URL"),
-            queue_url: text("SUNDIAL_QUEUE_URL"),
-            admin_token: text("SUNDIAL_ADMIN_TOKEN"),
-            signing_secrets: list("SUNDIAL_SIGNING_SECRETS"),
-            allow_targets: list("SUNDIAL_ALLOW_TARGETS"),
+            database_url: text(env, "DATABASE_URL"),
+            queue_url: text(env, "SUNDIAL_QUEUE_URL"),
+            admin_token: text(env, "SUNDIAL_ADMIN_TOKEN"),
+            signing_secrets: list(env, "SUNDIAL_SIGNING_SECRETS"),
+            allow_targets: list(env, "SUNDIAL_ALLOW_TARGETS"),
             concurrency: number(env, "SUNDIAL_CONCURRENCY", defaults::CONCURRENCY, 1, 10_000)?,
             per_host_concurrency,
-            lookahead: Duration::from_secs(number(
+            lookahead: secs(
                 env,
                 "SUNDIAL_LOOKAHEAD_SECS",
                 defaults::LOOKAHEAD_SECS,
                 0,
                 900,
-            )?),
+            )?,
             page_size: number(env, "SUNDIAL_PAGE_SIZE", defaults::PAGE_SIZE, 1, 10_000)?,
             send_concurrency: number(
                 env,
@@ -287,35 +215,29 @@ impl Settings {
                 1,
                 64,
             )?,
-            scan_budget: Duration::from_secs(number(
+            scan_budget: secs(
                 env,
                 "SUNDIAL_SCAN_BUDGET_SECS",
                 defaults::SCAN_BUDGET_SECS,
                 1,
                 890,
-            )?),
-            lease: Duration::from_secs(number(
-                env,
-                "SUNDIAL_LEASE_SECS",
-                defaults::LEASE_SECS,
-                5,
-                86_400,
-            )?),
+            )?,
+            lease: secs(env, "SUNDIAL_LEASE_SECS", defaults::LEASE_SECS, 5, 86_400)?,
             db_pool_size: number(env, "SUNDIAL_DB_POOL_SIZE", defaults::DB_POOL_SIZE, 1, 500)?,
-            deadline_margin: Duration::from_millis(number(
+            deadline_margin: millis(
                 env,
                 "SUNDIAL_DEADLINE_MARGIN_MS",
                 defaults::DEADLINE_MARGIN_MS,
                 0,
                 60_000,
-            )?),
-            delivery_lead: Duration::from_millis(number(
+            )?,
+            delivery_lead: millis(
                 env,
                 "SUNDIAL_DELIVERY_LEAD_MS",
                 defaults::DELIVERY_LEAD_MS,
                 0,
-                crate::firetime::MAX_DELIVERY_LEAD.as_millis() as u64,
-            )?),
+                max_lead,
+            )?,
             run_retention_days: number(
                 env,
                 "SUNDIAL_RUN_RETENTION_DAYS",
@@ -323,21 +245,21 @@ impl Settings {
                 1,
                 3650,
             )?,
-            missed_grace: Duration::from_secs(number(
+            missed_grace: secs(
                 env,
                 "SUNDIAL_MISSED_GRACE_SECS",
                 defaults::MISSED_GRACE_SECS,
                 1,
                 86_400,
-            )?),
-            scanner_stale: Duration::from_secs(number(
+            )?,
+            scanner_stale: secs(
                 env,
                 "SUNDIAL_SCANNER_STALE_SECS",
                 defaults::SCANNER_STALE_SECS,
                 1,
                 86_400,
-            )?),
-            dlq_url: text("SUNDIAL_DLQ_URL"),
+            )?,
+            dlq_url: text(env, "SUNDIAL_DLQ_URL"),
         })
     }
 
@@ -374,6 +296,109 @@ impl Settings {
     }
 }
 
+/// A setting as text: trimmed, `None` when unset or blank.
+fn text(env: &HashMap<String, String>, name: &str) -> Option<String> {
+    env.get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A comma-separated setting: the trimmed, non-empty items.
+fn list(env: &HashMap<String, String>, name: &str) -> Vec<String> {
+    text(env, name)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A yes/no setting (`true`/`1`/`yes`, `false`/`0`/`no`).
+fn flag(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match text(env, name).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            value: other.to_string(),
+            reason: "use true or false".into(),
+        }),
+    }
+}
+
+/// A duration given in whole seconds, within bounds.
+fn secs(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    number(env, name, default, min, max).map(Duration::from_secs)
+}
+
+/// A duration given in whole milliseconds, within bounds.
+fn millis(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    number(env, name, default, min, max).map(Duration::from_millis)
+}
+
+/// The defaults of flow control (`SUNDIAL_BREAKER_*`, `SUNDIAL_RETRY_BUDGET`,
+/// `SUNDIAL_THROTTLE_BACKOFF_MS`, `SUNDIAL_FLOW_SYNC_MS`).
+fn flow_settings(
+    env: &HashMap<String, String>,
+    per_flow_cap: usize,
+) -> Result<crate::flow::FlowSettings, ConfigError> {
+    let d = crate::flow::FlowSettings::default();
+    let as_ms = |t: Duration| t.as_millis() as u64;
+    Ok(crate::flow::FlowSettings {
+        per_flow_cap,
+        initial_limit: d.initial_limit,
+        breaker_failures: number(
+            env,
+            "SUNDIAL_BREAKER_FAILURES",
+            d.breaker_failures,
+            1,
+            10_000,
+        )?,
+        breaker_window: secs(
+            env,
+            "SUNDIAL_BREAKER_WINDOW_SECS",
+            d.breaker_window.as_secs(),
+            1,
+            86_400,
+        )?,
+        breaker_cooldown: secs(
+            env,
+            "SUNDIAL_BREAKER_COOLDOWN_SECS",
+            d.breaker_cooldown.as_secs(),
+            1,
+            86_400,
+        )?,
+        retry_budget: number(env, "SUNDIAL_RETRY_BUDGET", d.retry_budget, 0.0, 10.0)?,
+        throttle_backoff: millis(
+            env,
+            "SUNDIAL_THROTTLE_BACKOFF_MS",
+            as_ms(d.throttle_backoff),
+            0,
+            900_000,
+        )?,
+        sync_every: millis(env, "SUNDIAL_FLOW_SYNC_MS", as_ms(d.sync_every), 20, 60_000)?,
+    })
+}
+
 pub(crate) fn number<T>(
     env: &HashMap<String, String>,
     name: &'static str,
@@ -392,9 +417,14 @@ where
         value: raw.to_string(),
         reason,
     };
-    let value: T = raw
-        .parse()
-        .map_err(|_| invalid("not a whole number".into()))?;
+    let value: T = raw.parse().map_err(|_| {
+        let kind = if std::any::type_name::<T>().starts_with('f') {
+            "not a number"
+        } else {
+            "not a whole number"
+        };
+        invalid(kind.into())
+    })?;
     if value < min || value > max {
         return Err(invalid(format!("must be between {min} and {max}")));
     }
@@ -402,90 +432,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_apply_when_unset() {
-        let s = Settings::from_map(&env(&[])).unwrap();
-        assert_eq!(s.concurrency, defaults::CONCURRENCY);
-        assert_eq!(s.lookahead, Duration::from_secs(defaults::LOOKAHEAD_SECS));
-        assert!(s.queue_url.is_none());
-    }
-
-    #[test]
-    fn invalid_numbers_name_the_variable() {
-        let err = Settings::from_map(&env(&[("SUNDIAL_CONCURRENCY", "lots")])).unwrap_err();
-        assert!(err.to_string().contains("SUNDIAL_CONCURRENCY"), "{err}");
-        let err = Settings::from_map(&env(&[("SUNDIAL_PAGE_SIZE", "0")])).unwrap_err();
-        assert!(err.to_string().contains("between 1 and 10000"), "{err}");
-    }
-
-    #[test]
-    fn missing_required_settings_are_named() {
-        let s = Settings::from_map(&env(&[])).unwrap();
-        assert!(s
-            .require_database_url()
-            .unwrap_err()
-            .to_string()
-            .contains("DATABASE_URL"));
-        assert!(s
-            .require_queue_url()
-            .unwrap_err()
-            .to_string()
-            .contains("SUNDIAL_QUEUE_URL"));
-    }
-
-    #[test]
-    fn lists_are_split_and_trimmed() {
-        let s = Settings::from_map(&env(&[(
-            "SUNDIAL_ALLOW_TARGETS",
-            " 127.0.0.1/32 , ::1/128,",
-        )]))
-        .unwrap();
-        assert_eq!(s.allow_targets, vec!["127.0.0.1/32", "::1/128"]);
-    }
-
-    fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sundial-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
-    #[test]
-    fn extra_ca_file_is_read_at_start() {
-        let ca = crate::target_server::tls::TestCa::generate().unwrap();
-        let two = format!("{}{}", ca.cert_pem(), ca.cert_pem());
-        let path = temp_file("two-certs.pem", two.as_bytes());
-        let s =
-            Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())])).unwrap();
-        let extra = s.extra_ca.unwrap();
-        assert_eq!(extra.certs.len(), 2);
-        assert_eq!(extra.path, path);
-        assert!(Settings::from_map(&env(&[])).unwrap().extra_ca.is_none());
-    }
-
-    #[test]
-    fn unusable_extra_ca_file_is_named() {
-        let missing = std::env::temp_dir().join("sundial-no-such-ca.pem");
-        let garbage = temp_file("garbage.pem", b"-----BEGIN CERTIFICATE-----\n!!!\n");
-        let empty = temp_file("empty.pem", b"just text\n");
-        for path in [missing, garbage, empty] {
-            let err =
-                Settings::from_map(&env(&[("SUNDIAL_EXTRA_CA_FILE", path.to_str().unwrap())]))
-                    .unwrap_err();
-            let text = err.to_string();
-            assert!(text.contains("SUNDIAL_EXTRA_CA_FILE"), "{text}");
-            assert!(text.contains(path.to_str().unwrap()), "{text}");
-        }
-    }
-}
+mod tests;

@@ -33,7 +33,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sundial::config::defaults;
-use sundial::target_server::{self, Down, RequestRecord, TargetConfig, TargetServer};
+use sundial_target::{self as target_server, Down, RequestRecord, TargetConfig, TargetServer};
 
 use super::env;
 use super::lambda_path::parse_key;
