@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::message::DispatchMessage;
-use crate::store::RunRecord;
-use crate::task::Timing;
+use crate::store::{RunRecord, SkippedOccurrence};
+use crate::task::{Overlap, Task, Timing};
 
 /// Most occurrences one finished run records as skipped; the rest of a
 /// very long run's occurrences are passed over silently.
@@ -24,6 +24,39 @@ pub struct OverlapSkips {
     pub next_run_at: Option<DateTime<Utc>>,
     /// The reason recorded on each skipped run.
     pub reason: String,
+}
+
+/// For a scheduled run of a `skip` task: where the schedule continues and
+/// the occurrences to record as skipped with the outcome; `None` for other
+/// tasks and for manual firings (the usual rules apply).
+pub(super) fn at_finish(
+    task: &Task,
+    timing: &Timing,
+    message: &DispatchMessage,
+    run: &RunRecord,
+    now: DateTime<Utc>,
+) -> Option<(Option<DateTime<Utc>>, Vec<SkippedOccurrence>)> {
+    if task.overlap != Overlap::Skip || message.manual {
+        return None;
+    }
+    let left = skipped_while_in_flight(timing, message, run, now);
+    if !left.skipped.is_empty() {
+        tracing::info!(
+            skipped = left.skipped.len(),
+            "occurrences came due while the run was in flight; recording them as skipped"
+        );
+    }
+    let skips = left
+        .skipped
+        .iter()
+        .map(|&occurrence| SkippedOccurrence {
+            task_id: task.id,
+            occurrence,
+            reason: left.reason.clone(),
+            manual: false,
+        })
+        .collect();
+    Some((left.next_run_at, skips))
 }
 
 /// The occurrences of `timing` in `(start of the run, now]`, where the run

@@ -15,8 +15,8 @@ use crate::flow::HoldReason;
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
 use crate::store::OnOpen;
-use crate::store::{Outcome, OutcomeKind, RunRecord, RunStatus, SkippedOccurrence};
-use crate::task::{Overlap, Task, Timing};
+use crate::store::{Outcome, OutcomeKind, RunRecord, RunStatus};
+use crate::task::{Task, Timing};
 
 impl Processor {
     /// Turns a call's result into a write and a disposition.
@@ -234,28 +234,8 @@ impl Processor {
         now: DateTime<Utc>,
         report: ProcessReport,
     ) -> Settled<Id> {
-        let mut next_run_at = decide::next_run(message, timing, now);
-        let mut skips = Vec::new();
-        if task.overlap == Overlap::Skip && !message.manual {
-            let left = super::overlap::skipped_while_in_flight(timing, message, &run, now);
-            if !left.skipped.is_empty() {
-                tracing::info!(
-                    skipped = left.skipped.len(),
-                    "occurrences came due while the run was in flight; recording them as skipped"
-                );
-            }
-            skips = left
-                .skipped
-                .iter()
-                .map(|&occurrence| SkippedOccurrence {
-                    task_id: task.id,
-                    occurrence,
-                    reason: left.reason.clone(),
-                    manual: false,
-                })
-                .collect();
-            next_run_at = left.next_run_at;
-        }
+        let (next_run_at, skips) = super::overlap::at_finish(task, timing, message, &run, now)
+            .unwrap_or_else(|| (decide::next_run(message, timing, now), Vec::new()));
         let chain = decide::chains(
             next_run_at,
             task.overlap,

@@ -158,102 +158,141 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// The time-of-day phrase, and whether it names fixed times (which read
 /// better with "every day" when no day is restricted).
 fn time_phrase(cron: &Cron) -> (String, bool) {
-    let seconds = members(&cron.seconds);
-    let minutes = members(&cron.minutes);
-    let hours = members(&cron.hours);
-    let all_seconds = full(&cron.seconds, 0, 59);
-    let all_minutes = full(&cron.minutes, 0, 59);
-    let all_hours = full(&cron.hours, 0, 23);
-    let zero_seconds = seconds == [0];
+    let times = Times::of(cron);
+    if let Some(phrase) = repeating_phrase(cron, &times) {
+        return (phrase, false);
+    }
+    if let Some(phrase) = fixed_phrase(&times) {
+        return (phrase, true);
+    }
+    (listed_phrase(&times), false)
+}
 
-    if all_hours && all_minutes {
-        if all_seconds {
-            return ("every second".into(), false);
+/// The members of the time fields, and which are complete.
+struct Times {
+    seconds: Vec<u32>,
+    minutes: Vec<u32>,
+    hours: Vec<u32>,
+    all_seconds: bool,
+    all_minutes: bool,
+    all_hours: bool,
+    zero_seconds: bool,
+}
+
+impl Times {
+    fn of(cron: &Cron) -> Times {
+        let seconds = members(&cron.seconds);
+        Times {
+            zero_seconds: seconds == [0],
+            seconds,
+            minutes: members(&cron.minutes),
+            hours: members(&cron.hours),
+            all_seconds: full(&cron.seconds, 0, 59),
+            all_minutes: full(&cron.minutes, 0, 59),
+            all_hours: full(&cron.hours, 0, 23),
+        }
+    }
+}
+
+/// `:MM` past the hour, or `on the hour`.
+fn past_the_hour(m: u32) -> String {
+    if m == 0 {
+        "on the hour".to_string()
+    } else {
+        format!("at :{m:02}")
+    }
+}
+
+/// "every 10 seconds", "every 15 minutes from 09:00 to 17:59", "every 2
+/// hours at :15": schedules with a short phrase for their repetition.
+fn repeating_phrase(cron: &Cron, t: &Times) -> Option<String> {
+    if t.all_hours && t.all_minutes {
+        if t.all_seconds {
+            return Some("every second".into());
         }
         if let Some(n) = step(&cron.seconds, 0, 60) {
-            return (format!("every {n} seconds"), false);
+            return Some(format!("every {n} seconds"));
         }
-        if zero_seconds {
-            return ("every minute".into(), false);
+        if t.zero_seconds {
+            return Some("every minute".into());
         }
     }
-    if zero_seconds && all_hours {
+    if !t.zero_seconds {
+        return None;
+    }
+    if t.all_hours {
         if let Some(n) = step(&cron.minutes, 0, 60) {
-            return (format!("every {n} minutes"), false);
+            return Some(format!("every {n} minutes"));
         }
-        if let [m] = minutes[..] {
-            let at = if m == 0 {
-                "on the hour".to_string()
+        if let [m] = t.minutes[..] {
+            return Some(format!("every hour {}", past_the_hour(m)));
+        }
+        return None;
+    }
+    // Only a few fixed times read better as a list.
+    if t.minutes.len() * t.hours.len() <= 6 {
+        return None;
+    }
+    let within = hour_span(&t.hours);
+    if t.all_minutes {
+        return Some(format!("every minute {within}"));
+    }
+    if let Some(n) = step(&cron.minutes, 0, 60) {
+        return Some(format!("every {n} minutes {within}"));
+    }
+    match (&t.minutes[..], step(&cron.hours, 0, 24)) {
+        ([m], Some(n)) => Some(format!("every {n} hours {}", past_the_hour(*m))),
+        _ => None,
+    }
+}
+
+/// "at 09:00", "at 09:00 and 17:30", "at 12:00:30": up to six fixed times.
+fn fixed_phrase(t: &Times) -> Option<String> {
+    let [s] = t.seconds[..] else {
+        return None;
+    };
+    if t.minutes.len() * t.hours.len() > 6 {
+        return None;
+    }
+    let mut times = Vec::new();
+    for &h in &t.hours {
+        for &m in &t.minutes {
+            times.push(if s == 0 {
+                format!("{h:02}:{m:02}")
             } else {
-                format!("at :{m:02}")
-            };
-            return (format!("every hour {at}"), false);
+                format!("{h:02}:{m:02}:{s:02}")
+            });
         }
     }
-    // Fixed times: every combination of the listed hours and minutes.
-    if seconds.len() == 1 && minutes.len() * hours.len() <= 6 {
-        let s = seconds[0];
-        let mut times = Vec::new();
-        for &h in &hours {
-            for &m in &minutes {
-                times.push(if s == 0 {
-                    format!("{h:02}:{m:02}")
-                } else {
-                    format!("{h:02}:{m:02}:{s:02}")
-                });
-            }
-        }
-        return (format!("at {}", join(&times)), true);
-    }
-    if zero_seconds && !all_hours {
-        let within = hour_span(&hours);
-        if all_minutes {
-            return (format!("every minute {within}"), false);
-        }
-        if let Some(n) = step(&cron.minutes, 0, 60) {
-            return (format!("every {n} minutes {within}"), false);
-        }
-        if let [m] = minutes[..] {
-            if let Some(n) = step(&cron.hours, hours[0], 24).filter(|_| hours[0] == 0) {
-                let at = if m == 0 {
-                    "on the hour".to_string()
-                } else {
-                    format!("at :{m:02}")
-                };
-                return (format!("every {n} hours {at}"), false);
-            }
-        }
-    }
-    // Anything else, listed field by field.
+    Some(format!("at {}", join(&times)))
+}
+
+/// Anything else, listed field by field.
+fn listed_phrase(t: &Times) -> String {
+    let list = |values: &[u32], one: &str, many: &str| {
+        format!(
+            "{} {}",
+            plural(values.len(), one, many),
+            join(&runs(values, |v| v.to_string()))
+        )
+    };
     let mut parts = Vec::new();
-    if !zero_seconds {
-        parts.push(if all_seconds {
+    if !t.zero_seconds {
+        parts.push(if t.all_seconds {
             "every second".to_string()
         } else {
-            format!(
-                "at {} {}",
-                plural(seconds.len(), "second", "seconds"),
-                join(&runs(&seconds, |v| v.to_string()))
-            )
+            format!("at {}", list(&t.seconds, "second", "seconds"))
         });
     }
-    parts.push(if all_minutes {
+    parts.push(if t.all_minutes {
         "every minute".to_string()
     } else {
-        format!(
-            "at {} {}",
-            plural(minutes.len(), "minute", "minutes"),
-            join(&runs(&minutes, |v| v.to_string()))
-        )
+        format!("at {}", list(&t.minutes, "minute", "minutes"))
     });
-    if !all_hours {
-        parts.push(format!(
-            "past {} {}",
-            plural(hours.len(), "hour", "hours"),
-            join(&runs(&hours, |v| v.to_string()))
-        ));
+    if !t.all_hours {
+        parts.push(format!("past {}", list(&t.hours, "hour", "hours")));
     }
-    (parts.join(" "), false)
+    parts.join(" ")
 }
 
 /// `from 09:00 to 17:59` for one run of hours, else `during hours 1 and 4`.

@@ -62,26 +62,7 @@ pub fn flag(
         _ => (false, true),
     };
     if fixed {
-        if let Some(intended) = moved_from(schedule, tz, t, wall) {
-            let (before, after) = gap_edges(tz, t)?;
-            return Some(DstFlag {
-                kind: DstKind::Moved,
-                note: format!(
-                    "{} does not exist on {day} in {zone} (clocks go forward from {} to {}): fires at {} {abbrev}, the first instant after the jump",
-                    hm(intended), hm(before), hm(after), hm(wall)
-                ),
-            });
-        }
-        if repeated {
-            return Some(DstFlag {
-                kind: DstKind::Ambiguous,
-                note: format!(
-                    "{} occurs twice on {day} in {zone} (clocks go back): fires once, at the first instance ({abbrev})",
-                    hm(wall)
-                ),
-            });
-        }
-        return None;
+        return fixed_flag(schedule, tz, zone, t, repeated);
     }
     if repeated {
         let pass = if first_pass {
@@ -105,6 +86,37 @@ pub fn flag(
             hm(before),
             hm(after - TimeDelta::seconds(1)),
             before.format("%Y-%m-%d")
+        ),
+    })
+}
+
+/// A fixed-time occurrence: moved out of a gap, or the first of two.
+fn fixed_flag(
+    schedule: &Schedule,
+    tz: Tz,
+    zone: &str,
+    t: DateTime<Utc>,
+    repeated: bool,
+) -> Option<DstFlag> {
+    let local = t.with_timezone(&tz);
+    let wall = local.naive_local();
+    let abbrev = local.format("%Z");
+    let day = wall.format("%Y-%m-%d");
+    if let Some(intended) = moved_from(schedule, tz, t, wall) {
+        let (before, after) = gap_edges(tz, t)?;
+        return Some(DstFlag {
+            kind: DstKind::Moved,
+            note: format!(
+                "{} does not exist on {day} in {zone} (clocks go forward from {} to {}): fires at {} {abbrev}, the first instant after the jump",
+                hm(intended), hm(before), hm(after), hm(wall)
+            ),
+        });
+    }
+    repeated.then(|| DstFlag {
+        kind: DstKind::Ambiguous,
+        note: format!(
+            "{} occurs twice on {day} in {zone} (clocks go back): fires once, at the first instance ({abbrev})",
+            hm(wall)
         ),
     })
 }

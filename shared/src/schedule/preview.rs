@@ -87,6 +87,91 @@ pub fn explain(input: &PreviewInput<'_>) -> Result<Explained, PreviewError> {
     let tz = parse_zone(input.timezone)?;
     let zone = input.timezone.trim();
     let schedule = Schedule::parse(input.schedule)?;
+    let bounds = bounds_of(input)?;
+    let mut out = Explained {
+        description: describe(&schedule, zone),
+        exclude_description: bounds.exclude.as_ref().map(|ex| describe(ex, zone)),
+        occurrences: Vec::new(),
+        entries: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut cursor = start_of(&bounds, input.from, &mut out.notes);
+    let mut previous = input.from;
+    let mut excluded_listed = 0usize;
+    let mut excluded_in_a_row = 0usize;
+    while out.occurrences.len() < input.count {
+        let t = match schedule.next_after(cursor, tz) {
+            Some(t) if bounds.end_at.is_none_or(|end| t < end) => t,
+            next => {
+                out.notes.push(end_note(next.and(bounds.end_at)));
+                break;
+            }
+        };
+        let entry = PreviewEntry {
+            at: t,
+            local: t
+                .with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            fires: true,
+            skipped: None,
+            dst: dst::flag(&schedule, tz, zone, previous, t),
+        };
+        previous = t;
+        cursor = t;
+        let Some(ex) = bounds.exclude.as_ref().filter(|ex| ex.covers(t, tz)) else {
+            excluded_in_a_row = 0;
+            out.occurrences.push(t);
+            out.entries.push(entry);
+            continue;
+        };
+        if excluded_listed < input.count {
+            excluded_listed += 1;
+            out.entries.push(PreviewEntry {
+                fires: false,
+                skipped: Some("excluded".into()),
+                ..entry
+            });
+        }
+        excluded_in_a_row += 1;
+        if excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW {
+            out.notes.push(format!(
+                "the exclusion skips more than {MAX_EXCLUDED_IN_A_ROW} occurrences in a row"
+            ));
+            break;
+        }
+        cursor = ex.span_end(t, tz).filter(|end| *end > t).unwrap_or(t);
+    }
+    Ok(out)
+}
+
+/// Why the listing ends: the window's `end`, or the schedule's end.
+fn end_note(end: Option<DateTime<Utc>>) -> String {
+    match end {
+        Some(end) => format!(
+            "the active window ends at {}: no occurrence at or after it; the task then disables itself",
+            utc(end)
+        ),
+        None => "the schedule has no further occurrence".to_string(),
+    }
+}
+
+/// Where the listing starts: `from`, or just before a later window start
+/// (noted).
+fn start_of(bounds: &Bounds, from: DateTime<Utc>, notes: &mut Vec<String>) -> DateTime<Utc> {
+    match bounds.start_at.filter(|s| *s > from) {
+        Some(start) => {
+            notes.push(format!(
+                "the active window starts at {}: no occurrence before it",
+                utc(start)
+            ));
+            start - Duration::nanoseconds(1)
+        }
+        None => from,
+    }
+}
+
+/// The window and exclusion of the input, checked.
+fn bounds_of(input: &PreviewInput<'_>) -> Result<Bounds, PreviewError> {
     let exclude = match input.exclude {
         Some(text) => Some(Schedule::parse(text).map_err(|e| PreviewError {
             field: "exclude",
@@ -102,83 +187,11 @@ pub fn explain(input: &PreviewInput<'_>) -> Result<Explained, PreviewError> {
             });
         }
     }
-    let bounds = Bounds {
+    Ok(Bounds {
         start_at: input.start_at,
         end_at: input.end_at,
         exclude,
-    };
-    let mut out = Explained {
-        description: describe(&schedule, zone),
-        exclude_description: bounds.exclude.as_ref().map(|ex| describe(ex, zone)),
-        occurrences: Vec::new(),
-        entries: Vec::new(),
-        notes: Vec::new(),
-    };
-    let mut cursor = input.from;
-    if let Some(start) = bounds.start_at.filter(|s| *s > input.from) {
-        out.notes.push(format!(
-            "the active window starts at {}: no occurrence before it",
-            utc(start)
-        ));
-        cursor = start - Duration::nanoseconds(1);
-    }
-    let mut previous = input.from;
-    let mut excluded_listed = 0usize;
-    let mut excluded_in_a_row = 0usize;
-    while out.occurrences.len() < input.count {
-        let Some(t) = schedule.next_after(cursor, tz) else {
-            out.notes
-                .push("the schedule has no further occurrence".to_string());
-            break;
-        };
-        if let Some(end) = bounds.end_at.filter(|end| t >= *end) {
-            out.notes.push(format!(
-                "the active window ends at {}: no occurrence at or after it; the task then disables itself",
-                utc(end)
-            ));
-            break;
-        }
-        let local = t
-            .with_timezone(&tz)
-            .to_rfc3339_opts(SecondsFormat::Secs, true);
-        let dst = dst::flag(&schedule, tz, zone, previous, t);
-        previous = t;
-        match bounds.exclude.as_ref().filter(|ex| ex.covers(t, tz)) {
-            Some(ex) => {
-                if excluded_listed < input.count {
-                    excluded_listed += 1;
-                    out.entries.push(PreviewEntry {
-                        at: t,
-                        local,
-                        fires: false,
-                        skipped: Some("excluded".into()),
-                        dst,
-                    });
-                }
-                excluded_in_a_row += 1;
-                if excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW {
-                    out.notes.push(format!(
-                        "the exclusion skips more than {MAX_EXCLUDED_IN_A_ROW} occurrences in a row"
-                    ));
-                    break;
-                }
-                cursor = ex.span_end(t, tz).filter(|end| *end > t).unwrap_or(t);
-            }
-            None => {
-                excluded_in_a_row = 0;
-                out.occurrences.push(t);
-                out.entries.push(PreviewEntry {
-                    at: t,
-                    local,
-                    fires: true,
-                    skipped: None,
-                    dst,
-                });
-                cursor = t;
-            }
-        }
-    }
-    Ok(out)
+    })
 }
 
 #[cfg(test)]

@@ -182,12 +182,7 @@ pub async fn update_task(
     let retimed = spec.schedule.trim() != current.schedule
         || spec.timezone != current.timezone
         || (spec.enabled && !current.enabled)
-        || (spec.start_at, spec.end_at, &spec.exclude)
-            != (
-                current.window.start_at,
-                current.window.end_at,
-                &current.window.exclude,
-            );
+        || window_changed(spec, &current);
     let next = if retimed {
         Some(task.first_after(now)?)
     } else {
@@ -223,6 +218,12 @@ pub async fn update_task(
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
+}
+
+/// Did the active window or the exclusion change?
+fn window_changed(spec: &TaskSpec, current: &Task) -> bool {
+    let w = &current.window;
+    (spec.start_at, spec.end_at, &spec.exclude) != (w.start_at, w.end_at, &w.exclude)
 }
 
 /// Deletes a task and its history. Returns whether it existed.
@@ -299,29 +300,16 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
             end_at,
             exclude,
         };
-        let first = Timing::parse(&schedule, &zone, Default::default(), 0)
-            .and_then(|t| Ok(t.within(window.bounds()?)))
-            .and_then(|t| match t.next_after(now) {
-                Next::At(next) => Ok(Some(next)),
-                // The window is over: disabled, not invalid (the ledger
-                // says "active window ended").
-                Next::WindowEnded => Ok(None),
-                _ => Err(InvalidField::new(
-                    "schedule",
-                    "has no occurrence in the future",
-                )),
-            });
+        let first = first_of_new(&schedule, &zone, &window, now);
         ids.push(id);
         ended.push(matches!(first, Ok(None)));
         match first {
-            Ok(None) => {
-                report.ended += 1;
-                nexts.push(None);
-                errors.push(None);
-            }
-            Ok(Some(next)) => {
-                report.scheduled += 1;
-                nexts.push(Some(next));
+            Ok(next) => {
+                match next {
+                    Some(_) => report.scheduled += 1,
+                    None => report.ended += 1,
+                }
+                nexts.push(next);
                 errors.push(None);
             }
             Err(err) => {
@@ -348,6 +336,26 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// The first occurrence of a row inserted with SQL: `Ok(None)` when its
+/// active window is already over (disabled, not invalid: the ledger says
+/// "active window ended"), the field error when it cannot be evaluated.
+fn first_of_new(
+    schedule: &str,
+    zone: &str,
+    window: &crate::window::TaskWindow,
+    now: DateTime<Utc>,
+) -> std::result::Result<Option<DateTime<Utc>>, InvalidField> {
+    let timing = Timing::parse(schedule, zone, Default::default(), 0)?.within(window.bounds()?);
+    match timing.next_after(now) {
+        Next::At(next) => Ok(Some(next)),
+        Next::WindowEnded => Ok(None),
+        _ => Err(InvalidField::new(
+            "schedule",
+            "has no occurrence in the future",
+        )),
+    }
 }
 
 /// Task counts by state.
