@@ -39,8 +39,9 @@ pub enum TasksCmd {
     Pause(PauseArgs),
     /// Resume a paused task from its next occurrence after now.
     Resume(TaskRef),
-    /// Fire a task once now, outside its schedule.
-    Trigger(TaskRef),
+    /// Fire a task once now, outside its schedule (its overlap policy
+    /// refuses while a run is in flight, unless --force).
+    Trigger(TriggerArgs),
     /// Fire the occurrences of a past range (those without a run, or
     /// `--all`), following the backfill with a progress bar.
     Backfill(crate::backfill::BackfillArgs),
@@ -55,6 +56,18 @@ pub enum TasksCmd {
 pub struct TaskRef {
     /// Task id.
     pub id: i64,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// `sundial tasks trigger`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerArgs {
+    /// Task id.
+    pub id: i64,
+    /// Fire even while a run of a `forbid` or `skip` task is in flight.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub api: ApiOptions,
 }
@@ -132,9 +145,20 @@ pub struct AddArgs {
     /// Oldest occurrence `--catch-up all` still fires, in seconds.
     #[arg(long)]
     pub catch_up_max_age_secs: Option<i32>,
-    /// allow or forbid runs to overlap.
+    /// allow, forbid or skip: whether an occurrence may start while the
+    /// previous run is in flight (skip records it as skipped).
     #[arg(long)]
     pub overlap: Option<String>,
+    /// No occurrence before this instant (RFC 3339).
+    #[arg(long)]
+    pub start_at: Option<String>,
+    /// No occurrence at or after this instant (RFC 3339); the task then
+    /// disables itself.
+    #[arg(long)]
+    pub end_at: Option<String>,
+    /// Skip the occurrences this schedule expression matches.
+    #[arg(long)]
+    pub exclude: Option<String>,
     /// Spread firings up to this many seconds late.
     #[arg(long)]
     pub jitter_secs: Option<i32>,
@@ -207,9 +231,8 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
         TasksCmd::List(a) => &a.api,
         TasksCmd::Runs(a) => &a.api,
         TasksCmd::Pause(a) => &a.api,
-        TasksCmd::Show(a) | TasksCmd::Resume(a) | TasksCmd::Trigger(a) | TasksCmd::Delete(a) => {
-            &a.api
-        }
+        TasksCmd::Trigger(a) => &a.api,
+        TasksCmd::Show(a) | TasksCmd::Resume(a) | TasksCmd::Delete(a) => &a.api,
     };
     let api = Client::new(opts)?;
     let json_out = opts.json;
@@ -264,8 +287,12 @@ pub async fn run_to(cmd: TasksCmd, out: &mut Vec<u8>) -> anyhow::Result<()> {
                 )
             })
         }
-        TasksCmd::Trigger(TaskRef { id, .. }) => {
-            let fired = api.post(&format!("/v1/tasks/{id}/trigger")).await?;
+        TasksCmd::Trigger(TriggerArgs { id, force, .. }) => {
+            let path = format!("/v1/tasks/{id}/trigger");
+            let body = force.then(|| json!({"force": true}));
+            let fired = api
+                .call(Method::POST, &path, &[], body.as_ref(), &[])
+                .await?;
             render(json_out, &fired, || {
                 format!(
                     "triggered task {id}: occurrence {} queued\n",
@@ -374,6 +401,9 @@ fn add_body(add: &AddArgs) -> anyhow::Result<Value> {
         add.catch_up_max_age_secs.map(|v| json!(v)),
     );
     put("overlap", add.overlap.as_ref().map(|v| json!(v)));
+    put("start_at", add.start_at.as_ref().map(|v| json!(v)));
+    put("end_at", add.end_at.as_ref().map(|v| json!(v)));
+    put("exclude", add.exclude.as_ref().map(|v| json!(v)));
     put("jitter_secs", add.jitter_secs.map(|v| json!(v)));
     put(
         "pause_after_failures",
@@ -583,6 +613,9 @@ fn task_detail(t: &Value) -> String {
             ),
         ),
         ("overlap", str_of(&t["overlap"])),
+        ("start_at", when(&t["start_at"])),
+        ("end_at", when(&t["end_at"])),
+        ("exclude", str_of(&t["exclude"])),
         ("jitter_secs", str_of(&t["jitter_secs"])),
         ("version", str_of(&t["version"])),
         ("next_run_at", when(&t["next_run_at"])),

@@ -219,6 +219,25 @@ async fn tasks_and_status_commands(pool: PgPool) {
     let out = cli!("tasks", "trigger", id_s, "--json");
     assert_eq!(out.json()["task_id"], id);
     assert_eq!(queue.0.lock().unwrap().len(), 2);
+    // A run in flight: the policy (forbid) refuses, --force fires.
+    sqlx::query(
+        "UPDATE tasks SET next_run_at = now() - interval '1 second', \
+         lease_until = now() + interval '5 minutes' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = cli!("tasks", "trigger", id_s);
+    assert!(
+        !out.ok && out.stderr.contains("run_in_flight"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = cli!("tasks", "trigger", id_s, "--force");
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert_eq!(queue.0.lock().unwrap().len(), 3);
 
     // runs
     let out = cli!("tasks", "runs", id_s);

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use crate::firetime;
 use crate::message::{BackfillRef, DispatchMessage};
 use crate::queue::{DispatchQueue, Outgoing};
-use crate::schedule::Schedule;
+use crate::schedule::{Bounds, Schedule};
 use crate::store::{self, BackfillMode, BackfillRow, Progress, StoreError};
 
 /// Most occurrences one backfill may cover.
@@ -66,10 +66,12 @@ pub enum PlanError {
 }
 
 /// The occurrences of `[from, to)` after `cursor` (exclusive; `None`: from
-/// `from` on), at most `limit`.
+/// `from` on) that the task defines: within its active window and not
+/// excluded (`bounds`), at most `limit`.
 pub fn occurrences(
     schedule: &Schedule,
     zone: chrono_tz::Tz,
+    bounds: &Bounds,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     cursor: Option<DateTime<Utc>>,
@@ -86,7 +88,7 @@ pub fn occurrences(
         if at >= to || out.len() >= limit {
             break;
         }
-        if at >= from {
+        if at >= from && bounds.in_window(at) && !bounds.excludes(at, zone) {
             out.push(at);
         }
         next = schedule.next_after(at, zone);
@@ -98,6 +100,7 @@ pub fn occurrences(
 pub fn plan(
     schedule: &Schedule,
     zone: chrono_tz::Tz,
+    bounds: &Bounds,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -110,14 +113,28 @@ pub fn plan(
             now: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
     }
-    let n = occurrences(schedule, zone, from, to, None, MAX_OCCURRENCES + 1).len();
-    if n > MAX_OCCURRENCES {
+    // The cap counts the expression's occurrences, excluded ones too: it
+    // bounds the work of walking the range, not only what fires.
+    let unbounded = Bounds::default();
+    let all = occurrences(
+        schedule,
+        zone,
+        &unbounded,
+        from,
+        to,
+        None,
+        MAX_OCCURRENCES + 1,
+    );
+    if all.len() > MAX_OCCURRENCES {
         return Err(PlanError::TooMany {
             from: from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             to: to.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         });
     }
-    Ok(n)
+    Ok(all
+        .iter()
+        .filter(|t| bounds.in_window(**t) && !bounds.excludes(**t, zone))
+        .count())
 }
 
 /// How a dispatch round ended.
@@ -158,9 +175,18 @@ pub async fn dispatch(
         let Some(task) = ready_task(pool, &row, held).await? else {
             return Ok(round);
         };
+        let bounds = match task.window.bounds() {
+            Ok(bounds) => bounds,
+            Err(err) => {
+                let why = format!("the task's {err}");
+                store::pause_backfill(pool, row.id, held, Some(&why)).await?;
+                return Ok(round);
+            }
+        };
         let chunk = occurrences(
             &timing.schedule,
             timing.zone,
+            &bounds,
             row.range_from,
             row.range_to,
             cursor,
@@ -402,16 +428,59 @@ mod tests {
         let s = Schedule::parse("*/10 * * * *").unwrap();
         let z = chrono_tz::UTC;
         let (from, to) = (t("2026-12-01T09:00:00Z"), t("2026-12-01T10:00:00Z"));
-        let all = occurrences(&s, z, from, to, None, 100);
+        let all = occurrences(&s, z, &Bounds::default(), from, to, None, 100);
         assert_eq!(all.len(), 6);
         assert_eq!(all[0], from);
         assert_eq!(all[5], t("2026-12-01T09:50:00Z"));
-        let rest = occurrences(&s, z, from, to, Some(all[2]), 100);
+        let rest = occurrences(&s, z, &Bounds::default(), from, to, Some(all[2]), 100);
         assert_eq!(rest, all[3..]);
-        assert_eq!(occurrences(&s, z, from, to, None, 2), all[..2]);
+        assert_eq!(
+            occurrences(&s, z, &Bounds::default(), from, to, None, 2),
+            all[..2]
+        );
         // A start between occurrences.
-        let late = occurrences(&s, z, t("2026-12-01T09:00:00.5Z"), to, None, 100);
+        let late = occurrences(
+            &s,
+            z,
+            &Bounds::default(),
+            t("2026-12-01T09:00:00.5Z"),
+            to,
+            None,
+            100,
+        );
         assert_eq!(late[0], t("2026-12-01T09:10:00Z"));
+    }
+
+    #[test]
+    fn a_backfill_fires_only_what_the_window_and_exclusion_leave() {
+        let s = Schedule::parse("0 * * * *").unwrap();
+        let z = chrono_tz::UTC;
+        // Saturday 2026-12-05 and Sunday 12-06 excluded; the window ends on
+        // Monday 12-07 at 02:00.
+        let bounds = Bounds {
+            start_at: Some(t("2026-12-04T22:00:00Z")),
+            end_at: Some(t("2026-12-07T02:00:00Z")),
+            exclude: Some(Schedule::parse("cron(* * ? * SAT,SUN *)").unwrap()),
+        };
+        let (from, to) = (t("2026-12-04T20:00:00Z"), t("2026-12-07T06:00:00Z"));
+        let fired = occurrences(&s, z, &bounds, from, to, None, 1000);
+        assert_eq!(
+            fired,
+            vec![
+                t("2026-12-04T22:00:00Z"),
+                t("2026-12-04T23:00:00Z"),
+                t("2026-12-07T00:00:00Z"),
+                t("2026-12-07T01:00:00Z"),
+            ]
+        );
+        let now = t("2026-12-08T00:00:00Z");
+        assert_eq!(plan(&s, z, &bounds, from, to, now), Ok(4));
+        // The cap counts the expression's occurrences, excluded ones too.
+        let year = (t("2025-01-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+        assert!(matches!(
+            plan(&s, z, &bounds, year.0, year.1, now),
+            Err(PlanError::TooMany { .. })
+        ));
     }
 
     #[test]
@@ -420,18 +489,53 @@ mod tests {
         let z = chrono_tz::UTC;
         let now = t("2026-12-01T12:00:00Z");
         let from = t("2026-12-01T09:00:00Z");
-        assert_eq!(plan(&s, z, from, from, now), Err(PlanError::Empty));
+        assert_eq!(
+            plan(&s, z, &Bounds::default(), from, from, now),
+            Err(PlanError::Empty)
+        );
         assert!(matches!(
-            plan(&s, z, from, now + chrono::Duration::seconds(1), now),
+            plan(
+                &s,
+                z,
+                &Bounds::default(),
+                from,
+                now + chrono::Duration::seconds(1),
+                now
+            ),
             Err(PlanError::Future { .. })
         ));
-        assert_eq!(plan(&s, z, from, t("2026-12-01T10:00:00Z"), now), Ok(60));
+        assert_eq!(
+            plan(
+                &s,
+                z,
+                &Bounds::default(),
+                from,
+                t("2026-12-01T10:00:00Z"),
+                now
+            ),
+            Ok(60)
+        );
         let every_second = Schedule::parse("rate(1 second)").unwrap();
-        let err = plan(&every_second, z, from, t("2026-12-01T11:46:41Z"), now).unwrap_err();
+        let err = plan(
+            &every_second,
+            z,
+            &Bounds::default(),
+            from,
+            t("2026-12-01T11:46:41Z"),
+            now,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("more than 10000"), "{err}");
         assert!(err.to_string().contains("2026-12-01T09:00:00Z"), "{err}");
         assert_eq!(
-            plan(&every_second, z, from, t("2026-12-01T11:46:40Z"), now),
+            plan(
+                &every_second,
+                z,
+                &Bounds::default(),
+                from,
+                t("2026-12-01T11:46:40Z"),
+                now
+            ),
             Ok(10_000)
         );
     }

@@ -111,6 +111,8 @@ pub struct TaskNow {
     /// Why the task's flow holds its work now (open breaker, backoff): its
     /// due occurrences wait on purpose and are not missed.
     pub flow_held: Option<String>,
+    /// The task's active window and exclusion.
+    pub bounds: crate::schedule::Bounds,
 }
 
 /// What became of an occurrence.
@@ -337,7 +339,11 @@ fn classify(facts: &Facts<'_>, t: DateTime<Utc>, def: &Definition) -> Entry {
     if let Some(run) = facts.runs.get(&t) {
         return with_run(run, def.timezone.clone(), Some(def.version), None);
     }
-    let (state, reason, event) = without_run(facts, t);
+    let (state, reason, event) = match window::bounded(facts, t, def) {
+        // A pause or disable at the time says more than the window.
+        Some((state, reason)) if off_at(facts.events, t).is_none() => (state, reason, None),
+        _ => without_run(facts, t),
+    };
     let mut entry = Entry {
         scheduled_for: t,
         timezone: def.timezone.clone(),
@@ -413,10 +419,17 @@ fn without_run(
             } else if leased {
                 (
                     Pending,
-                    format!(
-                        "waits for the run of {} to finish (overlap = forbid)",
-                        utc(next)
-                    ),
+                    if task.overlap == Overlap::Skip {
+                        format!(
+                            "due while the run of {} is in flight: recorded as skipped when it ends (overlap = skip)",
+                            utc(next)
+                        )
+                    } else {
+                        format!(
+                            "waits for the run of {} to finish (overlap = forbid)",
+                            utc(next)
+                        )
+                    },
                     None,
                 )
             } else if overdue {
@@ -631,6 +644,8 @@ pub fn summary(entry: &Entry) -> String {
                 }
                 s
             }
+            // The active window's verdict (`ledger::window`).
+            None if !reason.is_empty() => format!("{head} did not fire: {reason}"),
             None => format!("{head} did not fire: the task was paused"),
         },
         (OccurrenceState::PassedOver, _) => format!("{head} did not fire: {reason}"),
@@ -646,3 +661,4 @@ pub fn summary(entry: &Entry) -> String {
 
 #[cfg(test)]
 mod tests;
+mod window;

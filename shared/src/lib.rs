@@ -26,4 +26,5 @@ pub mod schedule;
 pub mod store;
 pub mod task;
 pub mod trigger;
+pub mod window;
 pub mod worker;

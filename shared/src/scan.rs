@@ -21,6 +21,8 @@ use crate::queue::{DispatchQueue, Outgoing};
 use crate::store::{self, Advance, ClaimOptions, Claimed, StoreError};
 use crate::task::{Overlap, Timing};
 
+mod ending;
+
 /// How a scan runs.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -136,7 +138,8 @@ pub async fn scan(
         let page = store::schedule_new(pool, Utc::now(), opts.page_size).await?;
         summary.scheduled += page.scheduled;
         summary.invalid += page.invalid;
-        if page.scheduled + page.invalid < opts.page_size as u64 || started.elapsed() >= opts.budget
+        if page.scheduled + page.invalid + page.ended < opts.page_size as u64
+            || started.elapsed() >= opts.budget
         {
             break;
         }
@@ -356,7 +359,15 @@ pub fn window(c: &Claimed, now: DateTime<Utc>, horizon: DateTime<Utc>) -> Window
             next: None,
         };
     }
-    let Ok(timing) = Timing::parse(&c.schedule, &c.timezone, Default::default(), 0) else {
+    let bounds = crate::window::TaskWindow {
+        start_at: c.start_at,
+        end_at: c.end_at,
+        exclude: c.exclude.clone(),
+    }
+    .bounds();
+    let timing = Timing::parse(&c.schedule, &c.timezone, Default::default(), 0)
+        .and_then(|t| Ok(t.within(bounds?)));
+    let Ok(timing) = timing else {
         // Unreadable schedules only come from plain SQL; the processor
         // drops the message and the row is disabled on its next edit.
         return Window {
@@ -364,15 +375,14 @@ pub fn window(c: &Claimed, now: DateTime<Utc>, horizon: DateTime<Utc>) -> Window
             next: Some(None),
         };
     };
-    let mut next = timing
-        .schedule
-        .next_after(c.occurrence.max(now), timing.zone);
+    // Window and exclusion apply here as everywhere a next run is computed.
+    let mut next = timing.next_after(c.occurrence.max(now)).at();
     while let Some(at) = next {
         if at > horizon || occurrences.len() >= MAX_OCCURRENCES_PER_TASK {
             break;
         }
         occurrences.push(at);
-        next = timing.schedule.next_after(at, timing.zone);
+        next = timing.next_after(at).at();
     }
     Window {
         occurrences,
@@ -501,11 +511,17 @@ fn advances(
         .enumerate()
         .filter_map(|(i, (c, w))| {
             let next = w.next?;
+            let failed = first_failed.get(&i).copied();
+            let (next_run_at, lease_until) = match (failed, ending::hold_last(c, w)) {
+                (None, Some((last, lease))) => (Some(last), Some(lease)),
+                _ => (failed.or(next), None),
+            };
             Some(Advance {
                 task_id: c.task_id,
                 occurrence: c.occurrence,
                 version: c.version,
-                next_run_at: first_failed.get(&i).copied().or(next),
+                next_run_at,
+                lease_until,
             })
         })
         .collect()
@@ -526,6 +542,9 @@ mod tests {
             jitter_secs: 0,
             flow: "example.com:443".into(),
             timeout_ms: 1000,
+            start_at: None,
+            end_at: None,
+            exclude: None,
         }
     }
 

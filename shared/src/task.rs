@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{parse_zone, Schedule, ScheduleError, Tz};
+use crate::schedule::{parse_zone, Bounds, Next, Schedule, ScheduleError, Tz};
 
 mod tags;
 pub use tags::{validate_tag, validate_tags, MAX_TAGS, MAX_TAG_CHARS};
@@ -73,6 +73,19 @@ pub enum Overlap {
     /// Hold the next occurrence until the previous run is recorded.
     #[default]
     Forbid,
+    /// Like `forbid`, but an occurrence that comes due while the previous
+    /// run is in flight is recorded as skipped (reason overlap) instead of
+    /// waiting; manual triggers are refused while a run is in flight
+    /// unless forced.
+    Skip,
+}
+
+impl Overlap {
+    /// One occurrence at a time (`forbid` and `skip`): the lease holds the
+    /// row while its run is in flight.
+    pub fn one_at_a_time(self) -> bool {
+        self != Overlap::Allow
+    }
 }
 
 /// A stored task (one row of `tasks`).
@@ -117,6 +130,10 @@ pub struct Task {
     #[serde(flatten)]
     #[sqlx(flatten)]
     pub alerting: crate::pause::TaskAlerting,
+    /// The active window and the exclusion.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub window: crate::window::TaskWindow,
 }
 
 /// An input field that does not hold a usable value.
@@ -195,6 +212,16 @@ pub struct TaskSpec {
     /// carry one `Tag` dimension per tag.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// No occurrence before this instant.
+    #[serde(default)]
+    pub start_at: Option<DateTime<Utc>>,
+    /// No occurrence at or after this instant; once none is left, the task
+    /// disables itself.
+    #[serde(default)]
+    pub end_at: Option<DateTime<Utc>>,
+    /// A schedule expression whose matches are skipped.
+    #[serde(default)]
+    pub exclude: Option<String>,
 }
 
 fn default_timezone() -> String {
@@ -246,6 +273,9 @@ impl TaskSpec {
             pause_after_failures: None,
             notify_url: None,
             tags: Vec::new(),
+            start_at: None,
+            end_at: None,
+            exclude: None,
         }
     }
 
@@ -271,6 +301,9 @@ impl TaskSpec {
             pause_after_failures: task.alerting.pause_after_failures,
             notify_url: task.alerting.notify_url.clone(),
             tags: task.tags.clone(),
+            start_at: task.window.start_at,
+            end_at: task.window.end_at,
+            exclude: task.window.exclude.clone(),
         })
     }
 
@@ -278,10 +311,12 @@ impl TaskSpec {
     /// takes: parse, don't validate again.
     pub fn into_valid(mut self) -> Result<ValidTask, InvalidField> {
         let (schedule, zone) = self.validate()?;
+        let bounds = crate::window::validate_window(&mut self)?;
         Ok(ValidTask {
             spec: self,
             schedule,
             zone,
+            bounds,
         })
     }
 
@@ -363,6 +398,7 @@ impl TaskSpec {
         }
         crate::pause::validate_alerting(self)?;
         self.tags = validate_tags(&self.tags)?;
+        crate::window::validate_window(self)?;
         Ok((schedule, zone))
     }
 }
@@ -431,6 +467,7 @@ pub struct ValidTask {
     spec: TaskSpec,
     schedule: Schedule,
     zone: Tz,
+    bounds: Bounds,
 }
 
 impl ValidTask {
@@ -449,12 +486,27 @@ impl ValidTask {
         self.zone
     }
 
-    /// The first occurrence after `now`, or the field error of a schedule
-    /// that has none left.
+    /// The first occurrence after `now` (window and exclusion applied), or
+    /// the error of the field that leaves none.
     pub fn first_after(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidField> {
-        self.schedule
-            .next_after(now, self.zone)
-            .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))
+        match self.bounds.next_after(&self.schedule, now, self.zone) {
+            Next::At(t) => Ok(t),
+            Next::ScheduleEnded => Err(InvalidField::new(
+                "schedule",
+                "has no occurrence in the future",
+            )),
+            Next::WindowEnded => Err(InvalidField::new(
+                "end_at",
+                "leaves no occurrence of the schedule in the future",
+            )),
+            Next::AllExcluded => Err(InvalidField::new(
+                "exclude",
+                format!(
+                    "skips the next {} occurrences of the schedule",
+                    crate::schedule::bounds::MAX_EXCLUDED_IN_A_ROW
+                ),
+            )),
+        }
     }
 }
 
@@ -608,17 +660,26 @@ pub struct Timing {
     pub zone: Tz,
     pub catch_up: CatchUp,
     pub catch_up_max_age: Duration,
+    /// The active window and the exclusion.
+    pub bounds: Bounds,
 }
 
 impl Timing {
     /// Parses the timing fields of a stored task.
     pub fn of(task: &Task) -> Result<Self, InvalidField> {
-        Self::parse(
+        Ok(Self::parse(
             &task.schedule,
             &task.timezone,
             task.catch_up,
             task.catch_up_max_age_secs,
-        )
+        )?
+        .within(task.window.bounds()?))
+    }
+
+    /// The same timing, bounded by a window and exclusion.
+    pub fn within(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     pub fn parse(
@@ -632,12 +693,19 @@ impl Timing {
             zone: parse_zone(zone)?,
             catch_up,
             catch_up_max_age: Duration::seconds(i64::from(catch_up_max_age_secs.max(0))),
+            bounds: Bounds::default(),
         })
     }
 
     /// The first occurrence of a new (or resumed, or re-timed) task.
     pub fn first_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.next_after(now, self.zone)
+        self.next_after(now).at()
+    }
+
+    /// The next occurrence strictly after `after` within the bounds, or
+    /// why there is none.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Next {
+        self.bounds.next_after(&self.schedule, after, self.zone)
     }
 
     /// The occurrence that follows `occurrence` once it is done, at `now`.
@@ -655,11 +723,9 @@ impl Timing {
             CatchUp::All => {
                 let oldest = now - self.catch_up_max_age;
                 let from = occurrence.max(oldest - Duration::seconds(1));
-                self.schedule.next_after(from, self.zone)
+                self.next_after(from).at()
             }
-            CatchUp::Skip | CatchUp::None => {
-                self.schedule.next_after(occurrence.max(now), self.zone)
-            }
+            CatchUp::Skip | CatchUp::None => self.next_after(occurrence.max(now)).at(),
         }
     }
 

@@ -1027,7 +1027,7 @@ async fn openapi_states_the_rules(pool: PgPool) {
         assert_eq!(patched["type"], json!(["integer", "null"]), "{field}");
     }
     assert_eq!(spec["catch_up"]["enum"], json!(["skip", "all", "none"]));
-    assert_eq!(spec["overlap"]["enum"], json!(["allow", "forbid"]));
+    assert_eq!(spec["overlap"]["enum"], json!(["allow", "forbid", "skip"]));
     assert_eq!(spec["method"]["enum"], json!(task::METHODS));
     assert!(spec["timezone"]["enum"]
         .as_array()

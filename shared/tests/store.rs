@@ -583,6 +583,7 @@ async fn allow_overlap_advances_at_dispatch(pool: PgPool) {
             occurrence: c.occurrence,
             version: c.version,
             next_run_at: Some(now + Duration::minutes(1)),
+            lease_until: None,
         }],
     )
     .await
@@ -631,6 +632,7 @@ async fn releasing_an_unfired_allow_occurrence_moves_the_task_back(pool: PgPool)
             occurrence: c.occurrence,
             version: c.version,
             next_run_at: Some(now + Duration::minutes(1)),
+            lease_until: None,
         }],
     )
     .await

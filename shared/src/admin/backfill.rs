@@ -93,8 +93,8 @@ pub async fn backfill_task(
     let timing = Timing::of(&task)
         .map_err(|e| AdminError::invalid("id", format!("the task's schedule: {}", e.reason)))?;
     let now = Utc::now();
-    let requested =
-        backfill::plan(&timing.schedule, timing.zone, from, to, now).map_err(|e| match e {
+    let requested = backfill::plan(&timing.schedule, timing.zone, &timing.bounds, from, to, now)
+        .map_err(|e| match e {
             PlanError::Empty | PlanError::Future { .. } | PlanError::TooMany { .. } => {
                 AdminError::invalid("to", e.to_string())
             }

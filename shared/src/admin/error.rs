@@ -70,6 +70,19 @@ pub enum AdminError {
     /// A paused task cannot be fired by hand (the processor would drop it).
     #[error("task {0} is paused; resume it before triggering")]
     TaskPaused(i64),
+    /// A manual trigger of a `forbid` or `skip` task while its run is in
+    /// flight, without `force`.
+    #[error("task {task_id} has a run in flight (the occurrence {occurrence}); overlap = {overlap} refuses a manual trigger now{recorded}; send {{\"force\": true}} to fire anyway")]
+    RunInFlight {
+        /// The task.
+        task_id: i64,
+        /// The occurrence in flight (RFC 3339).
+        occurrence: String,
+        /// `forbid` or `skip`.
+        overlap: &'static str,
+        /// `: recorded as skipped` for `skip`.
+        recorded: &'static str,
+    },
     /// The dispatch queue did not accept the message.
     #[error("the dispatch queue refused the message: {reason}")]
     QueueRefused {
@@ -111,7 +124,9 @@ impl AdminError {
                 StatusCode::NOT_FOUND
             }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            DuplicateName(_) | IdempotentTaskGone | TaskPaused(_) => StatusCode::CONFLICT,
+            DuplicateName(_) | IdempotentTaskGone | TaskPaused(_) | RunInFlight { .. } => {
+                StatusCode::CONFLICT
+            }
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             QueueRefused { .. } | Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Database(_) | Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,6 +153,7 @@ impl AdminError {
             IdempotencyKeyReused => "idempotency_key_reused",
             IdempotentTaskGone => "idempotent_task_gone",
             TaskPaused(_) => "task_paused",
+            RunInFlight { .. } => "run_in_flight",
             QueueRefused { .. } => "queue_unavailable",
             Unavailable => "unavailable",
             Database(_) | Store(_) => "internal",

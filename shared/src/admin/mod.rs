@@ -36,6 +36,7 @@ pub mod pause;
 pub mod serve;
 pub mod status;
 pub mod tasks;
+pub mod trigger;
 
 pub use error::{AdminError, ErrorBody, ErrorDetail};
 pub use extract::MAX_REQUEST_BYTES;
@@ -255,6 +256,11 @@ async fn openapi_document(State(state): State<AdminState>) -> Json<serde_json::V
         tasks::TaskPatch,
         crate::pause::TaskAlerting,
         crate::pause::PauseRequest,
+        crate::window::TaskWindow,
+        trigger::TriggerRequest,
+        crate::schedule::preview::PreviewEntry,
+        crate::schedule::dst::DstFlag,
+        crate::schedule::dst::DstKind,
         tasks::TaskPage,
         tasks::TaskDetail,
         tasks::RunPage,

@@ -287,8 +287,8 @@ fn task_fields() -> Map<String, Value> {
     );
     fields.insert(
         "overlap".into(),
-        json!({"type": "string", "enum": ["allow", "forbid"], "default": "forbid",
-               "description": "Whether an occurrence may start while the previous one runs."}),
+        json!({"type": "string", "enum": ["allow", "forbid", "skip"], "default": "forbid",
+               "description": "Whether an occurrence may start while the previous one runs: `allow` (runs may overlap), `forbid` (the next occurrence waits for the previous run), `skip` (an occurrence that comes due while the previous run is in flight is recorded as skipped, reason overlap). Under `forbid` and `skip` a manual trigger while a run is in flight is refused unless `force` is given."}),
     );
     fields.insert(
         "jitter_secs".into(),
@@ -334,6 +334,7 @@ fn tighten_schemas(doc: &mut Value) {
     schemas["TaskSpec"]["properties"]["flow_key"] = nullable(flow_key.clone());
     schemas["TaskPatch"]["properties"]["flow_key"] = nullable(flow_key);
     crate::pause::document_fields(schemas, &fields["url"]);
+    crate::window::document_fields(schemas);
     for (name, value) in flow_limit_fields() {
         schemas["FlowLimits"]["properties"][name] = value;
     }
@@ -350,6 +351,9 @@ fn tighten_schemas(doc: &mut Value) {
         "type": ["string", "null"], "format": "date-time",
         "description": "Occurrences after this instant (RFC 3339; default now). Occurrences past 9999-12-31T23:59:59Z are not listed."
     });
+    for (name, value) in crate::window::openapi_fields() {
+        preview[name] = value;
+    }
     // Answers: what the table's CHECK constraints guarantee.
     for component in ["Task", "TaskDetail"] {
         let Some(props) = schemas.get_mut(component).and_then(own_properties) else {
@@ -359,7 +363,7 @@ fn tighten_schemas(doc: &mut Value) {
             props["id"] = json!({"type": "integer", "format": "int64", "minimum": 1});
             props["method"] = json!({"type": "string", "enum": METHODS});
             props["catch_up"] = json!({"type": "string", "enum": ["skip", "all", "none"]});
-            props["overlap"] = json!({"type": "string", "enum": ["allow", "forbid"]});
+            props["overlap"] = json!({"type": "string", "enum": ["allow", "forbid", "skip"]});
             props["flow"] = json!({"type": "string",
                 "description": "The flow in force: `flow_key`, else the URL's `host:port`."});
         }

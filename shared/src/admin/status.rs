@@ -101,14 +101,32 @@ pub struct PreviewRequest {
     pub count: Option<usize>,
     /// Occurrences after this instant (default now).
     pub from: Option<DateTime<Utc>>,
+    /// An exclusion, as a task's `exclude`: matching occurrences are listed
+    /// in `entries` as not firing.
+    pub exclude: Option<String>,
+    /// The active window, as a task's `start_at` and `end_at`.
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
 }
 
-/// The occurrences of a schedule.
+/// The occurrences of a schedule, explained.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     pub schedule: String,
     pub timezone: String,
+    /// The schedule in words, e.g. "at 09:00 on Monday to Friday,
+    /// Europe/Berlin".
+    pub description: String,
+    /// The exclusion in words, when one was given.
+    pub exclude_description: Option<String>,
+    /// The instants that fire, in order (`count` of them unless the
+    /// schedule or the window ends first).
     pub occurrences: Vec<DateTime<Utc>>,
+    /// Every listed occurrence with its local time and DST note; excluded
+    /// ones (the first of each excluded span) with `fires: false`.
+    pub entries: Vec<crate::schedule::preview::PreviewEntry>,
+    /// The active window and the end of the schedule, in words.
+    pub notes: Vec<String>,
 }
 
 /// Most occurrences one preview lists.
@@ -120,7 +138,7 @@ pub const MAX_PREVIEW: usize = 100;
     request_body = PreviewRequest,
     responses(
         (status = 200, body = Preview),
-        (status = 400, description = "Invalid schedule, timezone or count", body = ErrorBody),
+        (status = 400, description = "Invalid schedule, timezone, count, from, exclude, start_at or end_at", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -143,16 +161,41 @@ pub async fn preview(JsonBody(req): JsonBody<PreviewRequest>) -> Result<Json<Pre
         Some(from) => instant_in_range("from", from)?,
         None => Utc::now(),
     };
-    let mut occurrences = schedule::preview(&req.schedule, &timezone, from, count)
-        .map_err(|err| AdminError::invalid(err.field(), err.to_string()))?;
+    if req.exclude.as_ref().is_some_and(|e| e.len() > 200) {
+        return Err(AdminError::invalid("exclude", "longer than 200 characters"));
+    }
+    let start_at = req
+        .start_at
+        .map(|t| instant_in_range("start_at", t))
+        .transpose()?;
+    let end_at = req
+        .end_at
+        .map(|t| instant_in_range("end_at", t))
+        .transpose()?;
+    let input = schedule::preview::PreviewInput {
+        schedule: &req.schedule,
+        timezone: &timezone,
+        exclude: req.exclude.as_deref(),
+        start_at,
+        end_at,
+        from,
+        count,
+    };
+    let mut explained = schedule::preview::explain(&input)
+        .map_err(|err| AdminError::invalid(err.field, err.reason))?;
     // Past year 9999 an instant has no RFC 3339 form: the list ends there.
     if let Some(last) = last_showable_instant() {
-        occurrences.retain(|t| *t <= last);
+        explained.occurrences.retain(|t| *t <= last);
+        explained.entries.retain(|e| e.at <= last);
     }
     Ok(Json(Preview {
         schedule: req.schedule,
         timezone,
-        occurrences,
+        description: explained.description,
+        exclude_description: explained.exclude_description,
+        occurrences: explained.occurrences,
+        entries: explained.entries,
+        notes: explained.notes,
     }))
 }
 

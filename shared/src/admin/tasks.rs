@@ -231,14 +231,16 @@ fn next_occurrences(task: &Task, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     else {
         return Vec::new();
     };
+    // The window and exclusion apply, as when the task runs.
+    let bounds = task.window.bounds().unwrap_or_default();
     match task.next_run_at {
         Some(next) => {
             let mut out = vec![next];
-            out.extend(schedule.upcoming(next, zone, SHOWN_OCCURRENCES - 1));
+            out.extend(bounds.upcoming(&schedule, next, zone, SHOWN_OCCURRENCES - 1));
             out
         }
         // Not scheduled yet (inserted with SQL): what the scanner will compute.
-        None => schedule.upcoming(now, zone, SHOWN_OCCURRENCES),
+        None => bounds.upcoming(&schedule, now, zone, SHOWN_OCCURRENCES),
     }
 }
 
@@ -302,6 +304,18 @@ pub struct TaskPatch {
     pub notify_url: Option<Option<String>>,
     /// Replaces the task's tags (`[]` removes them all).
     pub tags: Option<Vec<String>>,
+    /// `null` removes the start of the active window.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub start_at: Option<Option<DateTime<Utc>>>,
+    /// `null` removes the end of the active window.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub end_at: Option<Option<DateTime<Utc>>>,
+    /// `null` removes the exclusion.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub exclude: Option<Option<String>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one not sent (`None`).
@@ -348,6 +362,9 @@ impl TaskPatch {
                 .notify_url
                 .unwrap_or_else(|| task.alerting.notify_url.clone()),
             tags: self.tags.unwrap_or_else(|| task.tags.clone()),
+            start_at: self.start_at.unwrap_or(task.window.start_at),
+            end_at: self.end_at.unwrap_or(task.window.end_at),
+            exclude: self.exclude.unwrap_or_else(|| task.window.exclude.clone()),
         })
     }
 }
@@ -431,14 +448,18 @@ pub struct Triggered {
     pub idempotency_key: String,
 }
 
-/// Fire a task once now, outside its schedule (which does not move).
+/// Fire a task once now, outside its schedule (which does not move). A
+/// `forbid` or `skip` task whose run is in flight is refused (409
+/// `run_in_flight`; `skip` records it as skipped) unless `force` is true.
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/trigger", tag = "tasks",
     params(("id" = i64, Path, description = "Task id")),
+    request_body(content = Option<super::trigger::TriggerRequest>, description = "Optional: `force` fires even while a run is in flight"),
     responses(
         (status = 202, description = "Queued", body = Triggered),
+        (status = 400, description = "Invalid field", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
-        (status = 409, description = "The task is paused", body = ErrorBody),
+        (status = 409, description = "The task is paused (`task_paused`), or its run is in flight and the overlap policy refuses (`run_in_flight`)", body = ErrorBody),
         (status = 503, description = "The queue refused the message", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -446,7 +467,9 @@ pub struct Triggered {
 pub async fn trigger_task(
     State(state): State<AdminState>,
     TaskId(id): TaskId,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Triggered>)> {
+    let request = super::trigger::trigger_request(&body)?;
     let task = store::get_task(&state.pool, id).await?;
     if !task.enabled {
         return Err(AdminError::TaskPaused(id));
@@ -454,6 +477,7 @@ pub async fn trigger_task(
     let now = Utc::now();
     // Occurrences are keyed to the millisecond (see `idempotency_key`).
     let occurrence = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    super::trigger::admit(&state.pool, &task, &request, occurrence).await?;
     let message = DispatchMessage {
         manual: true,
         ..DispatchMessage::new(id, occurrence, task.version)

@@ -41,6 +41,7 @@ fn task(next: Option<&str>) -> TaskNow {
         timeout_ms: 30_000,
         jitter_secs: 0,
         flow_held: None,
+        bounds: Default::default(),
     }
 }
 
@@ -397,4 +398,46 @@ fn extreme_ranges_are_bounded_and_answer() {
             );
         }
     }
+}
+
+#[test]
+fn the_window_and_the_exclusion_explain_occurrences_without_runs() {
+    let defs = [def("0 * * * *", "UTC", "2026-12-01T00:00:00Z", None, 1)];
+    let mut now_state = task(Some("2026-12-01T04:00:00Z"));
+    now_state.bounds = crate::schedule::Bounds {
+        start_at: Some(at("2026-12-01T02:00:00Z")),
+        end_at: None,
+        exclude: Some(Schedule::parse("0 3 * * *").unwrap()),
+    };
+    let runs = BTreeMap::from([(
+        at("2026-12-01T02:00:00Z"),
+        run("2026-12-01T02:00:00Z", "succeeded"),
+    )]);
+    let facts = Facts {
+        definitions: &defs,
+        events: &[],
+        runs: &runs,
+        task: &now_state,
+        now: at("2026-12-01T03:30:00Z"),
+        grace: MISSED_GRACE,
+        to: at("2026-12-01T03:00:00Z"),
+    };
+    let e = enumerate(&defs, at("2026-12-01T01:00:00Z"), facts.to);
+    let got: Vec<(OccurrenceState, String)> = account(&facts, &e)
+        .into_iter()
+        .map(|entry| (entry.state, entry.summary))
+        .collect();
+    assert_eq!(got[0].0, OccurrenceState::NotScheduled);
+    assert!(
+        got[0].1.contains("before the task's active window"),
+        "{got:?}"
+    );
+    assert_eq!(got[1].0, OccurrenceState::Fired);
+    assert_eq!(
+        got[2],
+        (
+            OccurrenceState::Skipped,
+            "03:00 UTC on 2026-12-01 did not fire: skipped (excluded)".to_string()
+        )
+    );
 }

@@ -178,7 +178,7 @@ pub fn chains(
         return false;
     };
     let horizon = now + chrono::Duration::from_std(horizon).unwrap_or_default();
-    !manual && overlap == Overlap::Forbid && next <= horizon
+    !manual && overlap.one_at_a_time() && next <= horizon
 }
 
 #[cfg(test)]
@@ -224,6 +224,7 @@ mod tests {
             flow: "example.com:443".into(),
             tags: Vec::new(),
             alerting: Default::default(),
+            window: Default::default(),
         }
     }
 

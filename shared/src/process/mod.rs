@@ -46,6 +46,7 @@ use crate::store::Outcome;
 use crate::task::{Task, Timing};
 
 pub mod decide;
+pub mod overlap;
 mod prepare;
 mod report;
 mod settle;
@@ -162,6 +163,8 @@ struct Settled<Id> {
     /// The flow of a retry or held message: paced from the flow's shared
     /// schedule in the write-back if the flow paces or backs off.
     pace_flow: Option<String>,
+    /// Occurrences to record as skipped with the outcome (overlap `skip`).
+    skips: Vec<crate::store::SkippedOccurrence>,
     report: ProcessReport,
 }
 
@@ -174,6 +177,7 @@ impl<Id> Settled<Id> {
             retry: None,
             chain: None,
             pace_flow: None,
+            skips: Vec::new(),
             report,
         }
     }

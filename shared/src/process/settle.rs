@@ -235,7 +235,8 @@ impl Processor {
         now: DateTime<Utc>,
         report: ProcessReport,
     ) -> Settled<Id> {
-        let next_run_at = decide::next_run(message, timing, now);
+        let (next_run_at, skips) = super::overlap::at_finish(task, timing, message, &run, now)
+            .unwrap_or_else(|| (decide::next_run(message, timing, now), Vec::new()));
         let chain = decide::chains(
             next_run_at,
             task.overlap,
@@ -270,6 +271,7 @@ impl Processor {
                 },
             }),
             chain,
+            skips,
             ..Settled::new(id, Disposition::Done, report)
         }
     }

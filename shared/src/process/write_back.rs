@@ -83,6 +83,7 @@ impl Processor {
                         notifier.kick();
                     }
                 }
+                self.record_skips(&batch).await;
                 self.enqueue_chained(&batch, &write.recorded, report).await;
             }
             Err(err) => {
@@ -101,6 +102,17 @@ impl Processor {
         for s in batch {
             report.merge(&s.report);
             done(s.id, s.disposition);
+        }
+    }
+
+    /// Records the occurrences the flush's runs skipped (overlap `skip`).
+    /// A failure only costs their ledger rows (they read as passed over):
+    /// logged, never handed back.
+    async fn record_skips<Id>(&self, batch: &[Settled<Id>]) {
+        let skips: Vec<store::SkippedOccurrence> =
+            batch.iter().flat_map(|s| s.skips.iter().cloned()).collect();
+        if let Err(err) = store::record_skips(&self.pool, &skips, Utc::now()).await {
+            tracing::warn!(error = %err, skips = skips.len(), "cannot record skipped occurrences");
         }
     }
 

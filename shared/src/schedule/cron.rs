@@ -29,18 +29,18 @@ pub(crate) struct Cron {
     dialect: Dialect,
     /// Normalized field texts, for display.
     text: String,
-    seconds: ValueSet,
-    minutes: ValueSet,
-    hours: ValueSet,
-    days_of_month: ValueSet,
-    last_day_of_month: bool,
-    months: ValueSet,
+    pub(super) seconds: ValueSet,
+    pub(super) minutes: ValueSet,
+    pub(super) hours: ValueSet,
+    pub(super) days_of_month: ValueSet,
+    pub(super) last_day_of_month: bool,
+    pub(super) months: ValueSet,
     /// Sunday = 0.
-    days_of_week: ValueSet,
+    pub(super) days_of_week: ValueSet,
     /// Years relative to 1970; `None` means every year.
-    years: Option<ValueSet>,
+    pub(super) years: Option<ValueSet>,
     /// Both day fields restricted: a day matches if either does (Vixie).
-    days_or: bool,
+    pub(super) days_or: bool,
     /// Seconds, minutes and hours are all single values or lists of them.
     fixed_time: bool,
 }
@@ -142,6 +142,30 @@ impl Cron {
             // A bare `*` year is "every year", not 1970-2199.
             years: year.filter(|y| y.text != "*").map(|y| y.values),
         })
+    }
+
+    /// How much wall-clock time one match of this expression stands for
+    /// when it is used as an exclusion: a second only when it names seconds
+    /// other than 0; else the minute, or the hour when every minute
+    /// matches, or the day when every hour does too.
+    pub(super) fn span(&self) -> Span {
+        let seconds_any = self.seconds.len() == 60 || self.seconds == ValueSet::single(0);
+        if !seconds_any {
+            Span::Second
+        } else if self.minutes.len() < 60 {
+            Span::Minute
+        } else if self.hours.len() < 24 {
+            Span::Hour
+        } else {
+            Span::Day
+        }
+    }
+
+    /// Does the wall-clock time `local` fall in a match of this expression,
+    /// at the resolution of [`Cron::span`]?
+    pub(super) fn covers(&self, local: NaiveDateTime) -> bool {
+        let start = self.span().start_of(local);
+        self.next_match(start, start.year()) == Some(start)
     }
 
     /// Whether this is a fixed-time job in the DST sense (see `zone.rs`).
@@ -275,6 +299,41 @@ impl std::fmt::Display for Cron {
             Dialect::EventBridge => write!(f, "cron({})", self.text),
             Dialect::Macro(name) => f.write_str(name),
         }
+    }
+}
+
+/// The wall-clock resolution of an exclusion's match (see [`Cron::span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Span {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Span {
+    /// The start of the span that holds `local`.
+    pub(super) fn start_of(self, local: NaiveDateTime) -> NaiveDateTime {
+        let date = local.date();
+        let (h, m, s) = (local.hour(), local.minute(), local.second());
+        let time = match self {
+            Span::Second => NaiveTime::from_hms_opt(h, m, s),
+            Span::Minute => NaiveTime::from_hms_opt(h, m, 0),
+            Span::Hour => NaiveTime::from_hms_opt(h, 0, 0),
+            Span::Day => Some(NaiveTime::MIN),
+        };
+        date.and_time(time.unwrap_or(NaiveTime::MIN))
+    }
+
+    /// The start of the next span after the one that holds `local`.
+    pub(super) fn end_of(self, local: NaiveDateTime) -> Option<NaiveDateTime> {
+        let step = match self {
+            Span::Second => chrono::TimeDelta::seconds(1),
+            Span::Minute => chrono::TimeDelta::minutes(1),
+            Span::Hour => chrono::TimeDelta::hours(1),
+            Span::Day => chrono::TimeDelta::days(1),
+        };
+        self.start_of(local).checked_add_signed(step)
     }
 }
 

@@ -18,6 +18,13 @@ impl ValueSet {
         }
     }
 
+    /// The set holding only `value`.
+    pub(crate) fn single(value: u32) -> ValueSet {
+        let mut set = ValueSet::default();
+        set.insert(value);
+        set
+    }
+
     pub(crate) fn contains(&self, value: u32) -> bool {
         value < Self::CAPACITY && self.0[(value / 64) as usize] & (1 << (value % 64)) != 0
     }

@@ -67,9 +67,13 @@
 //! schedules such as `0 0 30 2 *` answer `None` quickly.
 
 mod at;
+pub mod bounds;
 mod cron;
+pub mod describe;
+pub mod dst;
 mod error;
 mod field;
+pub mod preview;
 mod rate;
 mod zone;
 
@@ -81,6 +85,8 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 pub use chrono_tz::Tz;
 
+pub use bounds::{Bounds, Next};
+pub use describe::describe;
 pub use error::{AtProblem, FieldProblem, RateProblem, ScheduleError};
 
 use cron::Cron;

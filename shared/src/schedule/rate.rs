@@ -57,6 +57,13 @@ pub(crate) struct Rate {
     unit: Unit,
 }
 
+impl Rate {
+    /// The amount and the unit's singular name (`10`, `second`).
+    pub(crate) fn parts(self) -> (u32, &'static str) {
+        (self.amount, self.unit.name())
+    }
+}
+
 /// Longest accepted period: about 100 years, far beyond any real use and far
 /// from any overflow.
 const MAX_PERIOD_SECS: i64 = 100 * 366 * 86_400;

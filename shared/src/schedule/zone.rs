@@ -83,7 +83,7 @@ fn next_real_time(cron: &Cron, after: i64, tz: Tz) -> Option<i64> {
 }
 
 /// Wall-clock reading and UTC offset (seconds) at Unix second `instant`.
-fn local_at(instant: i64, tz: Tz) -> Option<(NaiveDateTime, i64)> {
+pub(super) fn local_at(instant: i64, tz: Tz) -> Option<(NaiveDateTime, i64)> {
     let utc = DateTime::from_timestamp(instant, 0)?.naive_utc();
     let offset = i64::from(offset_at(utc, tz));
     Some((utc.checked_add_signed(TimeDelta::seconds(offset))?, offset))
@@ -102,7 +102,7 @@ fn offset_at_second(instant: i64, tz: Tz) -> Option<i32> {
 
 /// The first second in `(from, to]` whose offset differs from `offset`
 /// (the offset at `from`), found by sampling then bisecting.
-fn next_offset_change(from: i64, to: i64, offset: i64, tz: Tz) -> Option<i64> {
+pub(super) fn next_offset_change(from: i64, to: i64, offset: i64, tz: Tz) -> Option<i64> {
     let same = |instant: i64| offset_at_second(instant, tz).map(i64::from) == Some(offset);
     let mut low = from;
     while low < to {

@@ -228,16 +228,20 @@ pub struct BackfillTask {
     pub version: i64,
     pub enabled: bool,
     pub flow: String,
+    /// The active window and exclusion in force now: a backfill fires only
+    /// the occurrences the task defines.
+    #[sqlx(flatten)]
+    pub window: crate::window::TaskWindow,
 }
 
 /// The task's version, state and flow; `None` once it is deleted.
 pub async fn backfill_task(db: impl PgExecutor<'_>, task_id: i64) -> Result<Option<BackfillTask>> {
-    Ok(
-        sqlx::query_as("SELECT version, enabled, flow FROM tasks WHERE id = $1")
-            .bind(task_id)
-            .fetch_optional(db)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT version, enabled, flow, start_at, end_at, exclude FROM tasks WHERE id = $1",
     )
+    .bind(task_id)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// How far ahead the flow's pacing is booked (its next free slot), if it

@@ -23,6 +23,11 @@ pub struct Claimed {
     /// The task's flow (pacing, backoff).
     pub flow: String,
     pub timeout_ms: i32,
+    /// The active window and exclusion (an `allow` row's window of
+    /// occurrences honours them).
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub exclude: Option<String>,
 }
 
 /// How to claim.
@@ -69,7 +74,8 @@ pub async fn claim_due(
              lease_owner = $5 \
          FROM due WHERE t.id = due.id \
          RETURNING t.id AS task_id, t.version, t.next_run_at AS occurrence, t.schedule, \
-                   t.timezone, t.overlap, t.jitter_secs, t.flow, t.timeout_ms",
+                   t.timezone, t.overlap, t.jitter_secs, t.flow, t.timeout_ms, \
+                   t.start_at, t.end_at, t.exclude",
     )
     .bind(horizon)
     .bind(now)
@@ -123,17 +129,21 @@ pub async fn advance_dispatched(db: impl PgExecutor<'_>, advances: &[Advance]) -
     let occs: Vec<DateTime<Utc>> = advances.iter().map(|a| a.occurrence).collect();
     let versions: Vec<i64> = advances.iter().map(|a| a.version).collect();
     let nexts: Vec<Option<DateTime<Utc>>> = advances.iter().map(|a| a.next_run_at).collect();
+    let leases: Vec<Option<DateTime<Utc>>> = advances.iter().map(|a| a.lease_until).collect();
     let done = sqlx::query(
-        "UPDATE tasks t SET next_run_at = a.next_run_at, lease_until = NULL, lease_owner = NULL, \
+        "UPDATE tasks t SET next_run_at = a.next_run_at, lease_until = a.lease_until, \
+             lease_owner = CASE WHEN a.lease_until IS NULL THEN NULL ELSE t.lease_owner END, \
              enabled = t.enabled AND a.next_run_at IS NOT NULL \
-         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::timestamptz[]) \
-             AS a(id, occurrence, version, next_run_at) \
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::timestamptz[], \
+                     $5::timestamptz[]) \
+             AS a(id, occurrence, version, next_run_at, lease_until) \
          WHERE t.id = a.id AND t.next_run_at = a.occurrence AND t.version = a.version",
     )
     .bind(&ids)
     .bind(&occs)
     .bind(&versions)
     .bind(&nexts)
+    .bind(&leases)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -147,6 +157,9 @@ pub struct Advance {
     pub version: i64,
     /// `None` ends a one-shot schedule (the task is disabled).
     pub next_run_at: Option<DateTime<Utc>>,
+    /// Keep a lease until then (the row waits on its last occurrence, see
+    /// `scan::ending`); `None` drops the lease.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// Due work not yet claimed by anyone.

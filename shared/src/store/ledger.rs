@@ -78,6 +78,8 @@ pub async fn task_ledger(
         timeout_ms: task.timeout_ms,
         jitter_secs: task.jitter_secs,
         flow_held,
+        // An unreadable exclusion (plain SQL) excludes nothing here.
+        bounds: task.window.bounds().unwrap_or_default(),
     };
     let facts = Facts {
         definitions: &definitions,

@@ -57,6 +57,7 @@ pub mod notifications;
 pub mod outcomes;
 pub mod pauses;
 pub mod runs;
+pub mod skips;
 pub mod task_stats;
 pub mod tasks;
 
@@ -72,6 +73,7 @@ pub use notifications::*;
 pub use outcomes::*;
 pub use pauses::*;
 pub use runs::*;
+pub use skips::*;
 pub use task_stats::*;
 pub use tasks::*;
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 use super::{Result, StoreError};
+use crate::schedule::Next;
 use crate::task::{InvalidField, Task, TaskSpec, Timing, ValidTask};
 
 /// The columns of [`Task`], as a literal so queries stay `&'static str`.
@@ -16,7 +17,7 @@ macro_rules! task_columns {
      enabled, next_run_at, lease_until, version, schedule_error, last_run_at, last_status, \
      last_error, consecutive_failures, created_at, updated_at, flow_key, flow, \
      pause_after_failures, notify_url, paused_at, paused_by, paused_reason, paused_until, \
-     failing_since, recovered_at, tags"
+     failing_since, recovered_at, tags, start_at, end_at, exclude"
     };
 }
 
@@ -41,9 +42,10 @@ pub async fn create_task(
     let sql = concat!(
         "INSERT INTO tasks (name, schedule, timezone, method, url, headers, body, timeout_ms, \
          max_attempts, retry_backoff_ms, catch_up, catch_up_max_age_secs, overlap, jitter_secs, \
-         enabled, flow_key, next_run_at, pause_after_failures, notify_url, tags) \
+         enabled, flow_key, next_run_at, pause_after_failures, notify_url, tags, \
+         start_at, end_at, exclude) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20) \
+         $18, $19, $20, $21, $22, $23) \
          RETURNING ",
         task_columns!(),
         ""
@@ -52,6 +54,9 @@ pub async fn create_task(
         .bind(spec.pause_after_failures)
         .bind(&spec.notify_url)
         .bind(&spec.tags)
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(&spec.exclude)
         .fetch_one(db)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
@@ -176,7 +181,8 @@ pub async fn update_task(
     let spec = task.spec();
     let retimed = spec.schedule.trim() != current.schedule
         || spec.timezone != current.timezone
-        || (spec.enabled && !current.enabled);
+        || (spec.enabled && !current.enabled)
+        || window_changed(spec, &current);
     let next = if retimed {
         Some(task.first_after(now)?)
     } else {
@@ -194,7 +200,8 @@ pub async fn update_task(
          enabled = $15, flow_key = $16, next_run_at = $17, \
          schedule_error = CASE WHEN $19 THEN NULL ELSE schedule_error END, \
          lease_until = CASE WHEN $19 THEN NULL ELSE lease_until END, \
-         pause_after_failures = $20, notify_url = $21, tags = $22 \
+         pause_after_failures = $20, notify_url = $21, tags = $22, \
+         start_at = $23, end_at = $24, exclude = $25 \
          WHERE id = $18 RETURNING ",
         task_columns!(),
         ""
@@ -205,9 +212,18 @@ pub async fn update_task(
         .bind(spec.pause_after_failures)
         .bind(&spec.notify_url)
         .bind(&spec.tags)
+        .bind(spec.start_at)
+        .bind(spec.end_at)
+        .bind(&spec.exclude)
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| duplicate_name(e, &spec.name))
+}
+
+/// Did the active window or the exclusion change?
+fn window_changed(spec: &TaskSpec, current: &Task) -> bool {
+    let w = &current.window;
+    (spec.start_at, spec.end_at, &spec.exclude) != (w.start_at, w.end_at, &w.exclude)
 }
 
 /// Deletes a task and its history. Returns whether it existed.
@@ -243,15 +259,27 @@ pub struct ScheduledNew {
     pub scheduled: u64,
     /// Rows disabled because their schedule or zone is invalid.
     pub invalid: u64,
+    /// Rows disabled because their active window has no occurrence left.
+    pub ended: u64,
 }
+
+/// id, schedule, timezone, start_at, end_at, exclude of a new row.
+type NewRow = (
+    i64,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
 
 /// Computes the first occurrence of rows inserted with plain SQL
 /// (`next_run_at IS NULL`). A row whose schedule cannot be evaluated is
 /// disabled with the reason in `schedule_error`; it never stops the scan.
 pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<ScheduledNew> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, schedule, timezone FROM tasks \
+    let rows: Vec<NewRow> = sqlx::query_as(
+        "SELECT id, schedule, timezone, start_at, end_at, exclude FROM tasks \
          WHERE enabled AND next_run_at IS NULL \
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -264,17 +292,24 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     let mut ids = Vec::with_capacity(rows.len());
     let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(rows.len());
     let mut errors: Vec<Option<String>> = Vec::with_capacity(rows.len());
+    let mut ended: Vec<bool> = Vec::with_capacity(rows.len());
     let mut report = ScheduledNew::default();
-    for (id, schedule, zone) in rows {
-        let first = Timing::parse(&schedule, &zone, Default::default(), 0).and_then(|t| {
-            t.first_after(now)
-                .ok_or_else(|| InvalidField::new("schedule", "has no occurrence in the future"))
-        });
+    for (id, schedule, zone, start_at, end_at, exclude) in rows {
+        let window = crate::window::TaskWindow {
+            start_at,
+            end_at,
+            exclude,
+        };
+        let first = first_of_new(&schedule, &zone, &window, now);
         ids.push(id);
+        ended.push(matches!(first, Ok(None)));
         match first {
             Ok(next) => {
-                report.scheduled += 1;
-                nexts.push(Some(next));
+                match next {
+                    Some(_) => report.scheduled += 1,
+                    None => report.ended += 1,
+                }
+                nexts.push(next);
                 errors.push(None);
             }
             Err(err) => {
@@ -288,17 +323,39 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     sqlx::query(
         "UPDATE tasks t SET next_run_at = u.next_run_at, \
              schedule_error = u.error, \
-             enabled = u.error IS NULL \
-         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[]) AS u(id, next_run_at, error) \
+             enabled = u.error IS NULL AND NOT u.ended \
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::boolean[]) \
+             AS u(id, next_run_at, error, ended) \
          WHERE t.id = u.id",
     )
     .bind(&ids)
     .bind(&nexts)
     .bind(&errors)
+    .bind(&ended)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// The first occurrence of a row inserted with SQL: `Ok(None)` when its
+/// active window is already over (disabled, not invalid: the ledger says
+/// "active window ended"), the field error when it cannot be evaluated.
+fn first_of_new(
+    schedule: &str,
+    zone: &str,
+    window: &crate::window::TaskWindow,
+    now: DateTime<Utc>,
+) -> std::result::Result<Option<DateTime<Utc>>, InvalidField> {
+    let timing = Timing::parse(schedule, zone, Default::default(), 0)?.within(window.bounds()?);
+    match timing.next_after(now) {
+        Next::At(next) => Ok(Some(next)),
+        Next::WindowEnded => Ok(None),
+        _ => Err(InvalidField::new(
+            "schedule",
+            "has no occurrence in the future",
+        )),
+    }
 }
 
 /// Task counts by state.

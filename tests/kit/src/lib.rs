@@ -74,6 +74,9 @@ pub struct TaskBuilder {
     next_run_at: Option<DateTime<Utc>>,
     lease_until: Option<DateTime<Utc>>,
     lease_owner: Option<String>,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    exclude: Option<String>,
     // Only for insert_many.
     spread: Option<Duration>,
     per_index: Option<PerIndex>,
@@ -171,6 +174,21 @@ impl TaskBuilder {
     }
     pub fn lease_owner(mut self, owner: impl Into<String>) -> Self {
         self.lease_owner = Some(owner.into());
+        self
+    }
+    /// The start of the active window (no occurrence before it).
+    pub fn start_at(mut self, at: DateTime<Utc>) -> Self {
+        self.start_at = Some(at);
+        self
+    }
+    /// The end of the active window (no occurrence at or after it).
+    pub fn end_at(mut self, at: DateTime<Utc>) -> Self {
+        self.end_at = Some(at);
+        self
+    }
+    /// The exclusion: a schedule expression whose matches are skipped.
+    pub fn exclude(mut self, expr: impl Into<String>) -> Self {
+        self.exclude = Some(expr.into());
         self
     }
     /// For [`TaskBuilder::insert_many`]: row `g` (from 1) is due at
@@ -286,6 +304,7 @@ impl TaskBuilder {
             ("catch_up", self.catch_up),
             ("overlap", self.overlap),
             ("lease_owner", self.lease_owner),
+            ("exclude", self.exclude),
         ];
         for (column, value) in texts {
             if let Some(value) = value {
@@ -313,6 +332,8 @@ impl TaskBuilder {
         let times = [
             ("next_run_at", self.next_run_at),
             ("lease_until", self.lease_until),
+            ("start_at", self.start_at),
+            ("end_at", self.end_at),
         ];
         for (column, value) in times {
             if let Some(value) = value {
