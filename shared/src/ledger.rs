@@ -46,6 +46,28 @@ pub struct Definition {
     pub valid_from: DateTime<Utc>,
     /// Absent: still in force.
     pub valid_to: Option<DateTime<Utc>>,
+    /// The active window and the exclusion in force with it.
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub exclude: Option<String>,
+    /// The same, parsed once (an unreadable exclusion, which only plain SQL
+    /// can store, excludes nothing).
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub bounds: crate::schedule::Bounds,
+}
+
+impl Definition {
+    /// Parses `start_at`, `end_at` and `exclude` into [`Definition::bounds`].
+    pub fn with_bounds(mut self) -> Self {
+        let window = crate::window::TaskWindow {
+            start_at: self.start_at,
+            end_at: self.end_at,
+            exclude: self.exclude.clone(),
+        };
+        self.bounds = window.bounds().unwrap_or_default();
+        self
+    }
 }
 
 /// What happened to a task (a row of `task_events`).
@@ -111,8 +133,6 @@ pub struct TaskNow {
     /// Why the task's flow holds its work now (open breaker, backoff): its
     /// due occurrences wait on purpose and are not missed.
     pub flow_held: Option<String>,
-    /// The task's active window and exclusion.
-    pub bounds: crate::schedule::Bounds,
 }
 
 /// What became of an occurrence.
@@ -339,7 +359,7 @@ fn classify(facts: &Facts<'_>, t: DateTime<Utc>, def: &Definition) -> Entry {
     if let Some(run) = facts.runs.get(&t) {
         return with_run(run, def.timezone.clone(), Some(def.version), None);
     }
-    let (state, reason, event) = match window::bounded(facts, t, def) {
+    let (state, reason, event) = match window::bounded(t, def) {
         // A pause or disable at the time says more than the window.
         Some((state, reason)) if off_at(facts.events, t).is_none() => (state, reason, None),
         _ => without_run(facts, t),

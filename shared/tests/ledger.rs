@@ -316,6 +316,77 @@ async fn occurrences_follow_the_definition_in_force(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn an_exclusion_added_later_does_not_rewrite_earlier_occurrences(pool: PgPool) {
+    // GIVEN an hourly task that got an exclusion of the odd hours two hours ago
+    let router = api(&pool);
+    let now = Utc::now();
+    let task = TaskBuilder::new()
+        .schedule("0 * * * *")
+        .next_run_at(now + Duration::hours(1))
+        .insert(&pool)
+        .await;
+    let (status, body) = call(
+        &router,
+        "PATCH",
+        &format!("/v1/tasks/{}", task.id),
+        Some(json!({"exclude": "0 1-23/2 * * *"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let edited = now - Duration::hours(2);
+    sqlx::query(
+        "UPDATE task_definitions SET \
+             valid_from = CASE WHEN valid_to IS NULL THEN $2 ELSE $2 - interval '3 hours' END, \
+             valid_to = CASE WHEN valid_to IS NULL THEN NULL ELSE $2 END \
+         WHERE task_id = $1",
+    )
+    .bind(task.id)
+    .bind(edited)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // WHEN the ledger of the last 5 hours is read
+    let ledger = store::task_ledger(
+        &pool,
+        task.id,
+        now - Duration::hours(5),
+        now,
+        now,
+        sundial::ledger::MISSED_GRACE,
+    )
+    .await
+    .unwrap();
+
+    // THEN the definitions keep the exclusion with the one it came with
+    let excludes: Vec<Option<&str>> = ledger
+        .definitions
+        .iter()
+        .map(|d| d.exclude.as_deref())
+        .collect();
+    assert_eq!(
+        excludes,
+        vec![None, Some("0 1-23/2 * * *")],
+        "{:?}",
+        ledger.definitions
+    );
+    // ... occurrences after the edit are excluded, those before are not
+    let mut before = 0;
+    for entry in &ledger.occurrences {
+        let excluded = entry.state == OccurrenceState::Skipped
+            && entry.summary.ends_with("skipped (excluded)");
+        let odd = entry.scheduled_for.hour() % 2 == 1;
+        if entry.scheduled_for < edited {
+            before += 1;
+            assert!(!excluded, "{entry:?}");
+        } else {
+            assert_eq!(excluded, odd, "{entry:?}");
+        }
+    }
+    assert!(before >= 2, "{:?}", ledger.occurrences);
+}
+
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn sql_changes_are_recorded_as_sql(pool: PgPool) {
     let task = TaskBuilder::new().enabled(false).insert(&pool).await;
     sqlx::query("UPDATE tasks SET enabled = true WHERE id = $1")

@@ -11,6 +11,10 @@ fn def(schedule: &str, zone: &str, from: &str, to: Option<&str>, version: i64) -
         timezone: zone.into(),
         valid_from: at(from),
         valid_to: to.map(at),
+        start_at: None,
+        end_at: None,
+        exclude: None,
+        bounds: Default::default(),
     }
 }
 
@@ -41,7 +45,6 @@ fn task(next: Option<&str>) -> TaskNow {
         timeout_ms: 30_000,
         jitter_secs: 0,
         flow_held: None,
-        bounds: Default::default(),
     }
 }
 
@@ -402,13 +405,13 @@ fn extreme_ranges_are_bounded_and_answer() {
 
 #[test]
 fn the_window_and_the_exclusion_explain_occurrences_without_runs() {
-    let defs = [def("0 * * * *", "UTC", "2026-12-01T00:00:00Z", None, 1)];
-    let mut now_state = task(Some("2026-12-01T04:00:00Z"));
-    now_state.bounds = crate::schedule::Bounds {
+    let mut defs = [def("0 * * * *", "UTC", "2026-12-01T00:00:00Z", None, 1)];
+    defs[0].bounds = crate::schedule::Bounds {
         start_at: Some(at("2026-12-01T02:00:00Z")),
         end_at: None,
         exclude: Some(Schedule::parse("0 3 * * *").unwrap()),
     };
+    let now_state = task(Some("2026-12-01T04:00:00Z"));
     let runs = BTreeMap::from([(
         at("2026-12-01T02:00:00Z"),
         run("2026-12-01T02:00:00Z", "succeeded"),
@@ -439,5 +442,54 @@ fn the_window_and_the_exclusion_explain_occurrences_without_runs() {
             OccurrenceState::Skipped,
             "03:00 UTC on 2026-12-01 did not fire: skipped (excluded)".to_string()
         )
+    );
+}
+
+#[test]
+fn an_exclusion_added_later_leaves_earlier_occurrences_as_they_were() {
+    // Hourly; `0 3 * * *` excluded from 03:30 on (a second definition of
+    // the same timing, as migration 000009 writes it).
+    let mut defs = [
+        def(
+            "0 * * * *",
+            "UTC",
+            "2026-12-01T00:00:00Z",
+            Some("2026-12-01T03:30:00Z"),
+            1,
+        ),
+        def("0 * * * *", "UTC", "2026-12-01T03:30:00Z", None, 2),
+    ];
+    defs[1].bounds.exclude = Some(Schedule::parse("0 3 * * *").unwrap());
+    let runs = BTreeMap::from([(
+        at("2026-12-01T03:00:00Z"),
+        run("2026-12-01T03:00:00Z", "succeeded"),
+    )]);
+    let now_state = task(Some("2026-12-02T03:00:00Z"));
+    let facts = Facts {
+        definitions: &defs,
+        events: &[],
+        runs: &runs,
+        task: &now_state,
+        now: at("2026-12-02T04:00:00Z"),
+        grace: MISSED_GRACE,
+        to: at("2026-12-02T03:00:01Z"),
+    };
+    let e = enumerate(&defs, at("2026-12-01T03:00:00Z"), facts.to);
+    let entries = account(&facts, &e);
+    let first = entries
+        .iter()
+        .find(|x| x.scheduled_for == at("2026-12-01T03:00:00Z"));
+    assert_eq!(
+        first.map(|x| x.state),
+        Some(OccurrenceState::Fired),
+        "{entries:?}"
+    );
+    let next_day = entries
+        .iter()
+        .find(|x| x.scheduled_for == at("2026-12-02T03:00:00Z"));
+    assert_eq!(
+        next_day.map(|x| x.state),
+        Some(OccurrenceState::Skipped),
+        "{entries:?}"
     );
 }

@@ -1,23 +1,20 @@
 //! The ledger's reading of a task's active window and exclusion: an
 //! occurrence its exclusion matches is `skipped (excluded)`, one outside
-//! the window was `not_scheduled`. Both are derived from the task's
-//! current `start_at`, `end_at` and `exclude`, not recorded per
+//! the window was `not_scheduled`. Both are derived from the `start_at`,
+//! `end_at` and `exclude` of the definition in force at the occurrence
+//! (migration 000009 keeps them with each definition), not recorded per
 //! occurrence: an excluded per-second schedule would otherwise write a row
 //! a second (docs/DESIGN.md, "Active windows and exclusions").
 
 use chrono::{DateTime, Utc};
 
-use super::{utc, Definition, Facts, OccurrenceState};
+use super::{utc, Definition, OccurrenceState};
 use crate::schedule::parse_zone;
 
 /// The state and reason the window or exclusion gives the occurrence `t`
 /// of `def`, if they decide it.
-pub(super) fn bounded(
-    facts: &Facts<'_>,
-    t: DateTime<Utc>,
-    def: &Definition,
-) -> Option<(OccurrenceState, String)> {
-    let bounds = &facts.task.bounds;
+pub(super) fn bounded(t: DateTime<Utc>, def: &Definition) -> Option<(OccurrenceState, String)> {
+    let bounds = &def.bounds;
     if let Some(start) = bounds.start_at.filter(|s| t < *s) {
         return Some((
             OccurrenceState::NotScheduled,

@@ -78,8 +78,6 @@ pub async fn task_ledger(
         timeout_ms: task.timeout_ms,
         jitter_secs: task.jitter_secs,
         flow_held,
-        // An unreadable exclusion (plain SQL) excludes nothing here.
-        bounds: task.window.bounds().unwrap_or_default(),
     };
     let facts = Facts {
         definitions: &definitions,
@@ -118,7 +116,8 @@ async fn definitions(
     // The newest ones when there are too many: they hold the listed occurrences.
     Ok(sqlx::query_as::<_, Definition>(
         "SELECT * FROM ( \
-             SELECT version, schedule, timezone, valid_from, valid_to FROM task_definitions \
+             SELECT version, schedule, timezone, valid_from, valid_to, start_at, end_at, exclude \
+             FROM task_definitions \
              WHERE task_id = $1 AND valid_from <= $3 AND (valid_to IS NULL OR valid_to > $2) \
              ORDER BY valid_from DESC, id DESC LIMIT $4 \
          ) d ORDER BY valid_from, version",
@@ -128,7 +127,10 @@ async fn definitions(
     .bind(to)
     .bind(MAX_HISTORY_ROWS)
     .fetch_all(db)
-    .await?)
+    .await?
+    .into_iter()
+    .map(Definition::with_bounds)
+    .collect())
 }
 
 /// The events from `from` on, and the last pause, resume or disable
