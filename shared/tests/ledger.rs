@@ -236,6 +236,22 @@ async fn ledger_accounts_for_each_occurrence(pool: PgPool) {
     );
 }
 
+/// Dates a task's two definitions as if it was created 3 hours before
+/// `edited` and edited then.
+async fn backdate_definitions(pool: &PgPool, task_id: i64, edited: DateTime<Utc>) {
+    sqlx::query(
+        "UPDATE task_definitions SET \
+             valid_from = CASE WHEN valid_to IS NULL THEN $2 ELSE $2 - interval '3 hours' END, \
+             valid_to = CASE WHEN valid_to IS NULL THEN NULL ELSE $2 END \
+         WHERE task_id = $1",
+    )
+    .bind(task_id)
+    .bind(edited)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn occurrences_follow_the_definition_in_force(pool: PgPool) {
     // GIVEN an hourly task at :00 whose schedule the API moved to :30
@@ -256,17 +272,7 @@ async fn occurrences_follow_the_definition_in_force(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{body}");
     // ... as if created 5 hours ago and edited 2 hours ago.
     let edited = now - Duration::hours(2);
-    sqlx::query(
-        "UPDATE task_definitions SET \
-             valid_from = CASE WHEN valid_to IS NULL THEN $2 ELSE $2 - interval '3 hours' END, \
-             valid_to = CASE WHEN valid_to IS NULL THEN NULL ELSE $2 END \
-         WHERE task_id = $1",
-    )
-    .bind(task.id)
-    .bind(edited)
-    .execute(&pool)
-    .await
-    .unwrap();
+    backdate_definitions(&pool, task.id, edited).await;
     backdate_event(&pool, task.id, "edited", edited).await;
 
     // WHEN the ledger of the last 5 hours is read
@@ -334,17 +340,7 @@ async fn an_exclusion_added_later_does_not_rewrite_earlier_occurrences(pool: PgP
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let edited = now - Duration::hours(2);
-    sqlx::query(
-        "UPDATE task_definitions SET \
-             valid_from = CASE WHEN valid_to IS NULL THEN $2 ELSE $2 - interval '3 hours' END, \
-             valid_to = CASE WHEN valid_to IS NULL THEN NULL ELSE $2 END \
-         WHERE task_id = $1",
-    )
-    .bind(task.id)
-    .bind(edited)
-    .execute(&pool)
-    .await
-    .unwrap();
+    backdate_definitions(&pool, task.id, edited).await;
 
     // WHEN the ledger of the last 5 hours is read
     let ledger = store::task_ledger(

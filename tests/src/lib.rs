@@ -96,6 +96,18 @@ pub fn driver_env(database_url: &str, queue_url: &str) -> Vec<(String, String)> 
     env
 }
 
+/// Serves the admin router for `state` on 127.0.0.1 (a free port), as the
+/// admin Lambda or a container would; returns its base URL. The server
+/// lives as long as the test's runtime.
+pub async fn serve_admin(state: sundial::admin::AdminState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let api = format!("http://{}", listener.local_addr().expect("local address"));
+    tokio::spawn(async move { axum::serve(listener, sundial::admin::router(state)).await });
+    api
+}
+
 /// A binary of the workspace (`sundial`, `scanner`, `processor`, `admin`),
 /// next to the test executable. `cargo build --workspace --bins` (which
 /// `make test` runs first) puts it there.

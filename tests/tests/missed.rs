@@ -23,10 +23,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState};
+use sundial::admin::AdminState;
 use sundial::config::Settings;
 use sundial::health::{HealthSettings, PipelineCheck};
-use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
+use sundial_e2e::{driver_env, fresh_queue, serve_admin, workspace_bin, Child};
 use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
@@ -68,9 +68,7 @@ impl Harness {
         };
         let state = AdminState::new(pool.clone(), Arc::new(queue), Arc::new(guard), TOKEN)
             .with_pipeline(pipeline);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, admin::router(state)).await });
+        let api = serve_admin(state).await;
         Harness {
             pool: pool.clone(),
             env,

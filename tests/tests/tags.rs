@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState};
+use sundial::admin::AdminState;
 use sundial::config::Settings;
-use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
+use sundial_e2e::{driver_env, fresh_queue, serve_admin, workspace_bin, Child};
 use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::database_url_for;
 
@@ -39,9 +39,7 @@ impl Harness {
         let settings = Settings::from_map(&env.iter().cloned().collect()).unwrap();
         let guard = sundial::fire::TargetGuard::new(&settings.allow_targets).unwrap();
         let state = AdminState::new(pool.clone(), Arc::new(queue), Arc::new(guard), TOKEN);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, admin::router(state)).await });
+        let api = serve_admin(state).await;
         Harness {
             pool: pool.clone(),
             env,
