@@ -356,3 +356,51 @@ async fn iam_mode_says_how_to_reach_the_console(pool: PgPool) {
     assert_eq!(post.status, 403);
     assert!(post.header("set-cookie").is_empty());
 }
+
+/// `sundial admin`: the API and the console alone, as a container runs it
+/// where the admin Lambda uses IAM auth.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn sundial_admin_serves_the_console_alone(pool: PgPool) {
+    use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child};
+    let queue = fresh_queue("console-admin").await;
+    let mut env = driver_env(&sundial_testkit::database_url_for(&pool), queue.queue_url());
+    env.push(("SUNDIAL_ADMIN_TOKEN".into(), TOKEN.into()));
+    let child = Child::spawn(&workspace_bin("sundial"), &["admin", "--listen", "127.0.0.1:0"], &env);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let console_url = loop {
+        let lines = child.stdout_lines();
+        if let Some(url) = lines.iter().find_map(|l| l.strip_prefix("console: ")) {
+            break url.split(' ').next().unwrap_or("").to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no console address: {lines:?} {:?}", child.stderr_lines());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let base = console_url.trim_end_matches("/ui").to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http
+        .post(format!("{base}/ui/login"))
+        .header("origin", &base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("token", TOKEN)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = format!("sundial_console={}", session_value(cookie).unwrap());
+    let overview = http.get(format!("{base}/ui")).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(overview.status(), 200);
+    assert!(overview.text().await.unwrap().contains("<h1>Overview</h1>"));
+    // No scanner runs in it: a SQL-registered row stays unscheduled.
+    let row = sundial_testkit::TaskBuilder::new().insert(&pool).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let next: Option<chrono::DateTime<Utc>> = sqlx::query_scalar("SELECT next_run_at FROM tasks WHERE id = $1")
+        .bind(row.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(next, None, "sundial admin scheduled a task: it runs a scanner");
+}

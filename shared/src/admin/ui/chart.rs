@@ -119,8 +119,10 @@ fn grid(max: f64, window: Window) -> Markup {
                 (ms(Some(max * q)))
             }
         }
-        @for t in ticks {
-            text.axis x=(format!("{:.1}", window.x(t))) y=(HEIGHT - 8.0) text-anchor="middle" {
+        @for (k, t) in ticks.iter().enumerate() {
+            // The end labels stay inside the picture.
+            @let anchor = match k { 0 => "start", 4 => "end", _ => "middle" };
+            text.axis x=(format!("{:.1}", window.x(*t))) y=(HEIGHT - 8.0) text-anchor=(anchor) {
                 (t.format(time_format)) " UTC"
             }
         }

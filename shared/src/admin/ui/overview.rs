@@ -100,8 +100,8 @@ fn cards(status: &Status) -> Markup {
             (card("Tasks", status.tasks.total.to_string(),
                   format!("{} enabled, {} failing, {} invalid", status.tasks.enabled,
                           status.tasks.failing, status.tasks.invalid)))
-            (card("Flows", status.flows.open.to_string(),
-                  format!("open; {} backing off", status.flows.backing_off)))
+            (card("Open flows", status.flows.open.to_string(),
+                  format!("{} backing off", status.flows.backing_off)))
             (card("Dead letters", dead, "in the dead-letter queue".to_string()))
         }
     }

@@ -170,8 +170,9 @@ pub fn iam_mode(post: bool) -> Response {
             p { "To use the console, serve the admin API with a token against the same database:" }
             ul {
                 li {
-                    "a container (or any host you reach privately) running the admin router in "
-                    "token mode: " code { "SUNDIAL_ADMIN_AUTH=token" } " and "
+                    code { "sundial admin" } " (the admin API and this console alone: no scanner, "
+                    "no processor) in a container or on a host you reach privately, with "
+                    code { "DATABASE_URL" } ", " code { "SUNDIAL_QUEUE_URL" } " and "
                     code { "SUNDIAL_ADMIN_TOKEN" } " set, then open " code { "/ui" } " there;"
                 }
                 li {
