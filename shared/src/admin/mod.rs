@@ -72,6 +72,8 @@ pub struct AdminState {
     /// Thresholds and the dead-letter queue `GET /v1/status` judges the
     /// pipeline by; the missed grace of the occurrence ledger.
     pub pipeline: crate::health::PipelineCheck,
+    /// The console overview's latest figures (see [`ui::snapshot`]).
+    console: Arc<ui::SnapshotCache>,
 }
 
 impl AdminState {
@@ -89,6 +91,7 @@ impl AdminState {
             token_digest: Some(Sha256::digest(token.as_bytes()).into()),
             openapi: Arc::new(openapi()),
             pipeline: Default::default(),
+            console: Default::default(),
         }
     }
 
@@ -108,6 +111,7 @@ impl AdminState {
             token_digest: None,
             openapi: Arc::new(openapi()),
             pipeline: Default::default(),
+            console: Default::default(),
         }
     }
 

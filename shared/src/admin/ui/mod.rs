@@ -31,11 +31,13 @@ pub mod history;
 pub mod layout;
 pub mod overview;
 pub mod page;
+pub mod snapshot;
 pub mod task;
 pub mod tasks;
 
 pub use auth::{issue_session, SESSION_COOKIE, SESSION_TTL};
 pub use page::UiError;
+pub use snapshot::SnapshotCache;
 
 /// The console's routes, to be merged into the admin router. They sit
 /// outside the bearer-token layer: the console authenticates with its

@@ -1,5 +1,6 @@
 //! `/ui`: is Sundial keeping up? The figures of `GET /v1/status` (computed
-//! by the same handler), the lag of the last six hours as a chart, and the
+//! by the same function, `status::current_status`, at most every 10 s:
+//! [`super::snapshot`]), the lag of the last six hours as a chart, and the
 //! tasks that were latest and failed most in the last hour.
 
 use axum::extract::State;
@@ -8,12 +9,12 @@ use chrono::{Duration, Utc};
 use maud::{html, Markup};
 
 use super::auth::Session;
-use super::chart::{self, Window};
+use super::chart;
+use super::snapshot;
 use super::layout::{self, duration_words, ms, Section};
 use super::page::{self, UiError};
-use crate::admin::status::{self, Status};
+use crate::admin::status::Status;
 use crate::admin::AdminState;
-use crate::store;
 
 /// What the overview's chart covers.
 pub const CHART_SPAN: Duration = Duration::hours(6);
@@ -22,24 +23,22 @@ pub const CHART_BUCKET: Duration = Duration::minutes(15);
 
 /// `GET /ui`.
 pub async fn page(State(state): State<AdminState>, session: Session) -> Result<Response, UiError> {
-    let axum::Json(status) = status::status(State(state.clone())).await?;
-    let window = Window {
-        from: status.now - CHART_SPAN,
-        to: status.now,
-        bucket: CHART_BUCKET,
-    };
-    let lag = store::lag_series(&state.pool, window.from, window.bucket).await?;
+    let snapshot = snapshot::current(&state).await?;
+    let status = &snapshot.status;
+    let (lag, window) = (&snapshot.lag, snapshot.window);
     let body = html! {
         h1 { "Overview" }
-        (health(&status))
-        (cards(&status))
+        p.muted { "Figures as of " (layout::utc(snapshot.taken_at)) " (taken at most every "
+                  (snapshot::FRESH_FOR.as_secs()) " s)." }
+        (health(status))
+        (cards(status))
         h2 { "Fire lag, last 6 hours" }
-        (chart::lag_chart(&lag, window, "all runs, per 15 minutes, by finish time"))
+        (chart::lag_chart(lag, window, "all runs, per 15 minutes, by finish time"))
         div.two {
-            section { h2 { "Latest tasks, last hour" } (worst_lateness(&status)) }
-            section { h2 { "Most failures, last hour" } (most_failures(&status)) }
+            section { h2 { "Latest tasks, last hour" } (worst_lateness(status)) }
+            section { h2 { "Most failures, last hour" } (most_failures(status)) }
         }
-        (open_flows(&status))
+        (open_flows(status))
     };
     Ok(page::html(layout::page(
         "Overview",
