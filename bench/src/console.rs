@@ -90,9 +90,18 @@ impl ConsoleResults {
 
 pub async fn run(args: ConsoleArgs) -> Result<()> {
     let ctx = Ctx::new(&args.common)?;
-    let tasks = args.tasks.unwrap_or(if ctx.quick { 2_000 } else { 10_000 }).max(100);
-    let runs = args.runs.unwrap_or(if ctx.quick { 200_000 } else { 1_000_000 }).max(1);
-    let requests = args.requests.unwrap_or(if ctx.quick { 20 } else { 50 }).max(1);
+    let tasks = args
+        .tasks
+        .unwrap_or(if ctx.quick { 2_000 } else { 10_000 })
+        .max(100);
+    let runs = args
+        .runs
+        .unwrap_or(if ctx.quick { 200_000 } else { 1_000_000 })
+        .max(1);
+    let requests = args
+        .requests
+        .unwrap_or(if ctx.quick { 20 } else { 50 })
+        .max(1);
     let pool = ctx.db.fresh(10).await?;
     let mut progress = Progress::new("console");
     progress.update(|| format!("seeding {tasks} tasks and {runs} runs"));
@@ -136,7 +145,12 @@ pub async fn run(args: ConsoleArgs) -> Result<()> {
     };
     println!("{}", table(&results).text());
     for plan in &results.plans {
-        println!("{} ({} ms):\n  {}", plan.statement, plan.execution_ms, plan.plan.join("\n  "));
+        println!(
+            "{} ({} ms):\n  {}",
+            plan.statement,
+            plan.execution_ms,
+            plan.plan.join("\n  ")
+        );
     }
     pool.close().await;
     if !args.keep_db {
@@ -249,10 +263,19 @@ fn page_paths(first_id: i64, tasks: i64) -> Vec<(&'static str, String)> {
         ("tasks", "/ui/tasks".to_string()),
         ("tasks, failing", "/ui/tasks?state=failing".to_string()),
         ("tasks, tag", "/ui/tasks?tag=team-3".to_string()),
-        ("tasks, name search (1 match)", format!("/ui/tasks?q=console-{}", tasks - 1)),
-        ("tasks, last page", format!("/ui/tasks?cursor={}", first_id + tasks - 30)),
+        (
+            "tasks, name search (1 match)",
+            format!("/ui/tasks?q=console-{}", tasks - 1),
+        ),
+        (
+            "tasks, last page",
+            format!("/ui/tasks?cursor={}", first_id + tasks - 30),
+        ),
         ("task", format!("/ui/tasks/{busy}")),
-        ("task, older runs", format!("/ui/tasks/{busy}?before={three_days_ago}")),
+        (
+            "task, older runs",
+            format!("/ui/tasks/{busy}?before={three_days_ago}"),
+        ),
         ("flows", "/ui/flows".to_string()),
     ]
 }
@@ -286,7 +309,10 @@ async fn time_page(
         let body = answer.bytes().await?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         if status != reqwest::StatusCode::OK {
-            bail!("{path} answered {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         bytes = body.len();
         if i >= 3 {
@@ -323,8 +349,8 @@ async fn explain_all(pool: &PgPool, task_id: i64) -> Result<Vec<Plan>> {
                   FROM task_runs WHERE task_id = {task_id} AND scheduled_for >= now() - interval '1 day' GROUP BY 1")),
         ("overview lag chart (store::lag_series)",
          "SELECT date_bin(interval '15 minutes', finished_at, now() - interval '6 hours'), \
-                 percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) \
-          FROM task_runs WHERE finished_at >= now() - interval '6 hours' GROUP BY 1".to_string()),
+                 floor(ln(1 + latency_ms) * 100)::int, count(*) \
+          FROM task_runs WHERE finished_at >= now() - interval '6 hours' GROUP BY 1, 2".to_string()),
     ];
     let mut plans = Vec::new();
     for (name, sql) in statements {
@@ -340,14 +366,24 @@ async fn explain_all(pool: &PgPool, task_id: i64) -> Result<Vec<Plan>> {
         plans.push(Plan {
             statement: name.to_string(),
             execution_ms: round2(execution_ms),
-            plan: lines.into_iter().filter(|l| !l.contains("Buffers:")).collect(),
+            plan: lines
+                .into_iter()
+                .filter(|l| !l.contains("Buffers:"))
+                .collect(),
         });
     }
     Ok(plans)
 }
 
 pub fn table(r: &ConsoleResults) -> Table {
-    let mut t = Table::new(["page", "p50 ms", "p99 ms", "max ms", "KiB", "≤ 50 ms at p99"]);
+    let mut t = Table::new([
+        "page",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "KiB",
+        "≤ 50 ms at p99",
+    ]);
     for p in &r.pages {
         t.row([
             p.page.clone(),
@@ -399,12 +435,23 @@ pub fn section(out: &std::path::Path) -> String {
          logged-in client; each page {} times after 3 warm-ups, request to last byte. Load \
          average (1/5/15 min) {} before and {} after: the machine is shared, so these are \
          figures under that load, not on an idle machine.\n\n",
-        r.tasks, r.runs, num(r.seed_s), r.requests_per_page, r.load_before, r.load_after
+        r.tasks,
+        r.runs,
+        num(r.seed_s),
+        r.requests_per_page,
+        r.load_before,
+        r.load_after
     ));
     md.push_str(&table(r).markdown());
     md.push_str("\nStatement plans at that scale (`EXPLAIN ANALYZE`, execution time):\n\n");
     for plan in &r.plans {
-        let top = plan.plan.first().map_or("", |l| l.trim());
+        // The line that says how the rows are found (which index).
+        let top = plan
+            .plan
+            .iter()
+            .find(|l| l.contains("Scan"))
+            .or(plan.plan.first())
+            .map_or("", |l| l.trim().trim_start_matches("->  "));
         md.push_str(&format!(
             "- {}: {} ms — `{}`\n",
             plan.statement,

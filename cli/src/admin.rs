@@ -45,12 +45,6 @@ pub async fn run(args: AdminArgs) -> Result<()> {
     let shutdown = async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
     };
-    admin::serve::serve(
-        listener,
-        admin::router(state),
-        shutdown,
-        Default::default(),
-    )
-    .await?;
+    admin::serve::serve(listener, admin::router(state), shutdown, Default::default()).await?;
     Ok(())
 }

@@ -244,7 +244,12 @@ impl Browser {
         self.events
             .iter()
             .filter(|e| e["method"] == "Log.entryAdded")
-            .map(|e| e["params"]["entry"]["text"].as_str().unwrap_or("").to_string())
+            .map(|e| {
+                e["params"]["entry"]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .collect()
     }
 }

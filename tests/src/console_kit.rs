@@ -133,7 +133,11 @@ impl Console {
     pub async fn login_with(&mut self, token: &str) -> Page {
         let origin = self.base.clone();
         let page = self
-            .post("/ui/login", &[("token", token), ("next", "/ui")], Some(&origin))
+            .post(
+                "/ui/login",
+                &[("token", token), ("next", "/ui")],
+                Some(&origin),
+            )
             .await;
         if let Some(value) = session_value(page.header("set-cookie")) {
             self.cookie = Some(format!("sundial_console={value}"));
@@ -220,7 +224,14 @@ pub fn run_outcome(
                 http_status: Some(if failed { 500 } else { 200 }),
                 latency_ms: Some(40),
                 error: error.map(str::to_string),
-                response_excerpt: Some(if failed { "</pre><script>alert(3)</script>" } else { "ok" }.into()),
+                response_excerpt: Some(
+                    if failed {
+                        "</pre><script>alert(3)</script>"
+                    } else {
+                        "ok"
+                    }
+                    .into(),
+                ),
                 pacing_ms: None,
                 trigger: Trigger::Schedule,
                 backfill_id: None,
@@ -296,14 +307,32 @@ pub async fn seed(console: &Console) -> Seeded {
     let mut outcomes = Vec::new();
     for k in 1..=6i64 {
         let at = now - Duration::minutes(50 * k);
-        outcomes.push(run_outcome((healthy.id, healthy.version), at, RunStatus::Succeeded, 20 * k, None));
+        outcomes.push(run_outcome(
+            (healthy.id, healthy.version),
+            at,
+            RunStatus::Succeeded,
+            20 * k,
+            None,
+        ));
     }
     for k in 1..=3i64 {
         let at = now - Duration::minutes(10 * k);
-        outcomes.push(run_outcome((failing.id, failing.version), at, RunStatus::Failed, 5, Some("HTTP 500")));
+        outcomes.push(run_outcome(
+            (failing.id, failing.version),
+            at,
+            RunStatus::Failed,
+            5,
+            Some("HTTP 500"),
+        ));
     }
     let hostile = Some("<img src=x onerror=alert(2)>");
-    outcomes.push(run_outcome((xss.id, xss.version), now - Duration::minutes(5), RunStatus::Failed, 5, hostile));
+    outcomes.push(run_outcome(
+        (xss.id, xss.version),
+        now - Duration::minutes(5),
+        RunStatus::Failed,
+        5,
+        hostile,
+    ));
     // One flush each, as runs of different moments are written back.
     for outcome in outcomes {
         store::record_outcomes(pool, &[outcome])
@@ -313,11 +342,19 @@ pub async fn seed(console: &Console) -> Seeded {
 
     // A pause and flow limits through the admin API.
     let status = console
-        .api(reqwest::Method::POST, &format!("/v1/tasks/{}/pause", paused.id), json!({"reason": "deploy freeze"}))
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/tasks/{}/pause", paused.id),
+            json!({"reason": "deploy freeze"}),
+        )
         .await;
     assert_eq!(status, 200, "pause through the API");
     let status = console
-        .api(reqwest::Method::PUT, "/v1/flows/127.0.0.1%3A9", json!({"rate_per_sec": 5, "burst": 2}))
+        .api(
+            reqwest::Method::PUT,
+            "/v1/flows/127.0.0.1%3A9",
+            json!({"rate_per_sec": 5, "burst": 2}),
+        )
         .await;
     assert_eq!(status, 200, "flow limits through the API");
     Seeded {

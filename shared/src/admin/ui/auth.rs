@@ -82,7 +82,11 @@ impl<S: Send + Sync> FromRequestParts<S> for FormFields {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<FormFields>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<FormFields>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -222,8 +226,10 @@ pub async fn gate(State(state): State<AdminState>, req: Request, next: Next) -> 
         let form = req.extensions().get::<FormFields>();
         let sent = form.and_then(|f| f.get("csrf")).unwrap_or("");
         if !bool::from(sent.as_bytes().ct_eq(session.csrf.as_bytes())) {
-            return UiError::forbidden("the form's CSRF token is missing or wrong; reload the page")
-                .into_response();
+            return UiError::forbidden(
+                "the form's CSRF token is missing or wrong; reload the page",
+            )
+            .into_response();
         }
     }
     req.extensions_mut().insert(session);
@@ -273,14 +279,11 @@ fn safe_next(next: Option<&str>) -> &str {
 
 /// `GET /ui/login`.
 pub async fn login_page(req: Request) -> Response {
-    let next = req
-        .uri()
-        .query()
-        .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "next")
-                .map(|(_, v)| v.into_owned())
-        });
+    let next = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.into_owned())
+    });
     page::html(login_form(safe_next(next.as_deref()), None))
 }
 
@@ -303,7 +306,10 @@ fn login_form(next: &str, error: Option<&str>) -> maud::Markup {
 pub async fn login(State(state): State<AdminState>, form: FormFields) -> Response {
     let next = safe_next(form.get("next")).to_string();
     let token = form.get("token").unwrap_or("").trim();
-    let (Some(key), true) = (session_key(&state), !token.is_empty() && state.accepts(token)) else {
+    let (Some(key), true) = (
+        session_key(&state),
+        !token.is_empty() && state.accepts(token),
+    ) else {
         let markup = login_form(&next, Some("That is not the admin token."));
         return (StatusCode::UNAUTHORIZED, page::html(markup)).into_response();
     };

@@ -92,7 +92,10 @@ pub fn utc(t: DateTime<Utc>) -> String {
 /// cannot be read.
 pub fn in_zone(t: DateTime<Utc>, zone: &str) -> String {
     match parse_zone(zone) {
-        Ok(tz) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        Ok(tz) => t
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
         Err(_) => utc(t),
     }
 }

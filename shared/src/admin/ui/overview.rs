@@ -10,9 +10,9 @@ use maud::{html, Markup};
 
 use super::auth::Session;
 use super::chart;
-use super::snapshot;
 use super::layout::{self, duration_words, ms, Section};
 use super::page::{self, UiError};
+use super::snapshot;
 use crate::admin::status::Status;
 use crate::admin::AdminState;
 

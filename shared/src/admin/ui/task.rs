@@ -138,9 +138,17 @@ fn alerts(task: &Task, now: DateTime<Utc>) -> Markup {
 /// Header values that are likely credentials are not shown.
 fn shown_header_value(name: &str, value: &serde_json::Value) -> String {
     let lower = name.to_ascii_lowercase();
-    let secret = ["authorization", "cookie", "token", "key", "secret", "password", "signature"]
-        .iter()
-        .any(|s| lower.contains(s));
+    let secret = [
+        "authorization",
+        "cookie",
+        "token",
+        "key",
+        "secret",
+        "password",
+        "signature",
+    ]
+    .iter()
+    .any(|s| lower.contains(s));
     match value {
         _ if secret => "(hidden)".to_string(),
         serde_json::Value::String(s) => s.clone(),
