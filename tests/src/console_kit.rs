@@ -244,6 +244,14 @@ pub fn run_outcome(
     }
 }
 
+/// The first occurrence of `schedule` in `zone` after `now`, as the
+/// scanner would compute it.
+fn first_after(schedule: &str, zone: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    let schedule = sundial::schedule::Schedule::parse(schedule).expect("a schedule");
+    let zone = sundial::schedule::parse_zone(zone).expect("a zone");
+    schedule.next_after(now, zone).expect("an occurrence")
+}
+
 /// Tasks in every state, and 60 more (`bulk-1..60`) to page through.
 pub async fn seed(console: &Console) -> Seeded {
     let pool = &console.pool;
@@ -254,20 +262,20 @@ pub async fn seed(console: &Console) -> Seeded {
         .schedule("0 2 * * *")
         .timezone("Europe/Paris")
         .tags(&["team-a"])
-        .next_run_at(tomorrow)
+        .next_run_at(first_after("0 2 * * *", "Europe/Paris", now))
         .insert(pool)
         .await;
     let paused = TaskBuilder::new()
         .name("paused-sync")
         .schedule("rate(5 minutes)")
-        .next_run_at(tomorrow)
+        .next_run_at(first_after("rate(5 minutes)", "UTC", now))
         .insert(pool)
         .await;
     let failing = TaskBuilder::new()
         .name("flaky-webhook")
         .schedule("rate(1 minute)")
         .tags(&["team-b"])
-        .next_run_at(tomorrow)
+        .next_run_at(first_after("rate(1 minute)", "UTC", now))
         .insert(pool)
         .await;
     let invalid = TaskBuilder::new()
