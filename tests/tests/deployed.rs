@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;
+use sundial_e2e::deployment::{occurrence_of, sigterm as stop};
 use sundial_e2e::{driver_env, fresh_queue, workspace_bin, Child, PgProxy};
-use sundial_target::{self as target_server, RequestRecord, TargetConfig};
+use sundial_target::{self as target_server, TargetConfig};
 use sundial_testkit::{database_url_for, TaskBuilder};
 
 fn env_for(database_url: &str, queue_url: &str) -> Vec<(String, String)> {
@@ -32,16 +33,6 @@ async fn until_fraction(frac: f64) {
         1.0 - into + frac
     };
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-}
-
-/// The occurrence a request was fired for, from its `Idempotency-Key`.
-fn occurrence_of(r: &RequestRecord) -> Option<(i64, DateTime<Utc>)> {
-    let key = r.idempotency_key.as_deref()?;
-    let (id, at) = key.split_once(':')?;
-    Some((
-        id.parse().ok()?,
-        DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
-    ))
 }
 
 async fn task_id(pool: &PgPool, name: &str) -> i64 {
@@ -86,15 +77,6 @@ fn assert_running(child: &mut Child, what: &str) {
         "{what} exited during the outage:\n{}",
         child.stderr_lines().join("\n")
     );
-}
-
-fn stop(child: &Child) {
-    if let Some(pid) = child.child.id() {
-        // SIGTERM: a graceful stop, as ECS or a terminal would.
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-    }
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
