@@ -73,6 +73,7 @@ pub async fn drain_queue(
 
 pub mod cdp;
 pub mod console_kit;
+pub mod deployment;
 pub mod notify_kit;
 pub mod readme;
 pub mod runtime_api;
