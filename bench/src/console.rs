@@ -443,6 +443,12 @@ pub fn section(out: &std::path::Path) -> String {
         r.load_after
     ));
     md.push_str(&table(r).markdown());
+    md.push_str(
+        "\nThe overview serves figures taken at most 10 s before (refreshed in the background \
+         while the previous ones are served; its requests here are 300 ms apart, so refreshes \
+         ran during them). A first view, or one after 60 s without any, computes them while it \
+         waits: about the `GET /v1/status` row plus the overview lag chart's statement below.\n",
+    );
     md.push_str("\nStatement plans at that scale (`EXPLAIN ANALYZE`, execution time):\n\n");
     for plan in &r.plans {
         // The line that says how the rows are found (which index).
