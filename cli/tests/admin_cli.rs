@@ -6,30 +6,18 @@
 //! crate that owns a binary gets `CARGO_BIN_EXE_<name>`, which guarantees
 //! the binary is built and current when the test runs.
 
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
+use sundial::admin::TargetCheck;
 use sundial_testkit::TaskBuilder;
 
+mod common;
+
+use common::{run_sundial_as, serve_with, CaptureQueue, Run};
+
 const TOKEN: &str = "cli-test-token-0123456789";
-
-#[derive(Default)]
-struct CaptureQueue(Mutex<Vec<Outgoing>>);
-
-#[async_trait]
-impl DispatchQueue for CaptureQueue {
-    async fn send(&self, messages: &[Outgoing]) -> SendReport {
-        if let Ok(mut sent) = self.0.lock() {
-            sent.extend_from_slice(messages);
-        }
-        SendReport::default()
-    }
-}
 
 /// Refuses the metadata address, like the real guard.
 struct NoMetadata;
@@ -44,48 +32,14 @@ impl TargetCheck for NoMetadata {
     }
 }
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
-
-/// Runs the `sundial` binary off the runtime thread, so the server task
-/// keeps answering while the child waits.
 async fn sundial(api: &str, token: Option<&str>, args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sundial"));
-    cmd.args(args)
-        .env("SUNDIAL_API", api)
-        .env_remove("SUNDIAL_ADMIN_TOKEN");
-    if let Some(token) = token {
-        cmd.env("SUNDIAL_ADMIN_TOKEN", token);
-    }
-    let output = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    Run {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_sundial_as(api, token, args).await
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn tasks_and_status_commands(pool: PgPool) {
     let queue = Arc::new(CaptureQueue::default());
-    let state = AdminState::new(pool.clone(), queue.clone(), Arc::new(NoMetadata), TOKEN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let router = admin::router(state);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (api, server) = serve_with(&pool, TOKEN, queue.clone(), Arc::new(NoMetadata)).await;
     macro_rules! cli {
         ($($arg:expr),* $(,)?) => {
             sundial(&api, Some(TOKEN), &[$($arg),*]).await
@@ -218,7 +172,7 @@ async fn tasks_and_status_commands(pool: PgPool) {
     );
     let out = cli!("tasks", "trigger", id_s, "--json");
     assert_eq!(out.json()["task_id"], id);
-    assert_eq!(queue.0.lock().unwrap().len(), 2);
+    assert_eq!(queue.len(), 2);
     // A run in flight: the policy (forbid) refuses, --force fires.
     sqlx::query(
         "UPDATE tasks SET next_run_at = now() - interval '1 second', \
@@ -237,7 +191,7 @@ async fn tasks_and_status_commands(pool: PgPool) {
     );
     let out = cli!("tasks", "trigger", id_s, "--force");
     assert!(out.ok, "{}{}", out.stdout, out.stderr);
-    assert_eq!(queue.0.lock().unwrap().len(), 3);
+    assert_eq!(queue.len(), 3);
 
     // runs
     let out = cli!("tasks", "runs", id_s);
@@ -367,11 +321,7 @@ async fn tasks_and_status_commands(pool: PgPool) {
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn stored_control_characters_are_escaped(pool: PgPool) {
     let queue = Arc::new(CaptureQueue::default());
-    let state = AdminState::new(pool.clone(), queue, Arc::new(NoMetadata), TOKEN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let router = admin::router(state);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (api, server) = serve_with(&pool, TOKEN, queue, Arc::new(NoMetadata)).await;
     let id = TaskBuilder::new()
         .name("evil\x1b]0;owned\x07")
         .schedule("rate(1 minute)")

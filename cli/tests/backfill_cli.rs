@@ -5,45 +5,24 @@
 //! backfill to `done` and prints one progress line per change (stdout is
 //! not a terminal here).
 
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
+use sundial::queue::Outgoing;
 use sundial_testkit::TaskBuilder;
 
+mod common;
+
+use common::{run_sundial, serve_with, AnyTarget, CaptureQueue, Run};
+
 const TOKEN: &str = "backfill-cli-token-0123456789";
-
-#[derive(Default)]
-struct CaptureQueue(Mutex<Vec<Outgoing>>);
-
-#[async_trait]
-impl DispatchQueue for CaptureQueue {
-    async fn send(&self, messages: &[Outgoing]) -> SendReport {
-        if let Ok(mut sent) = self.0.lock() {
-            sent.extend_from_slice(messages);
-        }
-        SendReport::default()
-    }
-}
-
-struct AnyTarget;
-
-#[async_trait]
-impl TargetCheck for AnyTarget {
-    async fn check(&self, _url: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// Records a succeeded run for each captured message, as the processor would.
 async fn stand_in_processor(pool: PgPool, queue: Arc<CaptureQueue>) {
     loop {
-        let sent: Vec<Outgoing> = std::mem::take(&mut *queue.0.lock().unwrap());
+        let sent: Vec<Outgoing> = queue.take();
         for out in sent {
             let m = out.message;
             let b = m.backfill.unwrap();
@@ -66,29 +45,14 @@ async fn stand_in_processor(pool: PgPool, queue: Arc<CaptureQueue>) {
 }
 
 async fn sundial(api: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sundial"));
-    cmd.args(args)
-        .env("SUNDIAL_API", api)
-        .env("SUNDIAL_ADMIN_TOKEN", TOKEN);
-    let output = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let Run { ok, stdout, stderr } = run_sundial(api, TOKEN, args).await;
+    (ok, stdout, stderr)
 }
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn backfill_follows_the_backfill_to_done(pool: PgPool) {
     let queue = Arc::new(CaptureQueue::default());
-    let state = AdminState::new(pool.clone(), queue.clone(), Arc::new(AnyTarget), TOKEN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let router = admin::router(state);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (api, server) = serve_with(&pool, TOKEN, queue.clone(), Arc::new(AnyTarget)).await;
     let processor = tokio::spawn(stand_in_processor(pool.clone(), queue.clone()));
 
     // GIVEN a minutely task with runs for 6 of 10 minutes of a past range.

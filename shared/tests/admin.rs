@@ -2,48 +2,23 @@
 //! fresh migrated database), called as a tower service and, once, over a
 //! real socket.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
+use sundial::admin::{self, TargetCheck};
 use sundial::store;
 use sundial_testkit::TaskBuilder;
 use tower::ServiceExt;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+mod common;
 
-/// Captures what the API sends; can be told to refuse.
-#[derive(Default)]
-struct CaptureQueue {
-    sent: Mutex<Vec<Outgoing>>,
-    refuse: AtomicBool,
-}
-
-#[async_trait]
-impl DispatchQueue for CaptureQueue {
-    async fn send(&self, messages: &[Outgoing]) -> SendReport {
-        if self.refuse.load(Ordering::SeqCst) {
-            return SendReport {
-                failed: (0..messages.len()).collect(),
-                first_error: Some("queue is down".into()),
-                calls: 1,
-            };
-        }
-        self.sent.lock().unwrap().extend_from_slice(messages);
-        SendReport {
-            calls: 1,
-            ..SendReport::default()
-        }
-    }
-}
+use common::{Api, TOKEN};
 
 /// Refuses literal loopback, link-local and 10/8 hosts, like the real
 /// guard does for what they resolve to.
@@ -68,54 +43,9 @@ impl TargetCheck for LiteralGuard {
     }
 }
 
-struct Api {
-    router: Router,
-    queue: Arc<CaptureQueue>,
-}
-
-impl Api {
-    fn new(pool: PgPool) -> Self {
-        let queue = Arc::new(CaptureQueue::default());
-        let state = AdminState::new(pool, queue.clone(), Arc::new(LiteralGuard), TOKEN);
-        Api {
-            router: admin::router(state),
-            queue,
-        }
-    }
-
-    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let response = self.router.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
-            })
-        };
-        (status, value)
-    }
-
-    /// An authorised request with a raw body.
-    async fn raw(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-        if !body.is_empty() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        self.send(req.body(Body::from(body.to_string())).unwrap())
-            .await
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.raw(method, path, &body).await
-    }
+/// The API with [`LiteralGuard`].
+fn api(pool: PgPool) -> Api {
+    Api::with_guard(pool, Arc::new(LiteralGuard))
 }
 
 fn spec(name: &str) -> Value {
@@ -142,7 +72,7 @@ fn assert_invalid(status: StatusCode, body: &Value, field: &str) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn full_lifecycle(pool: PgPool) {
-    let api = Api::new(pool.clone());
+    let api = api(pool.clone());
 
     // GIVEN a task created through the API
     let before = Utc::now();
@@ -262,7 +192,7 @@ fn urlencode(s: &str) -> String {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn patch_edits_some_fields(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let mut body = spec("edit-me");
     body["body"] = json!("{\"a\":1}");
     let (_, task) = api.call("POST", "/v1/tasks", Some(body)).await;
@@ -322,7 +252,7 @@ async fn patch_edits_some_fields(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn auth_is_required_except_for_healthz(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     for auth in [
         None,
         Some("Bearer wrong-token"),
@@ -369,7 +299,7 @@ async fn auth_is_required_except_for_healthz(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn bad_input_is_a_400_naming_the_field(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let with = |key: &str, value: Value| {
         let mut s = spec("bad");
         s[key] = value;
@@ -469,7 +399,7 @@ async fn bad_input_is_a_400_naming_the_field(pool: PgPool) {
 /// was a 500 once, and must be a 400 naming the field.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn hostile_input_is_a_400_naming_the_field(pool: PgPool) {
-    let api = Api::new(pool.clone());
+    let api = api(pool.clone());
     let with = |key: &str, value: Value| {
         let mut s = spec("hostile");
         s[key] = value;
@@ -574,7 +504,7 @@ async fn hostile_input_is_a_400_naming_the_field(pool: PgPool) {
 /// its parsed, canonical form.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn urls_are_stored_in_canonical_form(pool: PgPool) {
-    let api = Api::new(pool.clone());
+    let api = api(pool.clone());
     let mut body = spec("canonical");
     body["url"] = json!(" HTTPS://Example.COM:443/a/./b/../c?q=é ");
     let (status, task) = api.call("POST", "/v1/tasks", Some(body)).await;
@@ -600,7 +530,7 @@ async fn urls_are_stored_in_canonical_form(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn conflicts_sizes_and_unknowns(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let (status, _) = api.call("POST", "/v1/tasks", Some(spec("dup"))).await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, err) = api.call("POST", "/v1/tasks", Some(spec("dup"))).await;
@@ -662,7 +592,7 @@ async fn conflicts_sizes_and_unknowns(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn trigger_reports_a_refusing_queue(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let (_, task) = api.call("POST", "/v1/tasks", Some(spec("q"))).await;
     api.queue.refuse.store(true, Ordering::SeqCst);
     let (status, err) = api
@@ -678,7 +608,7 @@ async fn trigger_reports_a_refusing_queue(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn tasks_registered_with_sql_show_up(pool: PgPool) {
-    let api = Api::new(pool.clone());
+    let api = api(pool.clone());
     // Rows as plain SQL registers them: next_run_at left NULL.
     TaskBuilder::new()
         .name("from-sql")
@@ -725,7 +655,7 @@ async fn tasks_registered_with_sql_show_up(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn list_is_paginated_and_filtered(pool: PgPool) {
-    let api = Api::new(pool.clone());
+    let api = api(pool.clone());
     for i in 0..7 {
         api.call("POST", "/v1/tasks", Some(spec(&format!("t{i}"))))
             .await;
@@ -772,7 +702,7 @@ async fn list_is_paginated_and_filtered(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn idempotent_create(pool: PgPool) {
-    let api = Api::new(pool.clone());
+    let api = api(pool.clone());
     let create = |key: &str, body: Value| {
         Request::builder()
             .method("POST")
@@ -835,7 +765,7 @@ async fn idempotent_create(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn schedule_preview(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let (status, preview) = api
         .call(
             "POST",
@@ -894,7 +824,7 @@ fn documented_routes(doc: &Value) -> Vec<(String, String)> {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let (status, doc) = api.call("GET", "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -978,7 +908,7 @@ async fn openapi_lists_every_route_and_each_answers(pool: PgPool) {
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn openapi_states_the_rules(pool: PgPool) {
     use sundial::task;
-    let api = Api::new(pool);
+    let api = api(pool);
     let (_, doc) = api.call("GET", "/openapi.json", None).await;
     for (method, path) in documented_routes(&doc) {
         let op = &doc["paths"][&path][method.to_lowercase()];
@@ -1072,7 +1002,7 @@ fn spec_json(schedule: &str, url: &str) -> Value {
 /// Requests no client should send: none may get a 500 or kill the service.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn malformed_requests_never_500(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let (_, task) = api.call("POST", "/v1/tasks", Some(spec("target"))).await;
     let id = task["id"].to_string();
     let bodies: Vec<String> = vec![
@@ -1164,7 +1094,7 @@ async fn malformed_requests_never_500(pool: PgPool) {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn serves_over_a_real_socket(pool: PgPool) {
-    let api = Api::new(pool);
+    let api = api(pool);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = api.router.clone();

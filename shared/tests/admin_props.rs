@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::Router;
@@ -14,38 +13,16 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
+use sundial::admin::{self, AdminState};
 use sundial::task;
 use tower::ServiceExt;
 
-const TOKEN: &str = "prop-token-0123456789abcdef";
+mod common;
+
+use common::{AnyTarget, CaptureQueue, TOKEN};
 
 /// How many random requests one run sends.
 const CASES: u32 = 400;
-
-struct NullQueue;
-
-#[async_trait]
-impl DispatchQueue for NullQueue {
-    async fn send(&self, _messages: &[Outgoing]) -> SendReport {
-        SendReport {
-            calls: 1,
-            ..SendReport::default()
-        }
-    }
-}
-
-/// Accepts every target: the fuzzing is about input handling, and a real
-/// guard would resolve random host names.
-struct AnyTarget;
-
-#[async_trait]
-impl TargetCheck for AnyTarget {
-    async fn check(&self, _url: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// One random request.
 #[derive(Debug, Clone)]
@@ -443,7 +420,12 @@ async fn send(router: &Router, a: &Attempt) -> Option<(u16, Vec<u8>)> {
 
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn random_requests_never_get_a_5xx(pool: PgPool) {
-    let state = AdminState::new(pool, Arc::new(NullQueue), Arc::new(AnyTarget), TOKEN);
+    let state = AdminState::new(
+        pool,
+        Arc::new(CaptureQueue::default()),
+        Arc::new(AnyTarget),
+        TOKEN,
+    );
     let router = admin::router(state);
     // Ids 1 and 2 exist, so some requests reach real rows.
     for name in ["first", "second"] {

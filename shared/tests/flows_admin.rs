@@ -3,84 +3,18 @@
 //! (`#[sqlx::test]`: a fresh migrated database per test), the router
 //! called as a tower service.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{header, Request, StatusCode};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial::store::{self, FlowLimits, OnOpen};
 use sundial_testkit::TaskBuilder;
 use tower::ServiceExt;
 
-const TOKEN: &str = "flows-test-token-0123456789";
+mod common;
 
-/// Flows never send anything.
-struct NoQueue;
-
-#[async_trait]
-impl DispatchQueue for NoQueue {
-    async fn send(&self, _messages: &[Outgoing]) -> SendReport {
-        SendReport::default()
-    }
-}
-
-/// Accepts every target (task URLs here only need a flow).
-struct AnyTarget;
-
-#[async_trait]
-impl TargetCheck for AnyTarget {
-    async fn check(&self, _url: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct Api {
-    router: Router,
-}
-
-impl Api {
-    fn new(pool: PgPool) -> Self {
-        let state = AdminState::new(pool, Arc::new(NoQueue), Arc::new(AnyTarget), TOKEN);
-        Api {
-            router: admin::router(state),
-        }
-    }
-
-    async fn raw(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-        if !body.is_empty() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = req.body(Body::from(body.to_string())).unwrap();
-        let response = self.router.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
-            })
-        };
-        (status, value)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.raw(method, path, &body).await
-    }
-}
+use common::{Api, TOKEN};
 
 /// Asserts a 400 naming `field`.
 #[track_caller]

@@ -4,85 +4,15 @@
 //! the trigger's `force` body, the explained preview, the OpenAPI document,
 //! and what the table itself enforces for plain SQL.
 
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use sundial::admin::{self, AdminState, TargetCheck};
-use sundial::queue::{DispatchQueue, Outgoing, SendReport};
 use sundial_testkit::TaskBuilder;
-use tower::ServiceExt;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+mod common;
 
-#[derive(Default)]
-struct CaptureQueue {
-    sent: Mutex<Vec<Outgoing>>,
-}
-
-#[async_trait]
-impl DispatchQueue for CaptureQueue {
-    async fn send(&self, messages: &[Outgoing]) -> SendReport {
-        self.sent.lock().unwrap().extend_from_slice(messages);
-        SendReport {
-            calls: 1,
-            ..SendReport::default()
-        }
-    }
-}
-
-struct AnyTarget;
-
-#[async_trait]
-impl TargetCheck for AnyTarget {
-    async fn check(&self, _url: &str) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct Api {
-    router: Router,
-    queue: Arc<CaptureQueue>,
-}
-
-impl Api {
-    fn new(pool: PgPool) -> Self {
-        let queue = Arc::new(CaptureQueue::default());
-        let state = AdminState::new(pool, queue.clone(), Arc::new(AnyTarget), TOKEN);
-        Api {
-            router: admin::router(state),
-            queue,
-        }
-    }
-
-    async fn raw(&self, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-        if !body.is_empty() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = req.body(Body::from(body.to_string())).unwrap();
-        let response = self.router.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.raw(method, path, &body).await
-    }
-}
+use common::Api;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().to_utc()

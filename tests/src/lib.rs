@@ -71,6 +71,7 @@ pub async fn drain_queue(
     got
 }
 
+pub mod deployment;
 pub mod notify_kit;
 pub mod readme;
 pub mod runtime_api;

@@ -248,17 +248,7 @@ impl Drivers {
     }
 }
 
-/// Waits until `done` holds, polling; panics with `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use crate::deployment::wait_until;
 
 pub async fn task_row(pool: &PgPool, id: i64) -> sundial::task::Task {
     sundial::store::get_task(pool, id).await.unwrap()

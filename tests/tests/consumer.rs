@@ -135,7 +135,8 @@ async fn scan_and_process_commands_work_end_to_end(pool: PgPool) {
         .url(server.url("/ok"))
         .insert_many(&pool, 5)
         .await;
-    // The SQL-inserted rows are due at the next hour: bring them forward.
+    // The SQL-inserted rows are due at the schedule's next boundary: bring
+    // them forward.
     let env = sundial_e2e::driver_env(&database_url_for(&pool), queue.queue_url());
     let bin = workspace_bin("sundial");
     let mut first = Child::spawn(&bin, &["scan", "--once"], &env);

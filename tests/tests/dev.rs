@@ -356,14 +356,16 @@ async fn sigterm_during_a_burst_of_500_loses_nothing(pool: PgPool) {
     let (runs, moved_on): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM task_runs), \
                 (SELECT count(*) FROM tasks \
-                  WHERE next_run_at > $1 AND next_run_at <= date_trunc('hour', $1) + interval '1 hour')",
+                  WHERE next_run_at > $1 \
+                    AND next_run_at <= to_timestamp((floor(extract(epoch FROM $1) / 604800) + 1) * 604800))",
     )
     .bind(due)
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(runs, 500, "exactly one run per occurrence");
-    // `rate(1 hour)` is aligned to the hour: one step is the next full hour.
+    // The default `rate(7 days)` is aligned to the epoch: one step is the
+    // next boundary.
     assert_eq!(moved_on, 500, "every schedule moved on exactly once");
     assert_eq!(leased(&pool).await, 0, "leases left behind");
     assert!(server.stats.requests() >= 900);

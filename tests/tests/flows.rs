@@ -160,7 +160,7 @@ async fn a_rate_limited_flow_is_paced_across_scanners_and_processors(pool: PgPoo
     let due = Utc::now() + chrono::Duration::seconds(3);
     TaskBuilder::new()
         .name("paced-")
-        .schedule("rate(1 hour)")
+        .schedule(sundial_testkit::DEFAULT_SCHEDULE)
         .url(server.url("/ok"))
         .next_run_at(due)
         .insert_many(&pool, 300)
@@ -263,7 +263,7 @@ async fn a_flow_without_a_limit_learns_its_targets_rate_from_429s(pool: PgPool) 
     let due = Utc::now() + chrono::Duration::seconds(3);
     TaskBuilder::new()
         .name("learn-")
-        .schedule("rate(1 hour)")
+        .schedule(sundial_testkit::DEFAULT_SCHEDULE)
         .url(&url)
         .max_attempts(10)
         .next_run_at(due)
@@ -327,7 +327,7 @@ async fn a_429_with_retry_after_stops_every_processor(pool: PgPool) {
     // on the same host, which must all wait for the backoff.
     TaskBuilder::new()
         .name("throttled")
-        .schedule("rate(1 hour)")
+        .schedule(sundial_testkit::DEFAULT_SCHEDULE)
         .url(server.url("/retry-after/2"))
         .max_attempts(1)
         .next_run_at(t0)
@@ -335,7 +335,7 @@ async fn a_429_with_retry_after_stops_every_processor(pool: PgPool) {
         .await;
     TaskBuilder::new()
         .name("later-")
-        .schedule("rate(1 hour)")
+        .schedule(sundial_testkit::DEFAULT_SCHEDULE)
         .url(server.url("/ok"))
         .next_run_at(t0 + chrono::Duration::milliseconds(600))
         .spread(chrono::Duration::milliseconds(20))
@@ -478,7 +478,7 @@ async fn a_host_that_is_down_opens_its_flow_and_every_held_occurrence_is_account
     for (host, name) in [(&latest, "latest-"), (&skip, "skip-")] {
         TaskBuilder::new()
             .name(name)
-            .schedule("rate(1 hour)")
+            .schedule(sundial_testkit::DEFAULT_SCHEDULE)
             .url(host.url.clone())
             .max_attempts(1)
             .timeout_ms(2000)

@@ -17,18 +17,15 @@
 //! default 75 s a stopped scanner would go unnoticed for that long.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-use sundial::admin::AdminState;
-use sundial::config::Settings;
-use sundial::health::{HealthSettings, PipelineCheck};
-use sundial_e2e::{driver_env, fresh_queue, serve_admin, workspace_bin, Child};
+use sundial_e2e::deployment::{emf_records, stop, wait_until, Deployment, Setup};
+use sundial_e2e::{workspace_bin, Child};
 use sundial_target::{self as target_server, TargetConfig};
-use sundial_testkit::{database_url_for, TaskBuilder};
+use sundial_testkit::TaskBuilder;
 
 const TOKEN: &str = "missed-test-token-0123456789";
 const SCHEDULE: &str = "rate(5 seconds)";
@@ -36,57 +33,30 @@ const GRACE_SECS: i64 = 3;
 /// Catch-up `none` skips what is later than this (`task::MISFIRE_GRACE`).
 const MISFIRE_SECS: i64 = 60;
 const POLICIES: [&str; 3] = ["skip", "none", "all"];
+/// How long a driver may take to exit on SIGTERM.
+const STOP: Duration = Duration::from_secs(20);
 
-/// The processes and services of one test.
-struct Harness {
-    pool: PgPool,
-    env: Vec<(String, String)>,
-    api: String,
-    http: reqwest::Client,
+/// The services of one test, with a DLQ and the missed-run settings.
+struct Harness(Deployment);
+
+impl std::ops::Deref for Harness {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn start(pool: &PgPool) -> Harness {
-        let queue = fresh_queue("missed").await;
-        let dlq = fresh_queue("missed-dlq").await;
-        let mut env = driver_env(&database_url_for(pool), queue.queue_url());
-        for (k, v) in [
-            ("SUNDIAL_MISSED_GRACE_SECS", GRACE_SECS.to_string()),
-            ("SUNDIAL_SCANNER_STALE_SECS", "5".to_string()),
-            ("SUNDIAL_LOOKAHEAD_SECS", "1".to_string()),
-            ("SUNDIAL_DLQ_URL", dlq.queue_url().to_string()),
-            ("RUST_LOG", "info".to_string()),
-        ] {
-            env.push((k.into(), v));
-        }
-        // The admin API as the admin Lambda builds it, from the same settings.
-        let settings = Settings::from_map(&env.iter().cloned().collect()).unwrap();
-        let guard = sundial::fire::TargetGuard::new(&settings.allow_targets).unwrap();
-        let pipeline = PipelineCheck {
-            settings: HealthSettings::from_settings(&settings),
-            dlq: Some(Arc::new(dlq)),
+        let setup = Setup {
+            env: vec![
+                ("SUNDIAL_MISSED_GRACE_SECS", GRACE_SECS.to_string()),
+                ("SUNDIAL_SCANNER_STALE_SECS", "5".to_string()),
+                ("SUNDIAL_LOOKAHEAD_SECS", "1".to_string()),
+            ],
+            dlq: true,
         };
-        let state = AdminState::new(pool.clone(), Arc::new(queue), Arc::new(guard), TOKEN)
-            .with_pipeline(pipeline);
-        let api = serve_admin(state).await;
-        Harness {
-            pool: pool.clone(),
-            env,
-            api,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        Child::spawn(&workspace_bin("sundial"), args, &self.env)
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Value {
-        let mut url = url::Url::parse(&format!("{}{path}", self.api)).unwrap();
-        url.query_pairs_mut().extend_pairs(query);
-        let response = self.http.get(url).bearer_auth(TOKEN).send().await.unwrap();
-        assert!(response.status().is_success(), "{path}: {response:?}");
-        response.json().await.unwrap()
+        Harness(Deployment::start_with(pool, "missed", TOKEN, setup).await)
     }
 
     /// The next occurrence and lease of a task.
@@ -119,49 +89,6 @@ impl Harness {
         .await
         .unwrap()
     }
-
-    /// Polls `ready` every 200 ms until it holds or `timeout` passes.
-    async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut ready: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !ready().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// The EMF records a scanner printed, one per tick.
-fn emf_records(child: &Child) -> Vec<Value> {
-    child
-        .stdout_lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .collect()
-}
-
-/// SIGTERM (the loop finishes its tick and exits), then waits for the exit
-/// and for the output to be read.
-async fn stop(mut child: Child) -> Child {
-    if let Some(pid) = child.child.id() {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-    }
-    let status = tokio::time::timeout(Duration::from_secs(20), child.child.wait())
-        .await
-        .expect("the driver exits on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}: {:?}", child.stderr_lines());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    child
 }
 
 /// The schedule's occurrences in `[from, to]`.
@@ -224,7 +151,7 @@ async fn a_stopped_scanner_leaves_missed_occurrences_and_catch_up_applies_on_its
         .unwrap();
         n == POLICIES.len() as i64
     };
-    h.wait_until(
+    wait_until(
         "two runs of each task",
         Duration::from_secs(40),
         all_ran_twice,
@@ -233,7 +160,7 @@ async fn a_stopped_scanner_leaves_missed_occurrences_and_catch_up_applies_on_its
     let status = h.get("/v1/status", &[]).await;
     assert_eq!(status["health"]["healthy"], true, "{status:#}");
     assert_eq!(status["dead_letters"], 0, "{status:#}");
-    let scanner = stop(scanner).await;
+    let scanner = stop(scanner, STOP).await;
     let ticks = emf_records(&scanner);
     assert!(ticks.len() >= 2, "{ticks:?}");
     for record in &ticks {
@@ -248,7 +175,7 @@ async fn a_stopped_scanner_leaves_missed_occurrences_and_catch_up_applies_on_its
     let first_missed = while_stopped(&h, &ids).await;
     let returned = Utc::now();
     after_return(&h, &ids, &first_missed, returned).await;
-    drop(stop(process).await);
+    drop(stop(process, STOP).await);
 }
 
 /// The scanner stays stopped: returns the first occurrence each task
@@ -262,7 +189,7 @@ async fn while_stopped(
     for policy in POLICIES {
         let id = ids[policy];
         let unleased = || async { h.row(id).await.1.is_none_or(|until| until < Utc::now()) };
-        h.wait_until(
+        wait_until(
             "in-flight runs to finish",
             Duration::from_secs(20),
             unleased,
@@ -273,7 +200,7 @@ async fn while_stopped(
     let latest = first_missed.values().max().copied().unwrap();
     let stopped_until = latest + chrono::Duration::seconds(MISFIRE_SECS + 2);
     let outlasted = || async { Utc::now() > stopped_until };
-    h.wait_until(
+    wait_until(
         "the outage to outlast catch-up none's grace",
         Duration::from_secs(90),
         outlasted,
@@ -385,10 +312,9 @@ async fn after_return(
         }
         done
     };
-    h.wait_until("catch-up to finish", Duration::from_secs(60), caught_up)
-        .await;
+    wait_until("catch-up to finish", Duration::from_secs(60), caught_up).await;
     let status = h.get("/v1/status", &[]).await;
-    let scanner = stop(scanner).await;
+    let scanner = stop(scanner, STOP).await;
 
     // THEN the first tick counted one missed occurrence per task, the next none.
     let ticks = emf_records(&scanner);

@@ -307,24 +307,34 @@ async fn a_duplicate_delivery_records_one_run_and_advances_once(pool: PgPool) {
         Arc::new(MemoryQueue::default()),
     ));
     let due = second(Utc::now());
-    let m = due_task(&pool, "dup", &server.url("/delay/100"), due, "").await;
+    let m = due_task(&pool, "dup", &server.url("/delay/300"), due, "").await;
     let m2 = due_task(&pool, "dup-seq", &server.url("/ok"), due, "").await;
+    let m3 = due_task(&pool, "dup-two", &server.url("/delay/100"), due, "").await;
 
-    // Concurrently, in two processor invocations.
+    // Two copies at once in one processor (two invocations of one Lambda
+    // container, or two receives of one consumer): one fires, the other is
+    // handed back for as long as the first may take.
     let a = {
         let (p, body) = (processor.clone(), m.to_json());
         tokio::spawn(async move { p.process_batch(vec![(1, body)], None).await })
     };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let b = {
         let (p, body) = (processor.clone(), m.to_json());
         tokio::spawn(async move { p.process_batch(vec![(2, body)], None).await })
     };
-    let (ra, rb) = (a.await.unwrap().1, b.await.unwrap().1);
-    assert_eq!(
-        ra.fired + rb.fired,
-        2,
-        "both deliveries fired (at-least-once)"
-    );
+    let ((da, ra), (db, rb)) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((ra.fired, ra.duplicates), (1, 0), "{ra:?}");
+    assert_eq!((rb.fired, rb.duplicates), (0, 1), "{rb:?}");
+    assert!(matches!(da[..], [(1, Disposition::Done)]), "{da:?}");
+    let [(2, Disposition::Retry { after })] = db[..] else {
+        panic!("the copy is handed back: {db:?}");
+    };
+    assert!(after >= Duration::from_secs(5), "{after:?}");
+    // When it comes again its twin is recorded: dropped.
+    let (_, again) = processor.process_batch(vec![(5, m.to_json())], None).await;
+    assert_eq!((again.fired, again.stale_dropped), (0, 1), "{again:?}");
+
     // Sequentially: the second sees the recorded run and drops.
     let (_, first) = processor.process_batch(vec![(3, m2.to_json())], None).await;
     let (_, second_delivery) = processor.process_batch(vec![(4, m2.to_json())], None).await;
@@ -334,25 +344,47 @@ async fn a_duplicate_delivery_records_one_run_and_advances_once(pool: PgPool) {
         (0, 1)
     );
 
+    // Two copies at once in two processes: both fire (at-least-once), with
+    // the same key, and one run is recorded.
+    let other = Arc::new(self::processor(
+        &pool,
+        "127.0.0.1/32",
+        Arc::new(MemoryQueue::default()),
+    ));
+    let a = {
+        let (p, body) = (processor.clone(), m3.to_json());
+        tokio::spawn(async move { p.process_batch(vec![(6, body)], None).await })
+    };
+    let b = {
+        let (p, body) = (other.clone(), m3.to_json());
+        tokio::spawn(async move { p.process_batch(vec![(7, body)], None).await })
+    };
+    let (ra, rb) = (a.await.unwrap().1, b.await.unwrap().1);
+    assert_eq!(ra.fired + rb.fired, 2, "both processes fired");
+
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM task_runs")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(runs, 2, "one run per occurrence");
-    for name in ["dup", "dup-seq"] {
+    assert_eq!(runs, 3, "one run per occurrence");
+    for name in ["dup", "dup-seq", "dup-two"] {
         let t = task_by_name(&pool, name).await;
         assert_advanced(t.next_run_at, due, name);
     }
-    let keys: Vec<Option<String>> = server
-        .stats
-        .records()
-        .into_iter()
-        .filter(|r| r.path == "/delay/100")
-        .map(|r| r.idempotency_key)
-        .collect();
-    assert_eq!(keys.len(), 2);
-    assert_eq!(keys[0], keys[1]);
-    assert_eq!(keys[0].as_deref(), Some(m.idempotency_key().as_str()));
+    let keys = |path: &str| -> Vec<Option<String>> {
+        server
+            .stats
+            .records()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.idempotency_key)
+            .collect()
+    };
+    assert_eq!(keys("/delay/300"), vec![Some(m.idempotency_key())]);
+    let two = keys("/delay/100");
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0], two[1]);
+    assert_eq!(two[0].as_deref(), Some(m3.idempotency_key().as_str()));
     assert_eq!(server.stats.bad_signatures(), 0);
 }
 

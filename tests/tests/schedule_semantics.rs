@@ -10,45 +10,36 @@
 //! * overlap `skip` records the occurrences that come due while a slow
 //!   run is in flight, and a manual trigger respects it unless forced.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, SecondsFormat, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
-use sundial::admin::AdminState;
-use sundial::config::Settings;
-use sundial_e2e::{driver_env, fresh_queue, serve_admin, workspace_bin, Child};
-use sundial_target::{self as target_server, RequestRecord, TargetConfig, TargetServer};
-use sundial_testkit::{database_url_for, TaskBuilder};
+use sundial_e2e::deployment::{occurrence_of, sigterm, Deployment};
+use sundial_e2e::{workspace_bin, Child};
+use sundial_target::{self as target_server, TargetConfig, TargetServer};
+use sundial_testkit::TaskBuilder;
 
 const TOKEN: &str = "semantics-test-token-0123456789";
 
-/// The processes and services of one test.
+/// The services of one test, its target and its drivers.
 struct Harness {
-    pool: PgPool,
-    env: Vec<(String, String)>,
-    api: String,
-    http: reqwest::Client,
+    deployment: Deployment,
     target: TargetServer,
     drivers: Vec<Child>,
 }
 
+impl std::ops::Deref for Harness {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        &self.deployment
+    }
+}
+
 impl Harness {
     async fn start(pool: &PgPool, prefix: &str) -> Harness {
-        let queue = fresh_queue(prefix).await;
-        let mut env = driver_env(&database_url_for(pool), queue.queue_url());
-        env.push(("RUST_LOG".into(), "info".into()));
-        // The admin API as the admin Lambda builds it, from the same settings.
-        let settings = Settings::from_map(&env.iter().cloned().collect()).unwrap();
-        let guard = sundial::fire::TargetGuard::new(&settings.allow_targets).unwrap();
-        let state = AdminState::new(pool.clone(), Arc::new(queue), Arc::new(guard), TOKEN);
-        let api = serve_admin(state).await;
         Harness {
-            pool: pool.clone(),
-            env,
-            api,
-            http: reqwest::Client::new(),
+            deployment: Deployment::start(pool, prefix, TOKEN).await,
             target: target_server::spawn(TargetConfig::default()).await.unwrap(),
             drivers: Vec::new(),
         }
@@ -56,27 +47,13 @@ impl Harness {
 
     /// `sundial process` and `sundial scan --loop --every 60`, as deployed.
     fn run_drivers(&mut self) {
-        let sundial = workspace_bin("sundial");
-        self.drivers.push(Child::spawn(
-            &sundial,
-            &["process", "--wait", "20"],
-            &self.env,
-        ));
-        self.drivers.push(Child::spawn(
-            &sundial,
-            &["scan", "--loop", "--every", "60"],
-            &self.env,
-        ));
+        let process = self.spawn(&["process", "--wait", "20"]);
+        let scanner = self.spawn(&["scan", "--loop", "--every", "60"]);
+        self.drivers.extend([process, scanner]);
     }
 
     fn stop_drivers(&self) {
-        for child in &self.drivers {
-            if let Some(pid) = child.child.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg(pid.to_string())
-                    .status();
-            }
-        }
+        self.drivers.iter().for_each(sigterm);
     }
 
     /// The occurrences the target was called for, per task.
@@ -109,27 +86,16 @@ impl Harness {
 
     /// The ledger entries of `[from, to]`.
     async fn ledger(&self, id: i64, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Value> {
-        let mut url = url::Url::parse(&format!("{}/v1/tasks/{id}/occurrences", self.api)).unwrap();
-        url.query_pairs_mut()
-            .append_pair("from", &rfc3339(from))
-            .append_pair("to", &rfc3339(to));
-        let response = self.http.get(url).bearer_auth(TOKEN).send().await.unwrap();
-        assert!(response.status().is_success(), "{response:?}");
-        let body: Value = response.json().await.unwrap();
+        let query = [("from", rfc3339(from)), ("to", rfc3339(to))];
+        let body = self
+            .get(&format!("/v1/tasks/{id}/occurrences"), &query)
+            .await;
         body["occurrences"].as_array().cloned().unwrap_or_default()
     }
 
     async fn trigger(&self, id: i64, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/v1/tasks/{id}/trigger", self.api))
-            .bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let path = format!("/v1/tasks/{id}/trigger");
+        self.send(reqwest::Method::POST, &path, body).await
     }
 
     /// What `sundial why ID --at T` (the built binary) prints.
@@ -157,16 +123,6 @@ impl Drop for Harness {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The occurrence a request was fired for, from its `Idempotency-Key`.
-fn occurrence_of(r: &RequestRecord) -> Option<(i64, DateTime<Utc>)> {
-    let key = r.idempotency_key.as_deref()?;
-    let (id, at) = key.split_once(':')?;
-    Some((
-        id.parse().ok()?,
-        DateTime::parse_from_rfc3339(at).ok()?.to_utc(),
-    ))
 }
 
 /// A whole ten seconds, at least 15 s from now: the first occurrence of the

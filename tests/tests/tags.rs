@@ -10,59 +10,31 @@
 //! `/v1/status` and `sundial status` must name the late task and the
 //! failing one.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use sundial::admin::AdminState;
-use sundial::config::Settings;
-use sundial_e2e::{driver_env, fresh_queue, serve_admin, workspace_bin, Child};
+use sundial_e2e::deployment::{emf_records, stop, Deployment};
+use sundial_e2e::{workspace_bin, Child};
 use sundial_target::{self as target_server, TargetConfig};
-use sundial_testkit::database_url_for;
 
 const TOKEN: &str = "tags-test-token-0123456789";
 const LATE_SECS: i64 = 40;
+/// How long a driver may take to exit on SIGTERM.
+const STOP: Duration = Duration::from_secs(30);
 
-struct Harness {
-    pool: PgPool,
-    env: Vec<(String, String)>,
-    api: String,
-    http: reqwest::Client,
+struct Harness(Deployment);
+
+impl std::ops::Deref for Harness {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn start(pool: &PgPool) -> Harness {
-        let queue = fresh_queue("tags").await;
-        let mut env = driver_env(&database_url_for(pool), queue.queue_url());
-        env.push(("RUST_LOG".into(), "info".into()));
-        let settings = Settings::from_map(&env.iter().cloned().collect()).unwrap();
-        let guard = sundial::fire::TargetGuard::new(&settings.allow_targets).unwrap();
-        let state = AdminState::new(pool.clone(), Arc::new(queue), Arc::new(guard), TOKEN);
-        let api = serve_admin(state).await;
-        Harness {
-            pool: pool.clone(),
-            env,
-            api,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        Child::spawn(&workspace_bin("sundial"), args, &self.env)
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        Harness(Deployment::start(pool, "tags", TOKEN).await)
     }
 
     async fn create(&self, body: Value) -> i64 {
@@ -91,31 +63,6 @@ fn task_body(name: &str, url: &str, tags: &[&str]) -> Value {
         "timeout_ms": 5000,
         "tags": tags,
     })
-}
-
-/// SIGTERM, then the exit and the rest of the output.
-async fn stop(mut child: Child) -> Child {
-    if let Some(pid) = child.child.id() {
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
-    }
-    let status = tokio::time::timeout(Duration::from_secs(30), child.child.wait())
-        .await
-        .expect("the driver exits on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}: {:?}", child.stderr_lines());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    child
-}
-
-fn emf_records(child: &Child) -> Vec<Value> {
-    child
-        .stdout_lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("_aws").is_some())
-        .collect()
 }
 
 /// The per-tag records, by tag, summed over the records printed.
@@ -179,8 +126,8 @@ async fn tags_reach_emf_and_status_names_the_latest_and_the_most_failing_tasks(p
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    drop(stop(scanner).await);
-    let process = stop(process).await;
+    drop(stop(scanner, STOP).await);
+    let process = stop(process, STOP).await;
 
     // THEN the processor's EMF output has one record per tag, and none per task
     let figures = tagged(&emf_records(&process));

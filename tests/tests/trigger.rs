@@ -128,7 +128,7 @@ async fn every_trigger_is_sent_signed_and_recorded(pool: PgPool) {
         .unwrap();
     let late = TaskBuilder::new()
         .name("overdue")
-        .schedule("rate(1 hour)")
+        .schedule(sundial_testkit::DEFAULT_SCHEDULE)
         .url(format!("{base}/target"))
         .next_run_at(overdue_at)
         .max_attempts(1)

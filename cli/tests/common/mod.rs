@@ -24,6 +24,35 @@ impl DispatchQueue for NoQueue {
     }
 }
 
+/// A dispatch queue that keeps every message it is given.
+#[derive(Default)]
+pub struct CaptureQueue(pub std::sync::Mutex<Vec<Outgoing>>);
+
+#[async_trait]
+impl DispatchQueue for CaptureQueue {
+    async fn send(&self, messages: &[Outgoing]) -> SendReport {
+        if let Ok(mut sent) = self.0.lock() {
+            sent.extend_from_slice(messages);
+        }
+        SendReport::default()
+    }
+}
+
+impl CaptureQueue {
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|sent| sent.len()).unwrap_or_default()
+    }
+
+    /// The messages sent since the last call.
+    pub fn take(&self) -> Vec<Outgoing> {
+        self.0
+            .lock()
+            .map(|mut sent| std::mem::take(&mut *sent))
+            .unwrap_or_default()
+    }
+}
+
 /// A target check that allows every URL.
 pub struct AnyTarget;
 
@@ -55,10 +84,22 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_sundial_as(api, Some(token), args).await
+}
+
+/// [`run_sundial`] with any token, or none (`SUNDIAL_ADMIN_TOKEN` unset).
+pub async fn run_sundial_as<I, S>(api: &str, token: Option<&str>, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sundial"));
     cmd.args(args)
         .env("SUNDIAL_API", api)
-        .env("SUNDIAL_ADMIN_TOKEN", token);
+        .env_remove("SUNDIAL_ADMIN_TOKEN");
+    if let Some(token) = token {
+        cmd.env("SUNDIAL_ADMIN_TOKEN", token);
+    }
     let output = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -70,12 +111,23 @@ where
     }
 }
 
-/// The admin router on 127.0.0.1; its base URL and server task.
+/// The admin router on 127.0.0.1 with a queue that drops and a check that
+/// allows everything; its base URL and server task.
 pub async fn serve(
     pool: &PgPool,
     token: &str,
 ) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let state = AdminState::new(pool.clone(), Arc::new(NoQueue), Arc::new(AnyTarget), token);
+    serve_with(pool, token, Arc::new(NoQueue), Arc::new(AnyTarget)).await
+}
+
+/// [`serve`] with the given queue and target check.
+pub async fn serve_with(
+    pool: &PgPool,
+    token: &str,
+    queue: Arc<dyn DispatchQueue>,
+    targets: Arc<dyn TargetCheck>,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = AdminState::new(pool.clone(), queue, targets, token);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     let router = admin::router(state);

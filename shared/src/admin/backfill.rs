@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
@@ -45,20 +45,9 @@ impl<S: Send + Sync> FromRequestParts<S> for BackfillId {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        super::extract::positive_id(parts, state, "backfill")
             .await
-            .map_err(|_| AdminError::invalid("id", "is not valid UTF-8 text"))?;
-        raw.parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
             .map(BackfillId)
-            .ok_or_else(|| {
-                let shown: String = raw.chars().take(40).collect();
-                AdminError::invalid(
-                    "id",
-                    format!("`{shown}` is not a backfill id (a positive integer)"),
-                )
-            })
     }
 }
 

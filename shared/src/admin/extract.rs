@@ -136,21 +136,27 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| AdminError::invalid("id", "is not valid UTF-8 text"))?;
-        raw.parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .map(TaskId)
-            .ok_or_else(|| {
-                let shown: String = raw.chars().take(40).collect();
-                AdminError::invalid(
-                    "id",
-                    format!("`{shown}` is not a task id (a positive integer)"),
-                )
-            })
+        positive_id(parts, state, "task").await.map(TaskId)
     }
+}
+
+/// The `{id}` path parameter of a route about a `what` (`task`,
+/// `backfill`): a positive integer, else a 400 naming `id`.
+pub(crate) async fn positive_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    what: &str,
+) -> Result<i64, AdminError> {
+    let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| AdminError::invalid("id", "is not valid UTF-8 text"))?;
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        let shown: String = raw.chars().take(40).collect();
+        AdminError::invalid(
+            "id",
+            format!("`{shown}` is not a {what} id (a positive integer)"),
+        )
+    })
 }
 
 /// Earliest instant a request may name: the earliest RFC 3339 timestamp

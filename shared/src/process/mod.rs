@@ -44,8 +44,10 @@ use crate::message::DispatchMessage;
 use crate::queue::{DispatchQueue, Outgoing, MAX_DELAY};
 use crate::store::Outcome;
 use crate::task::{Task, Timing};
+use in_flight::InFlightMessages;
 
 pub mod decide;
+mod in_flight;
 pub mod overlap;
 mod prepare;
 mod report;
@@ -148,6 +150,8 @@ pub struct Processor {
     opts: ProcessorOptions,
     /// Delivers the notification events write-backs raise.
     notifier: Option<Arc<crate::notify::Notifier>>,
+    /// The messages being fired, so a second copy of one waits.
+    in_flight: InFlightMessages,
 }
 
 /// What a message settles into before the write-back.
@@ -165,12 +169,16 @@ struct Settled<Id> {
     pace_flow: Option<String>,
     /// Occurrences to record as skipped with the outcome (overlap `skip`).
     skips: Vec<crate::store::SkippedOccurrence>,
+    /// The fired message, released from [`InFlightMessages`] once the
+    /// outcome is written.
+    releases: Option<DispatchMessage>,
     report: ProcessReport,
 }
 
 impl<Id> Settled<Id> {
     fn new(id: Id, disposition: Disposition, report: ProcessReport) -> Self {
         Settled {
+            releases: None,
             id,
             disposition,
             outcome: None,
@@ -184,6 +192,7 @@ impl<Id> Settled<Id> {
 
     fn drop_stale(id: Id, outcome: Option<Outcome>) -> Self {
         Settled {
+            releases: None,
             outcome,
             ..Settled::new(
                 id,
@@ -242,6 +251,7 @@ impl Processor {
             retries,
             opts,
             notifier: None,
+            in_flight: InFlightMessages::default(),
         }
     }
 
@@ -374,7 +384,10 @@ impl Processor {
         let firing = async move {
             let mut fired = std::pin::pin!(fire_stream(self.firer.clone(), jobs, limits));
             while let Some((job, result)) = fired.next().await {
-                let _ = settled_tx.send(self.settle(job, result));
+                let message = job.message.clone();
+                let mut settled = self.settle(job, result);
+                settled.releases = Some(message);
+                let _ = settled_tx.send(settled);
             }
             // Dropping `settled_tx` (and the stream's copy) ends the writer.
         };

@@ -20,6 +20,9 @@ use crate::trigger::Trigger;
 
 /// A message of a rate-limited flow this much past its slot is re-paced.
 const REPACE_AFTER: Duration = Duration::from_millis(50);
+/// A fired message stays claimed this long past its hold and timeout: the
+/// time to record its outcome.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// A chunk's messages that could not be fired, and those to fire.
 type Prepared<Id> = (Vec<Settled<Id>>, Vec<(InFlight<Id>, FireRequest)>);
@@ -85,7 +88,42 @@ impl Processor {
             }
         }
         let jobs = self.repace_late(jobs, &mut settled, now).await;
+        let jobs = self.claim_in_flight(jobs, &mut settled);
         (settled, jobs)
+    }
+
+    /// A message whose twin is being fired here hands back for as long as
+    /// the twin may take (see [`super::in_flight`]); the others are claimed
+    /// until their hold, timeout and a margin have passed.
+    fn claim_in_flight<Id>(
+        &self,
+        jobs: Vec<(InFlight<Id>, FireRequest)>,
+        settled: &mut Vec<Settled<Id>>,
+    ) -> Vec<(InFlight<Id>, FireRequest)> {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(jobs.len());
+        for (job, request) in jobs {
+            let hold = job.hold_until.map(|t| t - now).unwrap_or_default();
+            let expires = hold + request.timeout + CLAIM_MARGIN;
+            match self.in_flight.claim(&job.message, expires) {
+                Ok(()) => out.push((job, request)),
+                Err(wait) => {
+                    let _entered = job.span.enter();
+                    tracing::info!(
+                        wait_ms = wait.as_millis() as u64,
+                        "a copy of this message is being fired here; handing it back"
+                    );
+                    let report = ProcessReport {
+                        received: 1,
+                        duplicates: 1,
+                        ..Default::default()
+                    };
+                    let disposition = Disposition::Retry { after: wait };
+                    settled.push(Settled::new(job.id, disposition, report));
+                }
+            }
+        }
+        out
     }
 
     /// Messages of rate-limited flows that arrive after their slot (the
@@ -316,6 +354,7 @@ fn parse_chunk<Id>(chunk: Vec<(Id, String)>) -> (Vec<Settled<Id>>, Vec<(Id, Disp
             }
         };
         settled.push(Settled {
+            releases: None,
             report: ProcessReport {
                 received: 1,
                 ..one.report

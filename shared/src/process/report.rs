@@ -33,6 +33,9 @@ pub struct ProcessReport {
     pub write_failures: u64,
     /// Messages that arrived early and were held until their fire time.
     pub held: u64,
+    /// Copies of a message this processor was firing already, handed back
+    /// until it is recorded.
+    pub duplicates: u64,
     /// Messages that arrived far too early and were put back with the
     /// remaining delay.
     pub put_back: u64,
@@ -133,6 +136,7 @@ impl ProcessReport {
         self.not_started += other.not_started;
         self.write_failures += other.write_failures;
         self.held += other.held;
+        self.duplicates += other.duplicates;
         self.put_back += other.put_back;
         self.chained += other.chained;
         self.flow_held += other.flow_held;

@@ -111,6 +111,7 @@ impl Processor {
         let delay = firetime::delay_until(retry_at, now);
         let lease_until = retry_at + self.lease_after(task);
         Settled {
+            releases: None,
             // Manual firings hold no lease.
             outcome: (!message.off_schedule()).then_some(Outcome {
                 task_id: task.id,
@@ -158,6 +159,7 @@ impl Processor {
         );
         let lease_until = until + self.lease_after(task);
         Settled {
+            releases: None,
             outcome: (!message.off_schedule()).then(|| Outcome {
                 task_id: task.id,
                 version: task.version,
@@ -196,6 +198,7 @@ impl Processor {
             },
         });
         Settled {
+            releases: None,
             outcome,
             retry: Some(Outgoing {
                 message: message.firing_at(fire_at),
@@ -259,6 +262,7 @@ impl Processor {
             .and_then(|c| c.message.fire_at)
             .map(|at| at.max(now) + self.lease_after(task));
         Settled {
+            releases: None,
             outcome: Some(Outcome {
                 task_id: task.id,
                 version: task.version,

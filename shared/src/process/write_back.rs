@@ -100,6 +100,9 @@ impl Processor {
             }
         }
         for s in batch {
+            if let Some(message) = &s.releases {
+                self.in_flight.release(message);
+            }
             report.merge(&s.report);
             done(s.id, s.disposition);
         }

@@ -18,8 +18,11 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 /// The URL a task gets when none is given: a closed port on loopback.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:9/";
-/// The schedule a task gets when none is given.
-pub const DEFAULT_SCHEDULE: &str = "rate(1 hour)";
+/// The schedule a task gets when none is given: weekly, aligned to the
+/// Unix epoch (Thursdays 00:00 UTC), so a task a test fires does not come
+/// due again while the test runs. (`rate(1 hour)` did: a run that crossed
+/// the top of an hour fired every such task a second time.)
+pub const DEFAULT_SCHEDULE: &str = "rate(7 days)";
 
 /// `DATABASE_URL`, with a hint when it is not set.
 pub fn database_url() -> String {
