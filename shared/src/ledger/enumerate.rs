@@ -8,6 +8,9 @@ use chrono::{DateTime, Duration, Utc};
 use super::{Definition, MAX_EVALUATIONS, MAX_OCCURRENCES};
 use crate::schedule::{parse_zone, Schedule, Tz};
 
+/// An occurrence and the index of the definition that defines it.
+type Occurrence = (DateTime<Utc>, usize);
+
 /// The occurrences a range holds.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Enumerated {
@@ -26,7 +29,7 @@ pub struct Enumerated {
 pub fn enumerate(definitions: &[Definition], from: DateTime<Utc>, to: DateTime<Utc>) -> Enumerated {
     let mut out = Enumerated::default();
     // Newest definition first, so the cap drops the oldest occurrences.
-    let mut newest_first: Vec<Vec<(DateTime<Utc>, usize)>> = Vec::new();
+    let mut newest_first: Vec<Vec<Occurrence>> = Vec::new();
     let mut listed = 0usize;
     for (index, def) in definitions.iter().enumerate().rev() {
         let start = from.max(def.valid_from);
@@ -80,7 +83,7 @@ fn newest_of(
     start: DateTime<Utc>,
     to: DateTime<Utc>,
     room: usize,
-) -> (Vec<(DateTime<Utc>, usize)>, Option<DateTime<Utc>>) {
+) -> (Vec<Occurrence>, Option<DateTime<Utc>>) {
     // `valid_to` is exclusive: at that instant the next definition holds.
     let in_force = |t: DateTime<Utc>| t <= to && def.valid_to.is_none_or(|end| t < end);
     let end = def.valid_to.map_or(to, |e| e.min(to));
