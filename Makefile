@@ -1,8 +1,10 @@
 # Sundial entry points. The logic lives in scripts/; this file stays thin.
 #
 #   make dev            Postgres + `sundial dev --demo` (in-process queue)
-#   make test           lint, local services, schemathesis against the admin
-#                       API (make api-fuzz), then every test in the workspace
+#   make test           lint, local services, chromium (make browser),
+#                       schemathesis against the admin API (make api-fuzz),
+#                       then every test in the workspace (the console's
+#                       browser test included)
 #   make services       start Postgres + SQS emulator; prints `export` lines:
 #                         eval "$(make -s services)"
 #   make build          Lambda artifacts (ARCH=arm64 default, or x86_64)
@@ -28,7 +30,7 @@ STEP := scripts/step.sh
 SERVICES := scripts/services.sh
 
 .PHONY: help dev dev-smoke test api-fuzz lint fmt-check clippy size-check bench build deploy lint-infra size \
-        services services-pg services-stop services-status services-check ci
+        browser services services-pg services-stop services-status services-check ci
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -44,6 +46,9 @@ services-stop: ## stop the services this checkout started
 
 services-status: ## say whether the services answer
 	@$(SERVICES) status
+
+browser: ## install Debian's headless chromium for the console's browser test (idempotent)
+	@$(STEP) browser scripts/chromium.sh
 
 services-check: ## round trip: psql select 1, SQS create/send/receive on moto
 	@$(SERVICES) run -- .venv/bin/python scripts/check-services.py
@@ -61,6 +66,7 @@ size-check:
 
 test: lint ## lint, api-fuzz, then all tests against local Postgres + SQS emulator
 	@$(STEP) services $(SERVICES) up >/dev/null
+	@$(MAKE) browser
 	@$(MAKE) api-fuzz
 	@$(STEP) tests $(SERVICES) run -- scripts/cargo-test.sh $(TEST_ARGS)
 

@@ -3,8 +3,9 @@
 #
 # Starts `sundial dev --demo --port 0` against $DATABASE_URL with the
 # in-process queue, waits until the demo task has fired successfully twice
-# (the demo fires every 10 s), sends SIGTERM and checks for a clean exit
-# within the grace period. Exits 0 on success, 1 with the log on failure.
+# (the demo fires every 10 s), checks that the console's address is
+# printed and its login page answers, sends SIGTERM and checks for a clean
+# exit within the grace period. Exits 0 on success, 1 with the log on failure.
 #
 # Usage: scripts/dev-smoke.sh [path/to/sundial]
 #   Without a path the binary is built with cargo first.
@@ -63,6 +64,12 @@ while ((fired < 2)); do
 done
 admin="$(sed -n '/^admin API listening on /{s///p;q}' "$log")"
 echo "dev-smoke: demo task fired successfully $fired times (admin API at ${admin:-?})"
+# `make dev` prints the console's address, and the console answers there.
+console="$(sed -n '/^console: /{s///;s/ .*//;p;q}' "$log")"
+[[ "$console" == "$admin/ui" ]] || fail "sundial dev did not print the console's address (got '${console}')"
+code="$(curl -s -o /dev/null -w '%{http_code}' "$console/login")"
+[[ "$code" == 200 ]] || fail "the console's login page at $console/login answered $code"
+echo "dev-smoke: console at $console"
 
 kill -TERM "$pid"
 stop_deadline=$((SECONDS + grace + 5))

@@ -12,6 +12,7 @@ use chrono::Utc;
 use clap::Args;
 
 use super::burst::{self, BurstResults};
+use super::console;
 use super::https;
 use super::lambda_path::{self, LambdaPathResults};
 use super::memory::{self, MemoryResults};
@@ -24,7 +25,7 @@ use super::sqs_path::Check;
 use super::throttled::{self, ThrottledResults};
 use super::Common;
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "burst",
     "slow-endpoints",
     "memory",
@@ -33,6 +34,7 @@ const SCENARIOS: [&str; 9] = [
     "lambda-path",
     "throttled",
     "outage",
+    "console",
     // Not a scenario of its own: burst and memory again over TLS (see `https`).
     "https",
 ];
@@ -209,6 +211,7 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     md.push_str("## Targets\n\n");
     let mut targets = targets_table(&burst, &slow, &memory, &scan);
     flow_targets(&mut targets, &throttled, &outage);
+    console::target(&mut targets, out, verdict);
     md.push_str(&targets.markdown());
     md.push('\n');
 
@@ -298,6 +301,8 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
     } else {
         md.push_str("_Not run._\n\n");
     }
+
+    md.push_str(&console::section(out));
 
     md.push_str("## Phases: arrival rates like a load test\n\n");
     if let Some(f) = &phases {

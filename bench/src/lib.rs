@@ -18,6 +18,7 @@ use serde::Serialize;
 
 mod all;
 mod burst;
+mod console;
 mod env;
 mod https;
 mod lambda_path;
@@ -61,6 +62,8 @@ enum Scenario {
     /// Flow control: one host down among ten healthy ones; requests to it
     /// against the breaker's bound, healthy lag against a run without.
     Outage(outage::OutageArgs),
+    /// The operator console's pages at 10,000 tasks and 1,000,000 runs.
+    Console(console::ConsoleArgs),
     /// Every scenario (`--quick`: in a few minutes), then docs/BENCHMARKS.md.
     All(all::AllArgs),
     /// Serve the bench target (started by the other scenarios).
@@ -161,6 +164,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Scenario::LambdaPath(a) => lambda_path::run(a).await,
         Scenario::Throttled(a) => throttled::run(a).await,
         Scenario::Outage(a) => outage::run(a).await,
+        Scenario::Console(a) => console::run(a).await,
         Scenario::All(a) => all::run(a).await,
         Scenario::Target(shape) => target::serve(shape).await,
     }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod backfill;
 mod dev;
 mod flows;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run everything in one process: admin API, scanner loop, processor.
     Dev(dev::DevArgs),
+    /// Serve the admin API and the console alone (no scanner, no processor).
+    Admin(admin::AdminArgs),
     /// Apply database migrations (DATABASE_URL).
     Migrate,
     /// Work with schedule expressions.
@@ -57,6 +60,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
         Command::Migrate => runtime::migrate().await,
         Command::Schedule(cmd) => schedule_cmd::run(cmd),
         Command::Scan(args) => runtime::scan(args).await,

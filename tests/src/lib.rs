@@ -71,6 +71,8 @@ pub async fn drain_queue(
     got
 }
 
+pub mod cdp;
+pub mod console_kit;
 pub mod deployment;
 pub mod notify_kit;
 pub mod readme;

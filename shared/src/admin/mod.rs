@@ -2,7 +2,8 @@
 //! limits of flows; see the system's status; preview schedules; account
 //! for every occurrence of a task. JSON under `/v1`, bearer-token auth
 //! on everything but `/healthz`, and an OpenAPI document at
-//! `/openapi.json` generated from the handlers below.
+//! `/openapi.json` generated from the handlers below; and the operator
+//! console under `/ui` ([`ui`]), HTML with a login of its own.
 //!
 //! One [`router`] serves the admin Lambda (through `lambda_http`), `sundial
 //! dev`, and the tests (as a tower service). Bad input never reaches a
@@ -37,6 +38,7 @@ pub mod serve;
 pub mod status;
 pub mod tasks;
 pub mod trigger;
+pub mod ui;
 
 pub use error::{AdminError, ErrorBody, ErrorDetail};
 pub use extract::MAX_REQUEST_BYTES;
@@ -70,6 +72,8 @@ pub struct AdminState {
     /// Thresholds and the dead-letter queue `GET /v1/status` judges the
     /// pipeline by; the missed grace of the occurrence ledger.
     pub pipeline: crate::health::PipelineCheck,
+    /// The console overview's latest figures (see [`ui::snapshot`]).
+    console: Arc<ui::SnapshotCache>,
 }
 
 impl AdminState {
@@ -87,6 +91,7 @@ impl AdminState {
             token_digest: Some(Sha256::digest(token.as_bytes()).into()),
             openapi: Arc::new(openapi()),
             pipeline: Default::default(),
+            console: Default::default(),
         }
     }
 
@@ -106,6 +111,7 @@ impl AdminState {
             token_digest: None,
             openapi: Arc::new(openapi()),
             pipeline: Default::default(),
+            console: Default::default(),
         }
     }
 
@@ -163,6 +169,8 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(status::healthz))
         .merge(protected)
+        // The console: its own auth (a session cookie), outside the bearer layer.
+        .merge(ui::routes(state.clone()))
         .fallback(|| async { AdminError::RouteNotFound })
         // After every route: it applies to the routes registered so far.
         .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })

@@ -333,7 +333,13 @@ impl DevRunner {
 
     /// What to tell the user at start, one line each.
     pub fn banner(&self) -> Vec<String> {
-        let mut lines = vec![format!("admin API listening on {}", self.admin_url())];
+        let mut lines = vec![
+            format!("admin API listening on {}", self.admin_url()),
+            format!(
+                "console: {}/ui (log in with the admin token)",
+                self.admin_url()
+            ),
+        ];
         if self.token_generated {
             lines.push(format!(
                 "admin token (generated; set SUNDIAL_ADMIN_TOKEN to choose one): {}",

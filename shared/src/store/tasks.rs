@@ -159,6 +159,43 @@ pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<
         .await?)
 }
 
+/// [`list_tasks`] with the name matched by part, case-insensitively (the
+/// console's search; `filter.name`, the exact match, is ignored).
+pub async fn search_tasks(
+    db: impl PgExecutor<'_>,
+    filter: &TaskFilter,
+    name_part: Option<&str>,
+) -> Result<Vec<Task>> {
+    // LIKE's wildcards in the search are literal characters.
+    let pattern = name_part.map(|part| {
+        let escaped = part
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let sql = concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks \
+         WHERE ($1::boolean IS NULL OR enabled = $1) \
+           AND ($2::boolean IS NULL OR (consecutive_failures > 0) = $2) \
+           AND ($3::bigint IS NULL OR id > $3) \
+           AND ($5::text IS NULL OR name ILIKE $5) \
+           AND ($6::text IS NULL OR tags @> ARRAY[$6::text]) \
+         ORDER BY id LIMIT $4"
+    );
+    Ok(sqlx::query_as::<_, Task>(sql)
+        .bind(filter.enabled)
+        .bind(filter.failing)
+        .bind(filter.after_id)
+        .bind(filter.limit.clamp(1, 500))
+        .bind(pattern)
+        .bind(&filter.tag)
+        .fetch_all(db)
+        .await?)
+}
+
 /// Replaces a task's definition (the version is bumped by trigger). When
 /// the timing changed, or the task is being enabled, the next run is
 /// computed afresh from `now`.

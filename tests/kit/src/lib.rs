@@ -80,6 +80,7 @@ pub struct TaskBuilder {
     start_at: Option<DateTime<Utc>>,
     end_at: Option<DateTime<Utc>>,
     exclude: Option<String>,
+    tags: Option<Vec<String>>,
     // Only for insert_many.
     spread: Option<Duration>,
     per_index: Option<PerIndex>,
@@ -194,6 +195,13 @@ impl TaskBuilder {
         self.exclude = Some(expr.into());
         self
     }
+
+    /// The task's tags (`tags text[]`).
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = Some(tags.iter().map(|t| t.to_string()).collect());
+        self
+    }
+
     /// For [`TaskBuilder::insert_many`]: row `g` (from 1) is due at
     /// `next_run_at + g * step`.
     pub fn spread(mut self, step: Duration) -> Self {
@@ -282,6 +290,7 @@ impl TaskBuilder {
             Bool(bool),
             Time(DateTime<Utc>),
             Json(serde_json::Value),
+            Texts(Vec<String>),
         }
         let mut values: Vec<V> = Vec::new();
         let mut push = |column: &'static str, value: V| {
@@ -332,6 +341,9 @@ impl TaskBuilder {
         if let Some(headers) = self.headers {
             push("headers", V::Json(headers));
         }
+        if let Some(tags) = self.tags {
+            push("tags", V::Texts(tags));
+        }
         let times = [
             ("next_run_at", self.next_run_at),
             ("lease_until", self.lease_until),
@@ -354,6 +366,7 @@ impl TaskBuilder {
                 V::Bool(v) => list.push_bind(v),
                 V::Time(v) => list.push_bind(v),
                 V::Json(v) => list.push_bind(v),
+                V::Texts(v) => list.push_bind(v),
             };
         }
         q.push(") RETURNING id, version, next_run_at");
