@@ -29,7 +29,7 @@ SAM_ARGS ?=
 STEP := scripts/step.sh
 SERVICES := scripts/services.sh
 
-.PHONY: help dev dev-smoke test api-fuzz lint fmt-check clippy bench build deploy lint-infra size \
+.PHONY: help dev dev-smoke test api-fuzz lint fmt-check clippy size-check bench build deploy lint-infra size \
         browser services services-pg services-stop services-status services-check ci
 
 help: ## list the targets
@@ -53,13 +53,16 @@ browser: ## install Debian's headless chromium for the console's browser test (i
 services-check: ## round trip: psql select 1, SQS create/send/receive on moto
 	@$(SERVICES) run -- .venv/bin/python scripts/check-services.py
 
-lint: fmt-check clippy ## rustfmt --check and clippy -D warnings
+lint: fmt-check clippy size-check ## rustfmt --check, clippy -D warnings, file and function sizes
 
 fmt-check:
 	@$(STEP) "cargo fmt --check" cargo fmt --all -- --check
 
 clippy:
 	@$(STEP) clippy cargo clippy --workspace --all-targets -- -D warnings
+
+size-check:
+	@$(STEP) "code size" scripts/code-size.py --check
 
 test: lint ## lint, api-fuzz, then all tests against local Postgres + SQS emulator
 	@$(STEP) services $(SERVICES) up >/dev/null

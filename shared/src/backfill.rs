@@ -175,13 +175,8 @@ pub async fn dispatch(
         let Some(task) = ready_task(pool, &row, held).await? else {
             return Ok(round);
         };
-        let bounds = match task.window.bounds() {
-            Ok(bounds) => bounds,
-            Err(err) => {
-                let why = format!("the task's {err}");
-                store::pause_backfill(pool, row.id, held, Some(&why)).await?;
-                return Ok(round);
-            }
+        let Some(bounds) = window_of(pool, &row, &task, held).await? else {
+            return Ok(round);
         };
         let chunk = occurrences(
             &timing.schedule,
@@ -193,15 +188,7 @@ pub async fn dispatch(
             CHUNK,
         );
         if chunk.is_empty() {
-            let progress = Progress {
-                cursor: cursor.unwrap_or(row.range_from),
-                dispatched: 0,
-                skipped_existing: 0,
-                finished: true,
-                lease_until: None,
-                error: None,
-            };
-            store::record_progress(pool, row.id, held, &progress).await?;
+            record_finished(pool, &row, held, cursor).await?;
             round.finished = true;
             return Ok(round);
         }
@@ -217,6 +204,45 @@ pub async fn dispatch(
         held = next;
         cursor = Some(progress.cursor);
     }
+}
+
+/// The task's active window and exclusion; `None` (the backfill is
+/// paused with the reason) when they cannot be read, which only plain SQL
+/// can cause.
+async fn window_of(
+    pool: &sqlx::PgPool,
+    row: &BackfillRow,
+    task: &store::BackfillTask,
+    held: DateTime<Utc>,
+) -> Result<Option<Bounds>, StoreError> {
+    match task.window.bounds() {
+        Ok(bounds) => Ok(Some(bounds)),
+        Err(err) => {
+            let why = format!("the task's {err}");
+            store::pause_backfill(pool, row.id, held, Some(&why)).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Notes the whole range dispatched (the cursor where it ended) and drops
+/// the lease.
+async fn record_finished(
+    pool: &sqlx::PgPool,
+    row: &BackfillRow,
+    held: DateTime<Utc>,
+    cursor: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let progress = Progress {
+        cursor: cursor.unwrap_or(row.range_from),
+        dispatched: 0,
+        skipped_existing: 0,
+        finished: true,
+        lease_until: None,
+        error: None,
+    };
+    store::record_progress(pool, row.id, held, &progress).await?;
+    Ok(())
 }
 
 /// The task, if the backfill may go on now: it exists, is not paused, and

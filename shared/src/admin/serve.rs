@@ -13,6 +13,7 @@
 //!   once; further ones wait in the listen backlog until one closes.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::error::AdminError;
 use super::extract::MAX_REQUEST_BYTES;
@@ -101,27 +102,14 @@ pub async fn serve(
             },
         };
         let hyper_service = TowerToHyperService::new(service.clone());
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), hyper_service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = stopping(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(err) = result {
-                // Timeouts and clients that hang up land here; not ours.
-                tracing::debug!(%peer, error = %err, "admin API connection ended");
-            }
-        });
+        tokio::spawn(connection(
+            stream,
+            peer,
+            hyper_service,
+            slot,
+            stop_rx.clone(),
+            limits,
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -129,6 +117,36 @@ pub async fn serve(
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
+}
+
+/// Serves one connection until the client closes it, or, once the server
+/// stops, until its request in flight is answered; then frees its slot.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: TowerToHyperService<Router>,
+    slot: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+    limits: ServeLimits,
+) {
+    let _slot = slot;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stopping(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        // Timeouts and clients that hang up land here; not ours.
+        tracing::debug!(%peer, error = %err, "admin API connection ended");
+    }
 }
 
 /// Resolves once the server is asked to stop (or is gone).

@@ -95,6 +95,20 @@ pub async fn consume_memory(
     // Dropping the processing future cancels the requests still in flight.
     drop(processing);
 
+    let report = hand_back(pool, &queue, &inbox, aborted).await?;
+    Ok((process, report))
+}
+
+/// After processing stopped: closes and drains the queue, and releases
+/// the lease of every occurrence not settled (aborted, refused, or still
+/// queued), so the scanner dispatches them again; manual and backfill
+/// firings hold no lease and are dropped.
+async fn hand_back(
+    pool: &PgPool,
+    queue: &MemoryQueue,
+    inbox: &MemoryInbox,
+    aborted: bool,
+) -> Result<MemoryConsumeReport, DevError> {
     queue.close();
     let drained = queue.drain();
     let (unsettled, refused) = inbox.take_unsettled();
@@ -130,7 +144,7 @@ pub async fn consume_memory(
             "handed unsettled occurrences back to the database"
         );
     }
-    Ok((process, report))
+    Ok(report)
 }
 
 /// Releases leases, trying twice (a shutdown should not leave leases

@@ -304,6 +304,17 @@ fn generate_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+impl DevReport {
+    /// The scanner loop's figures.
+    fn count_scans(&mut self, scans: &crate::scan::TickTotals) {
+        self.scans = scans.ticks;
+        self.scan_errors = scans.errors;
+        self.claimed = scans.claimed;
+        self.enqueued = scans.enqueued;
+        self.purged_runs = scans.purged_runs;
+    }
+}
+
 impl DevRunner {
     /// The admin API's base URL (`http://127.0.0.1:PORT`).
     pub fn admin_url(&self) -> String {
@@ -416,11 +427,7 @@ impl DevRunner {
             bounded(status, Duration::from_secs(1)),
         );
         if let Some(scans) = scans {
-            report.scans = scans.ticks;
-            report.scan_errors = scans.errors;
-            report.claimed = scans.claimed;
-            report.enqueued = scans.enqueued;
-            report.purged_runs = scans.purged_runs;
+            report.count_scans(&scans);
         }
         drop(demo);
         Ok(report)

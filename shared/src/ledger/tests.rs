@@ -1,4 +1,7 @@
 use super::*;
+use std::collections::BTreeMap;
+
+use crate::schedule::Schedule;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().to_utc()

@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{utc, Definition, OccurrenceState};
+use super::summary::utc;
+use super::{Definition, OccurrenceState};
 use crate::schedule::parse_zone;
 
 /// The state and reason the window or exclusion gives the occurrence `t`

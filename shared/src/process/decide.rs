@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::fire::Verdict;
 use crate::firetime::{self, Arrival};
 use crate::message::DispatchMessage;
-use crate::store::RunStatus;
+use crate::store::{OnOpen, Outcome, OutcomeKind, RunStatus};
 use crate::task::{Overlap, Task, Timing};
 
 /// Why a message is dropped without a call.
@@ -181,328 +181,74 @@ pub fn chains(
     !manual && overlap.one_at_a_time() && next <= horizon
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::task::CatchUp;
+/// How long a lease lasts beyond an occurrence's fire time (a retry's, a
+/// held or put-back message's, a chained occurrence's): the task's
+/// timeout plus `lease`, so no scanner dispatches it again meanwhile.
+pub fn lease_after(task: &Task, lease: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(Duration::from_millis(task.timeout_ms.max(0) as u64) + lease)
+        .unwrap_or_default()
+}
 
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
-    }
+/// A message of a rate-limited flow this much past its slot is re-paced.
+pub const REPACE_AFTER: Duration = Duration::from_millis(50);
 
-    const OCC: &str = "2026-12-01T09:00:00Z";
+/// Should a message that arrived `ready_at` take a new slot of its flow?
+/// When it is more than [`REPACE_AFTER`] past its fire instant (the queue
+/// delivered it late, and with it others that would go out together) and
+/// its flow is rate-limited (`rate_limited`, asked only then); manual
+/// firings never wait for a slot.
+pub fn repaces(
+    message: &DispatchMessage,
+    task: &Task,
+    ready_at: DateTime<Utc>,
+    rate_limited: impl FnOnce() -> bool,
+) -> bool {
+    let late_after = chrono::Duration::from_std(REPACE_AFTER).unwrap_or_default();
+    !message.manual && ready_at - late_after > fire_instant(message, task) && rate_limited()
+}
 
-    fn task() -> Task {
-        Task {
-            id: 7,
-            name: "t".into(),
-            schedule: "rate(1 minute)".into(),
-            timezone: "UTC".into(),
-            method: "POST".into(),
-            url: "https://example.com/".into(),
-            headers: sqlx::types::Json(serde_json::json!({})),
-            body: None,
-            timeout_ms: 1000,
-            max_attempts: 3,
-            retry_backoff_ms: 100,
-            catch_up: CatchUp::Skip,
-            catch_up_max_age_secs: 3600,
-            overlap: Overlap::Forbid,
-            jitter_secs: 0,
-            enabled: true,
-            next_run_at: Some(t(OCC)),
-            lease_until: None,
-            version: 3,
-            schedule_error: None,
-            last_run_at: None,
-            last_status: None,
-            last_error: None,
-            consecutive_failures: 0,
-            created_at: t(OCC),
-            updated_at: t(OCC),
-            flow_key: None,
-            flow: "example.com:443".into(),
-            tags: Vec::new(),
-            alerting: Default::default(),
-            window: Default::default(),
+/// Is a scheduled occurrence recorded as skipped because its flow is, or
+/// was at its time, open with the policy `skip`? `on_open` tells the
+/// flow's policy if so (asked only for scheduled occurrences: manual and
+/// backfill firings are never skipped).
+pub fn open_flow_skips(
+    message: &DispatchMessage,
+    on_open: impl FnOnce() -> Option<OnOpen>,
+) -> bool {
+    !message.off_schedule() && on_open() == Some(OnOpen::Skip)
+}
+
+/// The write a dropped message still asks for: a duplicate of a recorded
+/// occurrence heals a schedule stuck on it; a message of an older version
+/// releases the lease so the scanner dispatches the current definition.
+pub fn stale_outcome(
+    why: Stale,
+    message: &DispatchMessage,
+    task: &Task,
+    timing: &Timing,
+    now: DateTime<Utc>,
+) -> Option<Outcome> {
+    let outcome = |version, kind| Outcome {
+        task_id: task.id,
+        version,
+        occurrence: message.occurrence,
+        kind,
+    };
+    match why {
+        Stale::AlreadyRecorded => heals(message, task).then(|| {
+            outcome(
+                task.version,
+                OutcomeKind::AlreadyRecorded {
+                    next_run_at: timing.next_after_run(message.occurrence, now),
+                },
+            )
+        }),
+        Stale::Edited => {
+            (!message.off_schedule()).then(|| outcome(message.task_version, OutcomeKind::Released))
         }
-    }
-
-    fn message() -> DispatchMessage {
-        DispatchMessage::new(7, t(OCC), 3)
-    }
-
-    fn timing(task: &Task) -> Timing {
-        Timing::of(task).unwrap()
-    }
-
-    #[test]
-    fn the_rules_before_a_call_in_their_order() {
-        let ms = Duration::from_millis;
-        type Case = (
-            &'static str,
-            Box<dyn Fn(&mut DispatchMessage, &mut Task, &mut bool, &mut bool)>,
-            &'static str,
-            Before,
-        );
-        let cases: Vec<Case> = vec![
-            (
-                "on time",
-                Box::new(|_, _, _, _| {}),
-                "2026-12-01T09:00:00Z",
-                Before::Fire {
-                    fire_at: t(OCC),
-                    hold: Duration::ZERO,
-                },
-            ),
-            (
-                "late fires at once",
-                Box::new(|_, _, _, _| {}),
-                "2026-12-01T09:00:05Z",
-                Before::Fire {
-                    fire_at: t(OCC),
-                    hold: Duration::ZERO,
-                },
-            ),
-            (
-                "early is held",
-                Box::new(|_, _, _, _| {}),
-                "2026-12-01T08:59:59.250Z",
-                Before::Fire {
-                    fire_at: t(OCC),
-                    hold: ms(750),
-                },
-            ),
-            (
-                "far too early is put back",
-                Box::new(|_, _, _, _| {}),
-                "2026-12-01T08:59:50Z",
-                Before::PutBack {
-                    fire_at: t(OCC),
-                    early: ms(10_000),
-                },
-            ),
-            (
-                "a retry fires at its backoff's end",
-                Box::new(|m, _, _, _| {
-                    m.attempt = 2;
-                    m.fire_at = Some(t("2026-12-01T09:00:00.100Z"));
-                }),
-                "2026-12-01T09:00:00.040Z",
-                Before::Fire {
-                    fire_at: t("2026-12-01T09:00:00.100Z"),
-                    hold: ms(60),
-                },
-            ),
-            (
-                // (17.675 s of jitter for task 7: far beyond the hold)
-                "jitter from the task when the message has none",
-                Box::new(|_, t, _, _| t.jitter_secs = 30),
-                "2026-12-01T09:00:00Z",
-                Before::PutBack {
-                    fire_at: firetime::fire_at(7, t(OCC), 30),
-                    early: firetime::jitter_offset(7, t(OCC), 30),
-                },
-            ),
-            (
-                "deleted",
-                Box::new(|_, _, _, gone| *gone = true),
-                OCC,
-                Before::Drop(Stale::Deleted),
-            ),
-            (
-                "disabled",
-                Box::new(|_, t, _, _| t.enabled = false),
-                OCC,
-                Before::Drop(Stale::Disabled),
-            ),
-            (
-                "already recorded",
-                Box::new(|_, _, r, _| *r = true),
-                OCC,
-                Before::Drop(Stale::AlreadyRecorded),
-            ),
-            (
-                "edited",
-                Box::new(|m, _, _, _| m.task_version = 2),
-                OCC,
-                Before::Drop(Stale::Edited),
-            ),
-            (
-                "recorded beats edited",
-                Box::new(|m, _, r, _| {
-                    m.task_version = 2;
-                    *r = true;
-                }),
-                OCC,
-                Before::Drop(Stale::AlreadyRecorded),
-            ),
-            (
-                "catch-up none skips a late one",
-                Box::new(|_, t, _, _| t.catch_up = CatchUp::None),
-                "2026-12-01T09:05:00Z",
-                Before::Skip,
-            ),
-            (
-                "catch-up none fires within the grace",
-                Box::new(|_, t, _, _| t.catch_up = CatchUp::None),
-                "2026-12-01T09:00:30Z",
-                Before::Fire {
-                    fire_at: t(OCC),
-                    hold: Duration::ZERO,
-                },
-            ),
-            (
-                "a manual firing is never skipped",
-                Box::new(|m, t, _, _| {
-                    t.catch_up = CatchUp::None;
-                    m.manual = true;
-                }),
-                "2026-12-01T09:05:00Z",
-                Before::Fire {
-                    fire_at: t(OCC),
-                    hold: Duration::ZERO,
-                },
-            ),
-        ];
-        for (name, mutate, now, expected) in cases {
-            let (mut m, mut task, mut recorded, mut gone) = (message(), task(), false, false);
-            mutate(&mut m, &mut task, &mut recorded, &mut gone);
-            let timing = timing(&task);
-            let got = before_firing(
-                &m,
-                (!gone).then_some(&task),
-                Some(&timing),
-                recorded,
-                t(now),
-            );
-            assert_eq!(got, expected, "{name}");
-        }
-        // An unreadable stored schedule.
-        let task = task();
-        assert_eq!(
-            before_firing(&message(), Some(&task), None, false, t(OCC)),
-            Before::Drop(Stale::ScheduleUnreadable)
-        );
-    }
-
-    #[test]
-    fn the_rules_after_a_call() {
-        let retryable = |timed_out| Verdict::Retryable {
-            retry_after: None,
-            timed_out,
-        };
-        let cases = [
-            (
-                "2xx",
-                Verdict::Succeeded,
-                1,
-                AfterCall::Finish(RunStatus::Succeeded),
-            ),
-            (
-                "5xx with attempts left",
-                retryable(false),
-                1,
-                AfterCall::Retry,
-            ),
-            (
-                "5xx on the last attempt",
-                retryable(false),
-                3,
-                AfterCall::Finish(RunStatus::Failed),
-            ),
-            (
-                "timeout with attempts left",
-                retryable(true),
-                2,
-                AfterCall::Retry,
-            ),
-            (
-                "timeout on the last attempt",
-                retryable(true),
-                3,
-                AfterCall::Finish(RunStatus::TimedOut),
-            ),
-            (
-                "beyond the last attempt",
-                retryable(false),
-                9,
-                AfterCall::Finish(RunStatus::Failed),
-            ),
-        ];
-        for (name, verdict, attempt, expected) in cases {
-            assert_eq!(after_call(&verdict, attempt, 3), expected, "{name}");
-        }
-    }
-
-    #[test]
-    fn other_verdicts_fail_at_once() {
-        for verdict in [Verdict::Failed, Verdict::Refused] {
-            assert_eq!(
-                after_call(&verdict, 1, 3),
-                AfterCall::Finish(RunStatus::Failed),
-                "{verdict:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn chaining_is_for_forbid_tasks_due_within_the_horizon() {
-        let now = t(OCC);
-        let horizon = Duration::from_secs(75);
-        let soon = Some(t("2026-12-01T09:00:10Z"));
-        let later = Some(t("2026-12-01T09:02:00Z"));
-        let cases = [
-            ("forbid, due soon", soon, Overlap::Forbid, false, true),
-            (
-                "forbid, at the horizon",
-                Some(t("2026-12-01T09:01:15Z")),
-                Overlap::Forbid,
-                false,
-                true,
-            ),
-            (
-                "forbid, beyond the horizon",
-                later,
-                Overlap::Forbid,
-                false,
-                false,
-            ),
-            (
-                "allow: the scanner's job",
-                soon,
-                Overlap::Allow,
-                false,
-                false,
-            ),
-            ("manual", soon, Overlap::Forbid, true, false),
-            ("schedule ended", None, Overlap::Forbid, false, false),
-        ];
-        for (name, next, overlap, manual, expected) in cases {
-            assert_eq!(
-                chains(next, overlap, manual, now, horizon),
-                expected,
-                "{name}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_schedule_moves_on_except_for_manual_firings() {
-        let task = task();
-        let timing = timing(&task);
-        let now = t("2026-12-01T09:00:00.200Z");
-        assert_eq!(
-            next_run(&message(), &timing, now),
-            Some(t("2026-12-01T09:01:00Z"))
-        );
-        let mut manual = message();
-        manual.manual = true;
-        assert_eq!(next_run(&manual, &timing, now), None);
-        assert!(heals(&message(), &task));
-        assert!(!heals(&manual, &task));
-        let mut moved = task.clone();
-        moved.next_run_at = Some(t("2026-12-01T09:01:00Z"));
-        assert!(!heals(&message(), &moved));
+        Stale::Deleted | Stale::Disabled | Stale::ScheduleUnreadable => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -29,10 +29,12 @@
 //! disposition), [`write_back`] (one statement per flush). Every rule is a
 //! pure function in [`decide`], with table tests.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -348,8 +350,39 @@ impl Processor {
         F: FnMut(Id, Disposition) + Send,
     {
         let (settled_tx, settled_rx) = mpsc::unbounded_channel::<Settled<Id>>();
-        let early = settled_tx.clone();
-        let jobs = inbound
+        let jobs = self.jobs(inbound, settled_tx.clone());
+        let limits = self.limits(deadline);
+        let firing = async move {
+            let mut fired = std::pin::pin!(fire_stream(self.firer.clone(), jobs, limits));
+            while let Some((job, result)) = fired.next().await {
+                let message = job.message.clone();
+                let mut settled = self.settle(job, result);
+                settled.releases = Some(message);
+                let _ = settled_tx.send(settled);
+            }
+            // Dropping `settled_tx` (and the stream's copy) ends the writer.
+        };
+        let writing = self.write_back(settled_rx, &mut done);
+        let work = async move {
+            let (_, report) = futures::join!(firing, writing);
+            report
+        };
+        self.alongside(work, deadline).await
+    }
+
+    /// The messages as requests ready to fire: parsed and loaded chunk by
+    /// chunk ([`Self::prepare`]; what settles without a call goes to
+    /// `early`), each held until its instant.
+    fn jobs<'a, Id, S>(
+        &'a self,
+        inbound: S,
+        early: mpsc::UnboundedSender<Settled<Id>>,
+    ) -> BoxStream<'a, (InFlight<Id>, FireRequest)>
+    where
+        Id: Send + 'static,
+        S: Stream<Item = (Id, String)> + Send + 'static,
+    {
+        inbound
             .ready_chunks(LOAD_CHUNK)
             .map(move |chunk| {
                 let early = early.clone();
@@ -375,28 +408,31 @@ impl Processor {
             })
             .buffer_unordered(HOLD_SLOTS)
             // Boxing pins down the lifetimes, so the whole future is `Send`.
-            .boxed();
-        let mut limits =
+            .boxed()
+    }
+
+    /// The firing limits: concurrency, per host, the flows, the deadline.
+    fn limits(&self, deadline: Option<Instant>) -> Limits {
+        let limits =
             Limits::new(self.opts.concurrency, self.opts.per_host).with_flows(self.flows.clone());
-        if let Some(deadline) = deadline {
-            limits = limits.with_deadline(deadline, self.opts.deadline_margin);
+        match deadline {
+            Some(deadline) => limits.with_deadline(deadline, self.opts.deadline_margin),
+            None => limits,
         }
-        let firing = async move {
-            let mut fired = std::pin::pin!(fire_stream(self.firer.clone(), jobs, limits));
-            while let Some((job, result)) = fired.next().await {
-                let message = job.message.clone();
-                let mut settled = self.settle(job, result);
-                settled.releases = Some(message);
-                let _ = settled_tx.send(settled);
-            }
-            // Dropping `settled_tx` (and the stream's copy) ends the writer.
-        };
-        let writing = self.write_back(settled_rx, &mut done);
+    }
+
+    /// Runs `work` with the flow-state sync and the notifier beside it, both
+    /// stopped when it is done; its report, with their figures added.
+    async fn alongside(
+        &self,
+        work: impl Future<Output = ProcessReport>,
+        deadline: Option<Instant>,
+    ) -> ProcessReport {
         // Flow state is synced while the work runs, and once after it.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (stop_notify_tx, stop_notify_rx) = tokio::sync::oneshot::channel::<()>();
         let work = async move {
-            let (_, report) = futures::join!(firing, writing);
+            let report = work.await;
             let _ = stop_tx.send(());
             let _ = stop_notify_tx.send(());
             report

@@ -14,15 +14,27 @@ use super::decide::{self, Before, Stale};
 use super::{Disposition, InFlight, ProcessReport, Processor, Settled, Triage};
 use crate::fire::{FireRequest, FiredFor};
 use crate::message::DispatchMessage;
-use crate::store::{self, OnOpen, Outcome, OutcomeKind, RunRecord, RunStatus};
+use crate::store::{self, RunRecord, RunStatus};
 use crate::task::{header_map, Task, Timing};
 use crate::trigger::Trigger;
 
-/// A message of a rate-limited flow this much past its slot is re-paced.
-const REPACE_AFTER: Duration = Duration::from_millis(50);
 /// A fired message stays claimed this long past its hold and timeout: the
 /// time to record its outcome.
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
+/// A chunk's tasks, by id, and its occurrences that have a recorded run.
+struct Loaded {
+    tasks: HashMap<i64, Arc<Task>>,
+    recorded: HashSet<(i64, DateTime<Utc>, i64)>,
+}
+
+/// Why an occurrence is recorded as skipped before any call.
+enum SkippedBefore {
+    /// Catch-up `none`, and past the misfire grace.
+    CatchUpNone,
+    /// It fell while its flow was open, and the flow's policy is `skip`.
+    FlowWasOpen,
+}
 
 /// A chunk's messages that could not be fired, and those to fire.
 type Prepared<Id> = (Vec<Settled<Id>>, Vec<(InFlight<Id>, FireRequest)>);
@@ -40,45 +52,74 @@ impl Processor {
             .iter()
             .map(|(_, m)| (m.task_id, m.occurrence, m.rerun()))
             .collect();
+        let Some(loaded) = self.load(&ids, &occurrences).await else {
+            settled.extend(parsed.into_iter().map(|(id, _)| {
+                Settled::hand_back(
+                    id,
+                    ProcessReport {
+                        received: 1,
+                        write_failures: 1,
+                        ..Default::default()
+                    },
+                )
+            }));
+            return (settled, Vec::new());
+        };
+        let now = Utc::now();
+        let jobs = self.triage_chunk(parsed, &loaded, &mut settled, now);
+        let jobs = self.repace_late(jobs, &mut settled, now).await;
+        let jobs = self.claim_in_flight(jobs, &mut settled);
+        (settled, jobs)
+    }
+
+    /// Loads the tasks `ids` and which of `occurrences` have a recorded run
+    /// (one query each), and the limits of flows new to this processor;
+    /// `None` when the database cannot be reached (the chunk is handed back).
+    async fn load(&self, ids: &[i64], occurrences: &[(i64, DateTime<Utc>, i64)]) -> Option<Loaded> {
         let loaded = futures::try_join!(
-            store::load_tasks(&self.pool, &ids),
-            store::recorded_occurrences(&self.pool, &occurrences)
+            store::load_tasks(&self.pool, ids),
+            store::recorded_occurrences(&self.pool, occurrences)
         );
         let (tasks, recorded) = match loaded {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!(error = %err, "cannot load tasks; handing the messages back");
-                settled.extend(parsed.into_iter().map(|(id, _)| {
-                    Settled::hand_back(
-                        id,
-                        ProcessReport {
-                            received: 1,
-                            write_failures: 1,
-                            ..Default::default()
-                        },
-                    )
-                }));
-                return (settled, Vec::new());
+                return None;
             }
         };
         // Flows new to this processor: their limits before their first call.
         let flows: Vec<&str> = tasks.iter().map(|t| t.flow.as_str()).collect();
         self.flows.ensure(&flows).await;
-        let tasks: HashMap<i64, Arc<Task>> =
-            tasks.into_iter().map(|t| (t.id, Arc::new(t))).collect();
-        let recorded: HashSet<(i64, DateTime<Utc>, i64)> = recorded.into_iter().collect();
+        Some(Loaded {
+            tasks: tasks.into_iter().map(|t| (t.id, Arc::new(t))).collect(),
+            recorded: recorded.into_iter().collect(),
+        })
+    }
+
+    /// Decides for each parsed message of a chunk: what settles now goes to
+    /// `settled`, what fires is returned.
+    fn triage_chunk<Id>(
+        &self,
+        parsed: Vec<(Id, DispatchMessage)>,
+        loaded: &Loaded,
+        settled: &mut Vec<Settled<Id>>,
+        now: DateTime<Utc>,
+    ) -> Vec<(InFlight<Id>, FireRequest)> {
+        // Each task's timing is parsed once per chunk.
         let mut timings: HashMap<i64, Option<Arc<Timing>>> = HashMap::new();
-        let now = Utc::now();
         let mut jobs = Vec::new();
         for (id, message) in parsed {
-            let task = tasks.get(&message.task_id).cloned();
+            let task = loaded.tasks.get(&message.task_id).cloned();
             let timing = task.as_ref().and_then(|t| {
                 timings
                     .entry(t.id)
                     .or_insert_with(|| Timing::of(t).ok().map(Arc::new))
                     .clone()
             });
-            let seen = recorded.contains(&(message.task_id, message.occurrence, message.rerun()));
+            let seen =
+                loaded
+                    .recorded
+                    .contains(&(message.task_id, message.occurrence, message.rerun()));
             match self.triage(id, message, task, timing, seen, now) {
                 Triage::Settled(mut one) => {
                     one.report.received = 1;
@@ -87,9 +128,7 @@ impl Processor {
                 Triage::Fire(job, request) => jobs.push((job, request)),
             }
         }
-        let jobs = self.repace_late(jobs, &mut settled, now).await;
-        let jobs = self.claim_in_flight(jobs, &mut settled);
-        (settled, jobs)
+        jobs
     }
 
     /// A message whose twin is being fired here hands back for as long as
@@ -137,13 +176,12 @@ impl Processor {
         settled: &mut Vec<Settled<Id>>,
         now: DateTime<Utc>,
     ) -> Vec<(InFlight<Id>, FireRequest)> {
-        let late_after = chrono::Duration::from_std(REPACE_AFTER).unwrap_or_default();
         let late: Vec<usize> = (0..jobs.len())
             .filter(|&i| {
                 let job = &jobs[i].0;
-                !job.message.manual
-                    && job.ready_at - late_after > decide::fire_instant(&job.message, &job.task)
-                    && self.flows.limits(&job.task.flow).rate.is_some()
+                decide::repaces(&job.message, &job.task, job.ready_at, || {
+                    self.flows.limits(&job.task.flow).rate.is_some()
+                })
             })
             .collect();
         if late.is_empty() {
@@ -196,12 +234,7 @@ impl Processor {
         recorded: bool,
         now: DateTime<Utc>,
     ) -> Triage<Id> {
-        let span = tracing::info_span!(
-            "occurrence",
-            task_id = message.task_id,
-            occurrence = %message.occurrence,
-            attempt = message.attempt
-        );
+        let span = occurrence_span(&message);
         let decision =
             decide::before_firing(&message, task.as_deref(), timing.as_deref(), recorded, now);
         let (Some(task), Some(timing)) = (task, timing) else {
@@ -213,26 +246,16 @@ impl Processor {
         };
         match decision {
             Before::Drop(why) => {
-                span.in_scope(|| tracing::info!(current = task.version, "{}", why.reason()));
-                Triage::Settled(Settled::drop_stale(
-                    id,
-                    stale_outcome(why, &message, &task, &timing, now),
-                ))
+                Triage::Settled(drop_stale(id, why, &message, &task, &timing, &span, now))
             }
-            Before::Skip => {
-                let run = without_call(
-                    &message,
-                    &task,
-                    RunStatus::Skipped,
-                    "missed its time; catch-up policy is `none`".into(),
-                    now,
-                );
-                let report = ProcessReport {
-                    skipped: 1,
-                    ..Default::default()
-                };
-                Triage::Settled(self.finish(id, &message, &task, &timing, run, now, report))
-            }
+            Before::Skip => Triage::Settled(self.skipped_before(
+                id,
+                &message,
+                &task,
+                &timing,
+                SkippedBefore::CatchUpNone,
+                now,
+            )),
             Before::PutBack { fire_at, early } => {
                 span.in_scope(|| {
                     tracing::info!(
@@ -242,30 +265,60 @@ impl Processor {
                 });
                 Triage::Settled(self.put_back(id, message, &task, fire_at, early, now))
             }
-            Before::Fire { .. }
-                if !message.off_schedule()
-                    && self.flows.missed_while_open(&task.flow, message.occurrence)
-                        == Some(OnOpen::Skip) =>
-            {
+            Before::Fire { .. } if self.open_flow_skips(&message, &task) => {
                 span.in_scope(|| tracing::info!(flow = %task.flow, "missed while the flow was open; skipping (on_open = skip)"));
-                let run = without_call(
+                Triage::Settled(self.skipped_before(
+                    id,
                     &message,
                     &task,
-                    RunStatus::Skipped,
-                    format!("flow {} was open: skipped (on_open = skip)", task.flow),
+                    &timing,
+                    SkippedBefore::FlowWasOpen,
                     now,
-                );
-                let report = ProcessReport {
-                    skipped: 1,
-                    flow_skipped: 1,
-                    ..Default::default()
-                };
-                Triage::Settled(self.finish(id, &message, &task, &timing, run, now, report))
+                ))
             }
             Before::Fire { fire_at, hold } => {
                 self.fire(id, message, task, timing, span, fire_at, hold, now)
             }
         }
+    }
+
+    /// [`decide::open_flow_skips`], asking this processor's view of the
+    /// task's flow.
+    fn open_flow_skips(&self, message: &DispatchMessage, task: &Task) -> bool {
+        decide::open_flow_skips(message, || {
+            self.flows.missed_while_open(&task.flow, message.occurrence)
+        })
+    }
+
+    /// Records an occurrence as skipped without a call and moves on.
+    fn skipped_before<Id>(
+        &self,
+        id: Id,
+        message: &DispatchMessage,
+        task: &Task,
+        timing: &Timing,
+        why: SkippedBefore,
+        now: DateTime<Utc>,
+    ) -> Settled<Id> {
+        let (error, report) = match why {
+            SkippedBefore::CatchUpNone => (
+                "missed its time; catch-up policy is `none`".to_string(),
+                ProcessReport {
+                    skipped: 1,
+                    ..Default::default()
+                },
+            ),
+            SkippedBefore::FlowWasOpen => (
+                format!("flow {} was open: skipped (on_open = skip)", task.flow),
+                ProcessReport {
+                    skipped: 1,
+                    flow_skipped: 1,
+                    ..Default::default()
+                },
+            ),
+        };
+        let run = without_call(message, task, RunStatus::Skipped, error, now);
+        self.finish(id, message, task, timing, run, now, report)
     }
 
     /// Builds the request of a message that fires (or a failed run when
@@ -328,6 +381,31 @@ impl Processor {
     }
 }
 
+/// The span of one occurrence's processing: its task, instant, attempt.
+fn occurrence_span(message: &DispatchMessage) -> tracing::Span {
+    tracing::info_span!(
+        "occurrence",
+        task_id = message.task_id,
+        occurrence = %message.occurrence,
+        attempt = message.attempt
+    )
+}
+
+/// A message of a known task dropped as stale: logged in its span, with
+/// the write it still asks for ([`decide::stale_outcome`]).
+fn drop_stale<Id>(
+    id: Id,
+    why: Stale,
+    message: &DispatchMessage,
+    task: &Task,
+    timing: &Timing,
+    span: &tracing::Span,
+    now: DateTime<Utc>,
+) -> Settled<Id> {
+    span.in_scope(|| tracing::info!(current = task.version, "{}", why.reason()));
+    Settled::drop_stale(id, decide::stale_outcome(why, message, task, timing, now))
+}
+
 /// Parses each body once. Unreadable ones are poison; a second copy of an
 /// occurrence in the same chunk is dropped (one call is enough).
 fn parse_chunk<Id>(chunk: Vec<(Id, String)>) -> (Vec<Settled<Id>>, Vec<(Id, DispatchMessage)>) {
@@ -363,38 +441,6 @@ fn parse_chunk<Id>(chunk: Vec<(Id, String)>) -> (Vec<Settled<Id>>, Vec<(Id, Disp
         });
     }
     (settled, parsed)
-}
-
-/// The write a dropped message still asks for: a duplicate of a recorded
-/// occurrence heals a schedule stuck on it; a message of an older version
-/// releases the lease so the scanner dispatches the current definition.
-fn stale_outcome(
-    why: Stale,
-    message: &DispatchMessage,
-    task: &Task,
-    timing: &Timing,
-    now: DateTime<Utc>,
-) -> Option<Outcome> {
-    let outcome = |version, kind| Outcome {
-        task_id: task.id,
-        version,
-        occurrence: message.occurrence,
-        kind,
-    };
-    match why {
-        Stale::AlreadyRecorded => decide::heals(message, task).then(|| {
-            outcome(
-                task.version,
-                OutcomeKind::AlreadyRecorded {
-                    next_run_at: timing.next_after_run(message.occurrence, now),
-                },
-            )
-        }),
-        Stale::Edited => {
-            (!message.off_schedule()).then(|| outcome(message.task_version, OutcomeKind::Released))
-        }
-        Stale::Deleted | Stale::Disabled | Stale::ScheduleUnreadable => None,
-    }
 }
 
 /// A run recorded without a call (skipped, or unusable headers).

@@ -14,7 +14,6 @@ use crate::firetime;
 use crate::flow::HoldReason;
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
-use crate::store::OnOpen;
 use crate::store::{Outcome, OutcomeKind, RunRecord, RunStatus};
 use crate::task::{Task, Timing};
 
@@ -143,7 +142,11 @@ impl Processor {
         mut report: ProcessReport,
     ) -> Settled<Id> {
         let now = Utc::now();
-        if why == HoldReason::Open(OnOpen::Skip) && !message.off_schedule() {
+        let on_open = || match why {
+            HoldReason::Open(on_open) => Some(on_open),
+            HoldReason::Backoff => None,
+        };
+        if decide::open_flow_skips(&message, on_open) {
             tracing::info!(flow = %task.flow, "flow open; skipping the occurrence (on_open = skip)");
             report.skipped = 1;
             report.flow_skipped = 1;
@@ -215,13 +218,10 @@ impl Processor {
         }
     }
 
-    /// How long a lease lasts beyond an occurrence's fire time: its
-    /// timeout plus the configured lease.
+    /// How long a lease lasts beyond an occurrence's fire time
+    /// ([`decide::lease_after`] with the configured lease).
     fn lease_after(&self, task: &Task) -> chrono::Duration {
-        chrono::Duration::from_std(
-            Duration::from_millis(task.timeout_ms.max(0) as u64) + self.opts.lease,
-        )
-        .unwrap_or_default()
+        decide::lease_after(task, self.opts.lease)
     }
 
     /// The occurrence is finished with `run`: record it, move the schedule

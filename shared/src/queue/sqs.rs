@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use futures::StreamExt;
 
@@ -177,18 +177,7 @@ impl SqsQueue {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
             }
-            let entries: Result<Vec<_>, _> = pending
-                .iter()
-                .map(|&i| {
-                    let out = &chunk[i];
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(out.message.to_json())
-                        .delay_seconds(delay_seconds_with_lead(out.delay, self.lead))
-                        .build()
-                })
-                .collect();
-            let entries = match entries {
+            let entries = match self.entries(chunk, &pending) {
                 Ok(e) => e,
                 Err(err) => return (pending, Some(err.to_string())),
             };
@@ -201,24 +190,8 @@ impl SqsQueue {
                 .await;
             match result {
                 Ok(out) => {
-                    let mut retry = Vec::new();
-                    let mut fatal = Vec::new();
-                    for failed in out.failed() {
-                        let Ok(i) = failed.id().parse::<usize>() else {
-                            continue;
-                        };
-                        last_error = Some(format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or("no message")
-                        ));
-                        // Sender faults (a bad entry) will fail again.
-                        if failed.sender_fault() {
-                            fatal.push(i);
-                        } else {
-                            retry.push(i);
-                        }
-                    }
+                    let (retry, fatal, refusal) = sort_failures(out.failed());
+                    last_error = refusal.or(last_error);
                     if retry.is_empty() {
                         return (fatal, last_error);
                     }
@@ -231,6 +204,26 @@ impl SqsQueue {
             }
         }
         (pending, last_error)
+    }
+
+    /// The batch entries of the `pending` messages of `chunk`, each with
+    /// its chunk-local index as its id.
+    fn entries(
+        &self,
+        chunk: &[Outgoing],
+        pending: &[usize],
+    ) -> Result<Vec<SendMessageBatchRequestEntry>, aws_sdk_sqs::error::BuildError> {
+        pending
+            .iter()
+            .map(|&i| {
+                let out = &chunk[i];
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(out.message.to_json())
+                    .delay_seconds(delay_seconds_with_lead(out.delay, self.lead))
+                    .build()
+            })
+            .collect()
     }
 
     /// Long-polls for up to `max` (≤ 10) messages.
@@ -402,6 +395,31 @@ impl DispatchQueue for SqsQueue {
     }
 }
 
+/// The entries a batch refused, by chunk-local index: those worth sending
+/// again, and those that will fail again (sender faults: a bad entry);
+/// with the last refusal's code and message.
+fn sort_failures(failed: &[BatchResultErrorEntry]) -> (Vec<usize>, Vec<usize>, Option<String>) {
+    let mut retry = Vec::new();
+    let mut fatal = Vec::new();
+    let mut last = None;
+    for failed in failed {
+        let Ok(i) = failed.id().parse::<usize>() else {
+            continue;
+        };
+        last = Some(format!(
+            "{}: {}",
+            failed.code(),
+            failed.message().unwrap_or("no message")
+        ));
+        // Sender faults (a bad entry) will fail again.
+        if failed.sender_fault() {
+            fatal.push(i);
+        } else {
+            retry.push(i);
+        }
+    }
+    (retry, fatal, last)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

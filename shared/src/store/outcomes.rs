@@ -143,91 +143,143 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[Outcome]) -> R
     if outcomes.is_empty() {
         return Ok(Recorded::default());
     }
-    let n = outcomes.len();
-    let mut task_ids = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut occurrences = Vec::with_capacity(n);
-    let mut kinds: Vec<&str> = Vec::with_capacity(n);
-    let mut statuses: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut attempts: Vec<Option<i32>> = Vec::with_capacity(n);
-    let mut fired: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut finished: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut http: Vec<Option<i32>> = Vec::with_capacity(n);
-    let mut latency: Vec<Option<i32>> = Vec::with_capacity(n);
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut excerpts: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut leases: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut chains: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut pacing: Vec<Option<i32>> = Vec::with_capacity(n);
-    let mut triggers: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut backfills: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut reruns: Vec<i64> = Vec::with_capacity(n);
-    for o in outcomes {
-        task_ids.push(o.task_id);
-        versions.push(o.version);
-        occurrences.push(o.occurrence);
-        let (kind, run, next, lease, chain) = match &o.kind {
+    let c = Columns::of(outcomes);
+    let recorded = sqlx::query_as::<_, Recorded>(RECORD_OUTCOMES_SQL)
+        .bind(&c.task_ids)
+        .bind(&c.versions)
+        .bind(&c.occurrences)
+        .bind(&c.kinds)
+        .bind(&c.statuses)
+        .bind(&c.attempts)
+        .bind(&c.fired)
+        .bind(&c.finished)
+        .bind(&c.http)
+        .bind(&c.latency)
+        .bind(&c.errors)
+        .bind(&c.nexts)
+        .bind(&c.leases)
+        .bind(&c.excerpts)
+        .bind(&c.chains)
+        .bind(&c.pacing)
+        .bind(&c.triggers)
+        .bind(&c.backfills)
+        .bind(&c.reruns)
+        .fetch_one(db)
+        .await?;
+    Ok(recorded)
+}
+
+/// The outcomes of a flush as the statement's `UNNEST` columns, one entry
+/// per outcome in each.
+#[derive(Default)]
+struct Columns<'a> {
+    task_ids: Vec<i64>,
+    versions: Vec<i64>,
+    occurrences: Vec<DateTime<Utc>>,
+    kinds: Vec<&'static str>,
+    statuses: Vec<Option<&'a str>>,
+    attempts: Vec<Option<i32>>,
+    fired: Vec<Option<DateTime<Utc>>>,
+    finished: Vec<Option<DateTime<Utc>>>,
+    http: Vec<Option<i32>>,
+    latency: Vec<Option<i32>>,
+    errors: Vec<Option<String>>,
+    excerpts: Vec<Option<String>>,
+    nexts: Vec<Option<DateTime<Utc>>>,
+    leases: Vec<Option<DateTime<Utc>>>,
+    chains: Vec<Option<DateTime<Utc>>>,
+    pacing: Vec<Option<i32>>,
+    triggers: Vec<Option<&'a str>>,
+    backfills: Vec<Option<i64>>,
+    reruns: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(outcomes: &'a [Outcome]) -> Self {
+        let mut c = Columns::default();
+        for o in outcomes {
+            c.push(o);
+        }
+        c
+    }
+
+    fn push(&mut self, o: &'a Outcome) {
+        self.task_ids.push(o.task_id);
+        self.versions.push(o.version);
+        self.occurrences.push(o.occurrence);
+        let KindColumns {
+            kind,
+            run,
+            next,
+            lease,
+            chain,
+        } = KindColumns::of(&o.kind);
+        self.kinds.push(kind);
+        self.statuses.push(run.map(|r| r.status.as_str()));
+        self.attempts.push(run.map(|r| r.attempts));
+        self.fired.push(run.and_then(|r| r.fired_at));
+        self.finished.push(run.map(|r| r.finished_at));
+        self.http.push(run.and_then(|r| r.http_status));
+        self.latency.push(run.and_then(|r| r.latency_ms));
+        self.errors
+            .push(run.and_then(|r| r.error.as_deref().map(truncate_error)));
+        self.excerpts
+            .push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
+        self.pacing
+            .push(run.and_then(|r| r.pacing_ms).map(|ms| ms.max(0)));
+        self.triggers.push(run.map(|r| r.trigger.as_str()));
+        self.backfills.push(run.and_then(|r| r.backfill_id));
+        self.reruns.push(run.map_or(0, |r| r.rerun));
+        self.nexts.push(next);
+        self.leases.push(lease);
+        self.chains.push(chain);
+    }
+}
+
+/// What one outcome kind writes: its `kind` word, its run, the next run,
+/// a retry lease, a chained occurrence's lease.
+struct KindColumns<'a> {
+    kind: &'static str,
+    run: Option<&'a RunRecord>,
+    next: Option<DateTime<Utc>>,
+    lease: Option<DateTime<Utc>>,
+    chain: Option<DateTime<Utc>>,
+}
+
+impl<'a> KindColumns<'a> {
+    fn of(kind: &'a OutcomeKind) -> Self {
+        let only = |kind| KindColumns {
+            kind,
+            run: None,
+            next: None,
+            lease: None,
+            chain: None,
+        };
+        match kind {
             OutcomeKind::Finished {
                 run,
                 next_run_at,
                 manual,
                 chain_lease,
-            } => (
-                if *manual { "manual" } else { "finished" },
-                Some(run),
-                *next_run_at,
-                None,
-                chain_lease.filter(|_| !*manual && next_run_at.is_some()),
-            ),
-            OutcomeKind::AlreadyRecorded { next_run_at } => {
-                ("recorded", None, *next_run_at, None, None)
-            }
-            OutcomeKind::Retrying { lease_until } => {
-                ("retrying", None, None, Some(*lease_until), None)
-            }
-            OutcomeKind::Released => ("released", None, None, None, None),
-        };
-        kinds.push(kind);
-        statuses.push(run.map(|r| r.status.as_str()));
-        attempts.push(run.map(|r| r.attempts));
-        fired.push(run.and_then(|r| r.fired_at));
-        finished.push(run.map(|r| r.finished_at));
-        http.push(run.and_then(|r| r.http_status));
-        latency.push(run.and_then(|r| r.latency_ms));
-        errors.push(run.and_then(|r| r.error.as_deref().map(truncate_error)));
-        excerpts.push(run.and_then(|r| r.response_excerpt.as_deref().map(truncate_error)));
-        pacing.push(run.and_then(|r| r.pacing_ms).map(|ms| ms.max(0)));
-        triggers.push(run.map(|r| r.trigger.as_str()));
-        backfills.push(run.and_then(|r| r.backfill_id));
-        reruns.push(run.map_or(0, |r| r.rerun));
-        nexts.push(next);
-        leases.push(lease);
-        chains.push(chain);
+            } => KindColumns {
+                kind: if *manual { "manual" } else { "finished" },
+                run: Some(run),
+                next: *next_run_at,
+                // A manual firing, or a schedule that ended, chains nothing.
+                chain: chain_lease.filter(|_| !*manual && next_run_at.is_some()),
+                ..only("finished")
+            },
+            OutcomeKind::AlreadyRecorded { next_run_at } => KindColumns {
+                next: *next_run_at,
+                ..only("recorded")
+            },
+            OutcomeKind::Retrying { lease_until } => KindColumns {
+                lease: Some(*lease_until),
+                ..only("retrying")
+            },
+            OutcomeKind::Released => only("released"),
+        }
     }
-    let recorded = sqlx::query_as::<_, Recorded>(RECORD_OUTCOMES_SQL)
-        .bind(&task_ids)
-        .bind(&versions)
-        .bind(&occurrences)
-        .bind(&kinds)
-        .bind(&statuses)
-        .bind(&attempts)
-        .bind(&fired)
-        .bind(&finished)
-        .bind(&http)
-        .bind(&latency)
-        .bind(&errors)
-        .bind(&nexts)
-        .bind(&leases)
-        .bind(&excerpts)
-        .bind(&chains)
-        .bind(&pacing)
-        .bind(&triggers)
-        .bind(&backfills)
-        .bind(&reruns)
-        .fetch_one(db)
-        .await?;
-    Ok(recorded)
 }
 
 /// What [`record_outcomes_isolating`] wrote and what it could not.

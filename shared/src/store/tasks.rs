@@ -326,37 +326,7 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
     if rows.is_empty() {
         return Ok(ScheduledNew::default());
     }
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(rows.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(rows.len());
-    let mut ended: Vec<bool> = Vec::with_capacity(rows.len());
-    let mut report = ScheduledNew::default();
-    for (id, schedule, zone, start_at, end_at, exclude) in rows {
-        let window = crate::window::TaskWindow {
-            start_at,
-            end_at,
-            exclude,
-        };
-        let first = first_of_new(&schedule, &zone, &window, now);
-        ids.push(id);
-        ended.push(matches!(first, Ok(None)));
-        match first {
-            Ok(next) => {
-                match next {
-                    Some(_) => report.scheduled += 1,
-                    None => report.ended += 1,
-                }
-                nexts.push(next);
-                errors.push(None);
-            }
-            Err(err) => {
-                report.invalid += 1;
-                tracing::warn!(task_id = id, error = %err, "disabling task with an invalid schedule");
-                nexts.push(None);
-                errors.push(Some(err.to_string()));
-            }
-        }
-    }
+    let (first, report) = first_runs(rows, now);
     sqlx::query(
         "UPDATE tasks t SET next_run_at = u.next_run_at, \
              schedule_error = u.error, \
@@ -365,14 +335,58 @@ pub async fn schedule_new(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resu
              AS u(id, next_run_at, error, ended) \
          WHERE t.id = u.id",
     )
-    .bind(&ids)
-    .bind(&nexts)
-    .bind(&errors)
-    .bind(&ended)
+    .bind(&first.ids)
+    .bind(&first.nexts)
+    .bind(&first.errors)
+    .bind(&first.ended)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+/// The columns of [`schedule_new`]'s update: per row its id, first run,
+/// error (invalid schedule) and whether its window is over.
+#[derive(Default)]
+struct FirstRuns {
+    ids: Vec<i64>,
+    nexts: Vec<Option<DateTime<Utc>>>,
+    errors: Vec<Option<String>>,
+    ended: Vec<bool>,
+}
+
+/// The first run of each new row at `now` (see [`first_of_new`]), and
+/// the counts; an invalid schedule is logged.
+fn first_runs(rows: Vec<NewRow>, now: DateTime<Utc>) -> (FirstRuns, ScheduledNew) {
+    let mut out = FirstRuns::default();
+    let mut report = ScheduledNew::default();
+    for (id, schedule, zone, start_at, end_at, exclude) in rows {
+        let window = crate::window::TaskWindow {
+            start_at,
+            end_at,
+            exclude,
+        };
+        let first = first_of_new(&schedule, &zone, &window, now);
+        out.ids.push(id);
+        out.ended.push(matches!(first, Ok(None)));
+        match first {
+            Ok(next) => {
+                match next {
+                    Some(_) => report.scheduled += 1,
+                    None => report.ended += 1,
+                }
+                out.nexts.push(next);
+                out.errors.push(None);
+            }
+            Err(err) => {
+                report.invalid += 1;
+                tracing::warn!(task_id = id, error = %err, "disabling task with an invalid schedule");
+                out.nexts.push(None);
+                out.errors.push(Some(err.to_string()));
+            }
+        }
+    }
+    (out, report)
 }
 
 /// The first occurrence of a row inserted with SQL: `Ok(None)` when its

@@ -3,29 +3,36 @@
 //! [`Firer::fire`] never fails: every outcome, including a malformed task or
 //! a guard refusal, becomes a [`FireResult`] whose [`Verdict`] tells the
 //! processor whether to record success, retry later, or give up.
+//!
+//! The steps of a call, one file each: `prepare` (method, URL, headers,
+//! the signature), `redirect` (each hop sent and checked by hand), `answer`
+//! (the status, `Retry-After` and a bounded excerpt of the body), and
+//! `classify` (what a failed call means, and when to try again).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, RETRY_AFTER,
-};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
 use super::client::{build_http_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
-use super::signing::{Covered, Signer};
+use super::signing::Signer;
 use super::FireError;
-use crate::sanitise::{body_excerpt, clean_text, BodyInfo};
+use crate::sanitise::clean_text;
 
-/// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
+mod answer;
 mod classify;
+mod prepare;
+mod redirect;
+
 use classify::{classify_error, describe_error};
 pub use classify::{parse_retry_after, retry_delay, truncate_utf8};
 
+/// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// Default number of response-body bytes read before the connection is dropped.
@@ -290,204 +297,6 @@ impl Firer {
             }
         }
     }
-
-    fn prepare(&self, req: &FireRequest, now_unix: i64) -> Result<Prepared, FireError> {
-        let method = Method::from_bytes(req.method.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| FireError::InvalidMethod {
-                method: req.method.clone(),
-            })?;
-        let url = Url::parse(&req.url).map_err(GuardError::from)?;
-        // reqwest connects to IP literals without asking the resolver.
-        self.guard.check_literal(&url)?;
-
-        let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
-        for (name, value) in &req.headers {
-            let header = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| FireError::InvalidHeaderName { name: name.clone() })?;
-            if is_reserved(&header) {
-                continue;
-            }
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| FireError::InvalidHeaderValue { name: name.clone() })?;
-            headers.append(header, value);
-        }
-        let key = HeaderValue::from_str(&req.idempotency_key).map_err(|_| {
-            FireError::InvalidHeaderValue {
-                name: IDEMPOTENCY_HEADER.to_owned(),
-            }
-        })?;
-        headers.insert(HeaderName::from_static("idempotency-key"), key);
-        let covered = occurrence_headers(&mut headers, req);
-        let body = req.body.as_deref().unwrap_or("");
-        self.sign(&mut headers, &covered, body.as_bytes(), now_unix);
-        if req.body.is_some() && !headers.contains_key(CONTENT_TYPE) {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        Ok(Prepared {
-            method,
-            url,
-            headers,
-            body: req.body.clone(),
-            signed_at: now_unix,
-            covered,
-        })
-    }
-
-    /// Send `prepared`, following redirects by hand (the client follows
-    /// none) so that each hop's headers can be chosen; see
-    /// [`Self::with_max_redirects`].
-    async fn send_following(
-        &self,
-        prepared: Prepared,
-        deadline: Instant,
-    ) -> Result<reqwest::Response, SendError> {
-        let Prepared {
-            mut method,
-            mut url,
-            mut headers,
-            mut body,
-            signed_at,
-            covered,
-        } = prepared;
-        let origin = url.origin();
-        let mut left_origin = false;
-        let mut hops = 0;
-        loop {
-            let mut builder = self
-                .client
-                .request(method.clone(), url.clone())
-                .headers(headers.clone());
-            if let Some(body) = &body {
-                builder = builder.body(body.clone());
-            }
-            let response = tokio::time::timeout_at(deadline, builder.send())
-                .await
-                .map_err(|_| SendError::TimedOut)?
-                .map_err(SendError::Http)?;
-            let Some(next) = redirect_location(&response, &url) else {
-                return Ok(response);
-            };
-            if hops == self.max_redirects {
-                return Err(SendError::Guard(GuardError::TooManyRedirects {
-                    max: self.max_redirects,
-                }));
-            }
-            hops += 1;
-            // Host names are checked by the resolver when the hop connects.
-            self.guard.check_literal(&next).map_err(SendError::Guard)?;
-            let status = response.status();
-            // 303, and 301/302 after a POST, continue as a GET without a
-            // body, as browsers do; 307 and 308 repeat the request.
-            if (status == StatusCode::SEE_OTHER && method != Method::HEAD)
-                || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
-                    && method == Method::POST)
-            {
-                method = Method::GET;
-                body = None;
-                headers.remove(CONTENT_TYPE);
-                if !left_origin {
-                    self.sign(&mut headers, &covered, b"", signed_at);
-                }
-            }
-            if !left_origin && next.origin() != origin {
-                // The task's headers (credentials, API keys), the signature
-                // and the idempotency key are meant for the task's origin.
-                left_origin = true;
-                let content_type = headers.remove(CONTENT_TYPE);
-                headers.clear();
-                if let (Some(value), Some(_)) = (content_type, &body) {
-                    headers.insert(CONTENT_TYPE, value);
-                }
-            }
-            url = next;
-        }
-    }
-
-    /// Set (or, with no signing secret, leave out) `Sundial-Signature` over
-    /// the covered headers and `body`.
-    fn sign(&self, headers: &mut HeaderMap, covered: &[String; 4], body: &[u8], signed_at: i64) {
-        headers.remove(SIGNATURE_HEADER_NAME);
-        let covered = Covered([&covered[0], &covered[1], &covered[2], &covered[3]]);
-        if let Some(signature) = self.signer.sign(&covered, body, signed_at) {
-            // Hex and digits only, so always a valid header value.
-            if let Ok(value) = HeaderValue::from_str(&signature) {
-                headers.insert(HeaderName::from_static(SIGNATURE_HEADER_NAME), value);
-            }
-        }
-    }
-
-    async fn exchange(&self, prepared: Prepared, deadline: Instant) -> Result<Answer, SendError> {
-        let mut response = self.send_following(prepared, deadline).await?;
-
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, Utc::now()));
-
-        // The target has answered: its status decides the verdict even if
-        // the body is slow or broken, so reading the body gets what is left
-        // of the timeout and its failure is only noted.
-        let (excerpt, body_error) =
-            match tokio::time::timeout_at(deadline, self.read_excerpt(&mut response)).await {
-                Ok((excerpt, None)) => (excerpt, None),
-                Ok((excerpt, Some(e))) => (
-                    excerpt,
-                    Some(format!("reading body: {}", describe_error(e))),
-                ),
-                Err(_) => (None, Some("timed out reading response body".to_owned())),
-            };
-        Ok(Answer {
-            status,
-            retry_after,
-            excerpt,
-            body_error,
-        })
-    }
-
-    /// Read up to `max_body_bytes`, keeping only the first [`EXCERPT_BYTES`]:
-    /// memory per request stays at one chunk plus the excerpt. The excerpt
-    /// is sanitised text, or a description of a binary body
-    /// ([`crate::sanitise::body_excerpt`]).
-    async fn read_excerpt(
-        &self,
-        response: &mut reqwest::Response,
-    ) -> (Option<String>, Option<reqwest::Error>) {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
-        let content_type = header(CONTENT_TYPE);
-        let content_encoding = header(CONTENT_ENCODING);
-        let mut excerpt = Vec::new();
-        let mut read = 0usize;
-        let mut error = None;
-        while read < self.max_body_bytes {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    read += chunk.len();
-                    let room = EXCERPT_BYTES.saturating_sub(excerpt.len());
-                    excerpt.extend_from_slice(&chunk[..room.min(chunk.len())]);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        let info = BodyInfo {
-            content_type: content_type.as_deref(),
-            content_encoding: content_encoding.as_deref(),
-            bytes_read: read,
-            cut_off: error.is_some() || read >= self.max_body_bytes,
-        };
-        let excerpt = (!excerpt.is_empty()).then(|| body_excerpt(&excerpt, info, EXCERPT_BYTES));
-        (excerpt, error)
-    }
 }
 
 enum SendError {
@@ -495,72 +304,6 @@ enum SendError {
     Http(reqwest::Error),
     /// A redirect hop the guard refused, or one hop too many.
     Guard(GuardError),
-}
-
-/// Sets `Sundial-Trigger`, `Sundial-Attempt` and `Sundial-Scheduled-For`
-/// (when the request fires an occurrence) and returns the values the
-/// signature covers, in [`super::signing::SIGNED_HEADERS`] order.
-fn occurrence_headers(headers: &mut HeaderMap, req: &FireRequest) -> [String; 4] {
-    let key = req.idempotency_key.clone();
-    let Some(f) = &req.fired_for else {
-        return [key, String::new(), String::new(), String::new()];
-    };
-    let covered = [
-        key,
-        f.trigger.as_str().to_owned(),
-        f.attempt.to_string(),
-        crate::trigger::scheduled_for_value(f.scheduled_for),
-    ];
-    let names = [
-        "sundial-trigger",
-        "sundial-attempt",
-        "sundial-scheduled-for",
-    ];
-    for (name, value) in names.into_iter().zip(&covered[1..]) {
-        // Fixed words, digits and an RFC 3339 instant: always valid.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    covered
-}
-
-/// `Sundial-Signature`, as the lower-case name `HeaderName` requires.
-const SIGNATURE_HEADER_NAME: &str = "sundial-signature";
-
-/// Where a redirect answer points, if it is one to follow: 301, 302, 303,
-/// 307 or 308 with a `Location` that resolves against `current`. Other
-/// 3xx (304, 300) and unusable locations are answers, not hops.
-fn redirect_location(response: &reqwest::Response, current: &Url) -> Option<Url> {
-    if !matches!(
-        response.status(),
-        StatusCode::MOVED_PERMANENTLY
-            | StatusCode::FOUND
-            | StatusCode::SEE_OTHER
-            | StatusCode::TEMPORARY_REDIRECT
-            | StatusCode::PERMANENT_REDIRECT
-    ) {
-        return None;
-    }
-    let location = response.headers().get(LOCATION)?.to_str().ok()?;
-    current.join(location).ok()
-}
-
-/// Headers Sundial sets itself or that would corrupt message framing
-/// (`HeaderName` is always lower-case).
-fn is_reserved(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "idempotency-key"
-            | "sundial-signature"
-            | "sundial-trigger"
-            | "sundial-attempt"
-            | "sundial-scheduled-for"
-            | "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-    )
 }
 
 #[cfg(test)]
