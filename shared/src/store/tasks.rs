@@ -137,26 +137,7 @@ pub struct TaskFilter {
 
 /// A page of tasks ordered by id, for cursor pagination.
 pub async fn list_tasks(db: impl PgExecutor<'_>, filter: &TaskFilter) -> Result<Vec<Task>> {
-    let sql = concat!(
-        "SELECT ",
-        task_columns!(),
-        " FROM tasks \
-         WHERE ($1::boolean IS NULL OR enabled = $1) \
-           AND ($2::boolean IS NULL OR (consecutive_failures > 0) = $2) \
-           AND ($3::bigint IS NULL OR id > $3) \
-           AND ($5::text IS NULL OR name = $5) \
-           AND ($6::text IS NULL OR tags @> ARRAY[$6::text]) \
-         ORDER BY id LIMIT $4"
-    );
-    Ok(sqlx::query_as::<_, Task>(sql)
-        .bind(filter.enabled)
-        .bind(filter.failing)
-        .bind(filter.after_id)
-        .bind(filter.limit.clamp(1, 500))
-        .bind(&filter.name)
-        .bind(&filter.tag)
-        .fetch_all(db)
-        .await?)
+    select_tasks(db, filter, None).await
 }
 
 /// [`list_tasks`] with the name matched by part, case-insensitively (the
@@ -166,6 +147,10 @@ pub async fn search_tasks(
     filter: &TaskFilter,
     name_part: Option<&str>,
 ) -> Result<Vec<Task>> {
+    let exact = TaskFilter {
+        name: None,
+        ..filter.clone()
+    };
     // LIKE's wildcards in the search are literal characters.
     let pattern = name_part.map(|part| {
         let escaped = part
@@ -174,6 +159,15 @@ pub async fn search_tasks(
             .replace('_', "\\_");
         format!("%{escaped}%")
     });
+    select_tasks(db, &exact, pattern.as_deref()).await
+}
+
+/// The statement of both: `filter`, and the name `ILIKE name_like`.
+async fn select_tasks(
+    db: impl PgExecutor<'_>,
+    filter: &TaskFilter,
+    name_like: Option<&str>,
+) -> Result<Vec<Task>> {
     let sql = concat!(
         "SELECT ",
         task_columns!(),
@@ -181,8 +175,9 @@ pub async fn search_tasks(
          WHERE ($1::boolean IS NULL OR enabled = $1) \
            AND ($2::boolean IS NULL OR (consecutive_failures > 0) = $2) \
            AND ($3::bigint IS NULL OR id > $3) \
-           AND ($5::text IS NULL OR name ILIKE $5) \
+           AND ($5::text IS NULL OR name = $5) \
            AND ($6::text IS NULL OR tags @> ARRAY[$6::text]) \
+           AND ($7::text IS NULL OR name ILIKE $7) \
          ORDER BY id LIMIT $4"
     );
     Ok(sqlx::query_as::<_, Task>(sql)
@@ -190,8 +185,9 @@ pub async fn search_tasks(
         .bind(filter.failing)
         .bind(filter.after_id)
         .bind(filter.limit.clamp(1, 500))
-        .bind(pattern)
+        .bind(&filter.name)
         .bind(&filter.tag)
+        .bind(name_like)
         .fetch_all(db)
         .await?)
 }
