@@ -155,6 +155,11 @@ fn raise_fd_limit() {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    // The processors' and scanners' logs are off unless asked for (they
+    // would drown the progress lines): `RUST_LOG=info sundial bench ...`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        sundial::logging::init(sundial::logging::LogFormat::Text);
+    }
     match args.scenario {
         Scenario::Burst(a) => burst::run(a).await,
         Scenario::SlowEndpoints(a) => slow::run(a).await,

@@ -42,6 +42,12 @@ pub struct DispatchMessage {
     /// firing it is recorded but never moves the schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillRef>,
+    /// Sent without a slot of its rate-limited flow (a retry the flow's
+    /// retry budget put off to the next window): it takes the next free
+    /// slot when it arrives. A slot reserved that far ahead would move the
+    /// flow's schedule past every slot before it, and leave them unused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slot_on_arrival: bool,
 }
 
 /// The backfill a message belongs to.
@@ -86,6 +92,7 @@ impl DispatchMessage {
             fire_at: None,
             paced_ms: 0,
             backfill: None,
+            slot_on_arrival: false,
         }
     }
 
@@ -107,24 +114,34 @@ impl DispatchMessage {
         self
     }
 
-    /// The next attempt at the same occurrence, to be fired at `at`.
     /// The same attempt, moved to fire at `at` by flow control (the move
-    /// is added to `paced_ms`).
+    /// is added to `paced_ms`); a slot, if it waited for one, is `at`.
     pub fn held_until(&self, at: DateTime<Utc>) -> Self {
         let from = self.fire_at.unwrap_or(self.occurrence);
         let moved = (at - from).num_milliseconds().max(0) as u64;
         DispatchMessage {
             fire_at: Some(at),
             paced_ms: self.paced_ms.saturating_add(moved),
+            slot_on_arrival: false,
             ..self.clone()
         }
     }
 
+    /// The next attempt at the same occurrence, to be fired at `at`.
     pub fn retry(&self, at: DateTime<Utc>) -> Self {
         DispatchMessage {
             attempt: self.attempt.saturating_add(1),
             fire_at: Some(at),
+            slot_on_arrival: false,
             ..self.clone()
+        }
+    }
+
+    /// The same message, to take its flow's next free slot on arrival.
+    pub fn slot_on_arrival(self) -> Self {
+        DispatchMessage {
+            slot_on_arrival: true,
+            ..self
         }
     }
 

@@ -374,8 +374,14 @@ impl FlowControl {
 
     /// When a retry of `flow` wanted at `wanted` may go out: at `wanted`
     /// while the flow's retry budget lasts (and not before its backoff),
-    /// else when the budget's window turns.
-    pub fn retry_at(&self, flow: &str, wanted: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    /// else when the budget's window turns; the flag says the budget put
+    /// it off.
+    pub fn retry_at(
+        &self,
+        flow: &str,
+        wanted: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> (DateTime<Utc>, bool) {
         let window = chrono(BUDGET_WINDOW);
         let (at, delayed) = self.with(flow, |e| {
             let current = e.window_start.is_some_and(|s| s + window > now);
@@ -402,7 +408,7 @@ impl FlowControl {
         if delayed {
             self.count(|c| c.budget_delayed += 1);
         }
-        at
+        (at, delayed)
     }
 
     /// The counters since the last call (the open count is a gauge).

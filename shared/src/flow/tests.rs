@@ -120,9 +120,14 @@ async fn retries_beyond_the_budget_wait_for_the_next_window() {
     }
     let wanted = now + chrono::Duration::milliseconds(200);
     for k in 0..10 {
-        assert_eq!(flows.retry_at("busy:443", wanted, now), wanted, "retry {k}");
+        assert_eq!(
+            flows.retry_at("busy:443", wanted, now),
+            (wanted, false),
+            "retry {k}"
+        );
     }
-    let at = flows.retry_at("busy:443", wanted, now);
+    let (at, delayed) = flows.retry_at("busy:443", wanted, now);
+    assert!(delayed);
     assert!(
         at >= now + chrono::Duration::from_std(BUDGET_WINDOW).unwrap(),
         "{at}"

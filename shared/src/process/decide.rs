@@ -193,10 +193,11 @@ pub fn lease_after(task: &Task, lease: Duration) -> chrono::Duration {
 pub const REPACE_AFTER: Duration = Duration::from_millis(50);
 
 /// Should a message that arrived `ready_at` take a new slot of its flow?
-/// When it is more than [`REPACE_AFTER`] past its fire instant (the queue
-/// delivered it late, and with it others that would go out together) and
-/// its flow is rate-limited (`rate_limited`, asked only then); manual
-/// firings never wait for a slot.
+/// When it was sent without one (`slot_on_arrival`) or is more than
+/// [`REPACE_AFTER`] past its fire instant (the queue delivered it late,
+/// and with it others that would go out together), and its flow is
+/// rate-limited (`rate_limited`, asked only then); manual firings never
+/// wait for a slot.
 pub fn repaces(
     message: &DispatchMessage,
     task: &Task,
@@ -204,7 +205,8 @@ pub fn repaces(
     rate_limited: impl FnOnce() -> bool,
 ) -> bool {
     let late_after = chrono::Duration::from_std(REPACE_AFTER).unwrap_or_default();
-    !message.manual && ready_at - late_after > fire_instant(message, task) && rate_limited()
+    let late = ready_at - late_after > fire_instant(message, task);
+    !message.manual && (message.slot_on_arrival || late) && rate_limited()
 }
 
 /// Is a scheduled occurrence recorded as skipped because its flow is, or

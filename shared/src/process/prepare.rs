@@ -198,6 +198,28 @@ impl Processor {
                 return jobs;
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let most_late = late
+                .iter()
+                .map(|&i| {
+                    (now - decide::fire_instant(&jobs[i].0.message, &jobs[i].0.task))
+                        .num_milliseconds()
+                })
+                .max()
+                .unwrap_or(0);
+            let slot_on_arrival = late
+                .iter()
+                .filter(|&&i| jobs[i].0.message.slot_on_arrival)
+                .count();
+            let last = slots.iter().max().map(|s| (*s - now).num_milliseconds());
+            tracing::debug!(
+                late = late.len(),
+                slot_on_arrival,
+                most_late_ms = most_late,
+                last_slot_in_ms = last,
+                "re-paced messages that came late"
+            );
+        }
         let new_at: HashMap<usize, DateTime<Utc>> = late.into_iter().zip(slots).collect();
         let mut kept = Vec::with_capacity(jobs.len());
         for (i, (mut job, request)) in jobs.into_iter().enumerate() {

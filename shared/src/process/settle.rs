@@ -106,8 +106,16 @@ impl Processor {
         );
         // The flow's backoff and retry budget may move it later.
         let wanted = now + chrono::Duration::from_std(delay).unwrap_or_default();
-        let retry_at = self.flows.retry_at(&task.flow, wanted, now);
+        let (retry_at, put_off) = self.flows.retry_at(&task.flow, wanted, now);
         let delay = firetime::delay_until(retry_at, now);
+        // Put off to the budget's next window: no slot now (it would empty
+        // the flow's schedule until then), one on arrival.
+        let next = message.retry(retry_at);
+        let next = if put_off {
+            next.slot_on_arrival()
+        } else {
+            next
+        };
         let lease_until = retry_at + self.lease_after(task);
         Settled {
             releases: None,
@@ -119,10 +127,10 @@ impl Processor {
                 kind: OutcomeKind::Retrying { lease_until },
             }),
             retry: Some(Outgoing {
-                message: message.retry(retry_at),
+                message: next,
                 delay,
             }),
-            pace_flow: Some(task.flow.clone()),
+            pace_flow: (!put_off).then(|| task.flow.clone()),
             ..Settled::new(id, Disposition::Done, report)
         }
     }

@@ -147,6 +147,12 @@ impl Processor {
                 return;
             }
         };
+        tracing::debug!(
+            paced = slots.len(),
+            first_slot_in_ms = slots.iter().min().map(|s| (*s - now).num_milliseconds()),
+            last_slot_in_ms = slots.iter().max().map(|s| (*s - now).num_milliseconds()),
+            "retries and held messages took slots"
+        );
         for ((i, _, want), at) in wanted.into_iter().zip(slots) {
             let moved = at - want;
             if moved <= chrono::Duration::zero() {

@@ -479,6 +479,21 @@ fn a_late_message_of_a_rate_limited_flow_takes_a_new_slot() {
             "{name}"
         );
     }
+    // Sent without a slot: it takes one even on time, if the flow paces.
+    let cases = [
+        ("on time, rate-limited", true, true),
+        ("on time, flow not rate-limited", false, false),
+    ];
+    for (name, rate_limited, expected) in cases {
+        let m = message().slot_on_arrival();
+        // Once given a slot (held until it), it keeps that one.
+        assert!(!m.held_until(t(OCC)).slot_on_arrival);
+        assert_eq!(
+            repaces(&m, &task, t(OCC), || rate_limited),
+            expected,
+            "{name}"
+        );
+    }
 }
 
 #[test]
