@@ -117,6 +117,12 @@ pub fn build_http_client(
         // hop's headers (see `Firer::with_max_redirects`); the guard checks
         // each hop there and in the resolver.
         .redirect(reqwest::redirect::Policy::none())
+        // No replays inside the client: reqwest's default retries HTTP/2
+        // refusals, and to do so keeps a copy of every request's headers
+        // for as long as it is in flight (0.4 KiB each, found in a heap
+        // profile). A refused stream is a retryable failure to Sundial's
+        // own retries, which every task has anyway.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         // The Referer would leak the previous URL (and its query) to the
         // redirect target.
         .referer(false)
