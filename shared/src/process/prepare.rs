@@ -198,28 +198,7 @@ impl Processor {
                 return jobs;
             }
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let most_late = late
-                .iter()
-                .map(|&i| {
-                    (now - decide::fire_instant(&jobs[i].0.message, &jobs[i].0.task))
-                        .num_milliseconds()
-                })
-                .max()
-                .unwrap_or(0);
-            let slot_on_arrival = late
-                .iter()
-                .filter(|&&i| jobs[i].0.message.slot_on_arrival)
-                .count();
-            let last = slots.iter().max().map(|s| (*s - now).num_milliseconds());
-            tracing::debug!(
-                late = late.len(),
-                slot_on_arrival,
-                most_late_ms = most_late,
-                last_slot_in_ms = last,
-                "re-paced messages that came late"
-            );
-        }
+        log_repaced(&jobs, &late, &slots, now);
         let new_at: HashMap<usize, DateTime<Utc>> = late.into_iter().zip(slots).collect();
         let mut kept = Vec::with_capacity(jobs.len());
         for (i, (mut job, request)) in jobs.into_iter().enumerate() {
@@ -487,4 +466,31 @@ fn without_call(
         response_excerpt: None,
         pacing_ms: (message.paced_ms > 0).then(|| message.paced_ms.min(i32::MAX as u64) as i32),
     }
+}
+
+/// What re-pacing did to a chunk (debug level): how many, how late the
+/// latest was, and how far ahead the last slot is.
+fn log_repaced<Id>(
+    jobs: &[(InFlight<Id>, FireRequest)],
+    late: &[usize],
+    slots: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let lateness = |i: usize| now - decide::fire_instant(&jobs[i].0.message, &jobs[i].0.task);
+    let most_late_ms = late.iter().map(|&i| lateness(i).num_milliseconds()).max();
+    let slot_on_arrival = late
+        .iter()
+        .filter(|&&i| jobs[i].0.message.slot_on_arrival)
+        .count();
+    let last_slot_in_ms = slots.iter().max().map(|s| (*s - now).num_milliseconds());
+    tracing::debug!(
+        late = late.len(),
+        slot_on_arrival,
+        most_late_ms,
+        last_slot_in_ms,
+        "re-paced messages that came late"
+    );
 }

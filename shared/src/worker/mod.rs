@@ -176,12 +176,8 @@ fn receive_stream<I: Inbox + 'static>(
                         if batch.is_empty() {
                             continue;
                         }
-                        let before = outstanding.fetch_add(batch.len(), Ordering::Relaxed);
-                        tracing::debug!(
-                            received = batch.len(),
-                            outstanding = before + batch.len(),
-                            "received"
-                        );
+                        tracing::debug!(received = batch.len(), "received");
+                        outstanding.fetch_add(batch.len(), Ordering::Relaxed);
                         let items: Vec<(I::Receipt, String)> =
                             batch.into_iter().map(|d| (d.receipt, d.body)).collect();
                         return Some((
