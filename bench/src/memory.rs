@@ -295,6 +295,16 @@ async fn http_only(target: &Target, n: u64, hold_ms: u64) -> Result<HttpOnly> {
             fired_for: None,
         })
         .collect();
+    // Warm, as a processor is after its first batch: one request per host
+    // opens its connection first (over HTTP/2 the rest become its streams;
+    // fired cold and all at once, each would open a connection of its own).
+    for (host, first) in requests.iter().take(target.hosts()).enumerate() {
+        let warm_up = FireRequest {
+            url: target.url_on(host, "/ok"),
+            ..first.clone()
+        };
+        firer.fire(&warm_up).await;
+    }
     let baseline = idle_rss_kib().await;
     let mut progress = Progress::new(format!("memory {n} (HTTP only)"));
     let give_up = Instant::now() + Duration::from_millis(hold_ms * 3 / 4);

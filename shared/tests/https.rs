@@ -188,6 +188,53 @@ async fn http2_carries_many_concurrent_requests_on_one_connection() {
 }
 
 #[tokio::test]
+async fn a_cold_burst_to_an_http2_host_opens_one_connection() {
+    let ca = TestCa::generate().unwrap();
+    let target = https_target(&ca, Alpn::Http2).await;
+    let firer = firer(&options_trusting(&ca));
+
+    // No warm-up request: all 100 are ready at once, before anyone knows
+    // the host speaks HTTP/2. Without the warm-up gate each opened its own
+    // TLS connection (100 handshakes, 99 connections dropped).
+    let jobs = (0..100).map(|i| (i, get(target.url("/delay/200"))));
+    let started = std::time::Instant::now();
+    let results: Vec<_> = fire_stream(
+        Arc::clone(&firer),
+        stream::iter(jobs),
+        Limits::new(100, 100),
+    )
+    .collect()
+    .await;
+
+    assert_eq!(results.len(), 100);
+    assert!(results
+        .iter()
+        .all(|(_, f)| matches!(f, Fired::Done(r) if r.verdict == Verdict::Succeeded)));
+    assert_eq!(target.stats.tls_handshakes(), 1);
+    assert_eq!(target.stats.connections(), 1);
+    // The rest waited for one handshake, not for the first response.
+    assert_eq!(target.stats.max_in_flight(), 100);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_cold_burst_to_an_http1_host_still_runs_in_parallel() {
+    let ca = TestCa::generate().unwrap();
+    let target = https_target(&ca, Alpn::Http1Only).await;
+    let firer = firer(&options_trusting(&ca));
+
+    let jobs = (0..20).map(|i| (i, get(target.url("/delay/300"))));
+    let results: Vec<_> = fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(20, 20))
+        .collect()
+        .await;
+
+    assert_eq!(results.len(), 20);
+    // Held only until the first connection was up, then one each.
+    assert_eq!(target.stats.max_in_flight(), 20);
+    assert_eq!(target.stats.tls_handshakes(), 20);
+}
+
+#[tokio::test]
 async fn http2_streams_count_against_the_per_host_cap() {
     let ca = TestCa::generate().unwrap();
     let target = https_target(&ca, Alpn::Http2).await;

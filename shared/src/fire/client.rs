@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use super::guard::{GuardedResolver, TargetGuard};
+use super::warmup::Warmup;
 use super::FireError;
 
 /// `User-Agent` sent with every request.
@@ -96,13 +97,33 @@ pub fn build_http_client(
     guard: Arc<TargetGuard>,
     opts: &ClientOptions,
 ) -> Result<reqwest::Client, FireError> {
+    builder(guard, opts)?.build().map_err(FireError::Client)
+}
+
+/// [`build_http_client`] whose connects report to `warmup`, so the pool
+/// can send the first request to a cold HTTPS origin ahead of the rest.
+pub(super) fn build_watched_client(
+    guard: Arc<TargetGuard>,
+    opts: &ClientOptions,
+    warmup: &Arc<Warmup>,
+) -> Result<reqwest::Client, FireError> {
+    builder(guard, opts)?
+        .connector_layer(warmup.layer())
+        .build()
+        .map_err(FireError::Client)
+}
+
+fn builder(
+    guard: Arc<TargetGuard>,
+    opts: &ClientOptions,
+) -> Result<reqwest::ClientBuilder, FireError> {
     let extra_roots = opts
         .extra_roots
         .iter()
         .map(|der| reqwest::Certificate::from_der(der))
         .collect::<Result<Vec<_>, _>>()
         .map_err(FireError::Client)?;
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .tls_backend_rustls()
         // Merged with the platform's roots, not instead of them.
         .tls_certs_merge(extra_roots)
@@ -125,7 +146,5 @@ pub fn build_http_client(
         .retry(reqwest::retry::never().max_retries_per_request(0))
         // The Referer would leak the previous URL (and its query) to the
         // redirect target.
-        .referer(false)
-        .build()
-        .map_err(FireError::Client)
+        .referer(false))
 }

@@ -7,7 +7,9 @@
 //! * [`client`] builds the one `reqwest::Client` a process uses;
 //! * [`request`] fires one request and classifies the outcome ([`Verdict`]);
 //! * [`pool`] fires a stream of requests with bounded global and per-host
-//!   concurrency and a deadline guard, yielding results as they finish.
+//!   concurrency and a deadline guard, yielding results as they finish;
+//! * [`warmup`] sends the first request to a cold HTTPS origin ahead of the
+//!   rest of a burst, so an HTTP/2 host gets one connection, not one each.
 //!
 //! The processor owns queue messages and write-back; it builds a [`Firer`]
 //! once per cold start and feeds [`pool::fire_stream`].
@@ -17,6 +19,7 @@ pub mod guard;
 pub mod pool;
 pub mod request;
 pub mod signing;
+pub mod warmup;
 
 pub use client::{build_http_client, ClientOptions};
 pub use guard::{GuardError, GuardedResolver, TargetGuard};

@@ -32,11 +32,16 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::request::{FireRequest, FireResult, Firer, Verdict};
+use super::warmup::{origin_of, Admit, FirstToOrigin};
 use crate::flow::{FlowControl, Gate, HoldReason};
 
 /// Below this much remaining time (after the margin) a request is not worth
 /// starting: it would most likely be cut off and redelivered anyway.
 pub const MIN_USEFUL_TIME: Duration = Duration::from_secs(1);
+
+/// How often a request held for a cold origin's first connection looks
+/// again (a fallback: the first request's pool is woken when it releases).
+const WARMUP_LOOK_AGAIN: Duration = Duration::from_millis(5);
 
 /// Pending-buffer size per global slot; see the module docs.
 pub const PENDING_PER_SLOT: usize = 4;
@@ -144,8 +149,14 @@ type InFlight = Pin<Box<dyn Future<Output = (u64, Fired)> + Send>>;
 struct Job<T> {
     tag: T,
     request: FireRequest,
+    /// The flow (or `host:port`) its caps and flow control apply to.
     host: String,
+    /// The HTTPS origin whose first connection it may wait for.
+    origin: Option<String>,
 }
+
+/// What a finished request gives back: its tag, flow and origin.
+type Started<T> = (T, String, Option<String>);
 
 struct FireStream<T, S: Stream> {
     firer: Arc<Firer>,
@@ -157,7 +168,7 @@ struct FireStream<T, S: Stream> {
     /// Futures carry only an id and the result, so tags need not be
     /// `'static` or move into the future.
     in_flight: FuturesUnordered<InFlight>,
-    started: HashMap<u64, (T, String)>,
+    started: HashMap<u64, Started<T>>,
     per_host: HashMap<String, usize>,
     /// Jobs the deadline guard stopped, waiting to be yielded.
     not_started: VecDeque<T>,
@@ -199,11 +210,21 @@ where
                     if self.expired {
                         self.not_started.push_back(tag);
                     } else {
+                        let url = Url::parse(&request.url).ok();
                         let host = match &request.flow {
                             Some(flow) => flow.clone(),
-                            None => host_key(&request.url),
+                            None => url.as_ref().map(host_key).unwrap_or_default(),
                         };
-                        self.pending.push_back(Job { tag, request, host });
+                        let origin = match self.firer.warmup() {
+                            Some(_) => url.as_ref().and_then(origin_of),
+                            None => None,
+                        };
+                        self.pending.push_back(Job {
+                            tag,
+                            request,
+                            host,
+                            origin,
+                        });
                     }
                 }
                 Poll::Ready(None) | Poll::Pending => return pulled,
@@ -216,24 +237,14 @@ where
     fn start_eligible(&mut self) -> usize {
         let mut started = 0;
         let mut i = 0;
-        let mut spaced_until: Option<DateTime<Utc>> = None;
+        let mut look_again: Option<Duration> = None;
         while i < self.pending.len() && self.in_flight.len() < self.limits.concurrency {
-            let host = &self.pending[i].host;
-            let cap = match &self.limits.flows {
-                Some(flows) => flows.in_flight_limit(host),
-                None => self.limits.per_host,
-            };
-            let host_busy = self.per_host.get(host).is_some_and(|n| *n >= cap);
-            if host_busy {
+            if let Err(wait) = self.may_start(i) {
+                look_again = wait
+                    .map(|w| look_again.map_or(w, |l| l.min(w)))
+                    .or(look_again);
                 i += 1;
                 continue;
-            }
-            if let Some(flows) = &self.limits.flows {
-                if let Err(at) = flows.take_local_slot(host, Utc::now()) {
-                    spaced_until = Some(spaced_until.map_or(at, |s| s.min(at)));
-                    i += 1;
-                    continue;
-                }
             }
             let Some(time_left) = self.time_left() else {
                 self.expire();
@@ -259,11 +270,37 @@ where
             self.launch(job, probe);
             started += 1;
         }
-        if let Some(at) = spaced_until {
-            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        if let Some(wait) = look_again {
             self.wake = Some(Box::pin(tokio::time::sleep(wait)));
         }
         started
+    }
+
+    /// Whether pending job `i` may start now. `Err(None)`: its host is at
+    /// its cap (a finishing request wakes the stream); `Err(Some(wait))`:
+    /// look again after `wait` (the flow's spacing, or a cold origin's
+    /// first connection, see [`super::warmup`]). Takes the flow's local
+    /// slot when it says yes.
+    fn may_start(&self, i: usize) -> Result<(), Option<Duration>> {
+        let job = &self.pending[i];
+        let cap = match &self.limits.flows {
+            Some(flows) => flows.in_flight_limit(&job.host),
+            None => self.limits.per_host,
+        };
+        if self.per_host.get(&job.host).is_some_and(|n| *n >= cap) {
+            return Err(None);
+        }
+        if let (Some(origin), Some(warmup)) = (&job.origin, self.firer.warmup()) {
+            if warmup.check(origin, Instant::now()) == Admit::Wait {
+                return Err(Some(WARMUP_LOOK_AGAIN));
+            }
+        }
+        if let Some(flows) = &self.limits.flows {
+            if let Err(at) = flows.take_local_slot(&job.host, Utc::now()) {
+                return Err(Some((at - Utc::now()).to_std().unwrap_or_default()));
+            }
+        }
+        Ok(())
     }
 
     /// Time a request may still use: `Some(None)` without a deadline,
@@ -291,11 +328,17 @@ where
         self.next_id += 1;
         *self.per_host.entry(job.host.clone()).or_insert(0) += 1;
         let flow = job.host.clone();
-        self.started.insert(id, (job.tag, job.host));
+        let first_to = match (&job.origin, self.firer.warmup()) {
+            (Some(origin), Some(warmup)) if warmup.claim(origin, Instant::now()) => {
+                Some((Arc::clone(warmup), origin.clone()))
+            }
+            _ => None,
+        };
+        self.started.insert(id, (job.tag, job.host, job.origin));
         let firer = Arc::clone(&self.firer);
         let flows = self.limits.flows.clone();
         let request = job.request;
-        self.in_flight.push(Box::pin(async move {
+        let fired = async move {
             if let (true, Some(flows)) = (probe, &flows) {
                 if !flows.claim_probe(&flow).await {
                     if let Gate::Hold { until, why } = flows.gate(&flow, Utc::now(), seed(&request))
@@ -313,11 +356,21 @@ where
                 flows.observe(&flow, &result, retry_after);
             }
             (id, Fired::Done(result))
-        }));
+        };
+        match first_to {
+            Some((warmup, origin)) => {
+                self.in_flight
+                    .push(Box::pin(FirstToOrigin::new(fired, warmup, origin)));
+            }
+            None => self.in_flight.push(Box::pin(fired)),
+        }
     }
 
     fn finish(&mut self, id: u64) -> Option<T> {
-        let (tag, host) = self.started.remove(&id)?;
+        let (tag, host, origin) = self.started.remove(&id)?;
+        if let (Some(origin), Some(warmup)) = (origin, self.firer.warmup()) {
+            warmup.touch(&origin, Instant::now());
+        }
         if let Some(n) = self.per_host.get_mut(&host) {
             *n -= 1;
             if *n == 0 {
@@ -397,14 +450,12 @@ fn seed(request: &FireRequest) -> u64 {
 }
 
 /// `host:port` of a URL; unparseable URLs share one key and fail fast anyway.
-fn host_key(url: &str) -> String {
-    Url::parse(url)
-        .ok()
-        .and_then(|u| {
-            let host = u.host_str()?.to_ascii_lowercase();
-            Some(format!("{host}:{}", u.port_or_known_default()?))
-        })
-        .unwrap_or_default()
+fn host_key(url: &Url) -> String {
+    let key = || {
+        let host = url.host_str()?.to_ascii_lowercase();
+        Some(format!("{host}:{}", url.port_or_known_default()?))
+    };
+    key().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -413,10 +464,11 @@ mod tests {
 
     #[test]
     fn host_keys() {
-        assert_eq!(host_key("http://Example.com/x"), "example.com:80");
-        assert_eq!(host_key("https://example.com/x"), "example.com:443");
-        assert_eq!(host_key("http://127.0.0.1:8080/"), "127.0.0.1:8080");
-        assert_eq!(host_key("http://[::1]:9/"), "[::1]:9");
-        assert_eq!(host_key("nope"), "");
+        let key = |url| Url::parse(url).map(|u| host_key(&u)).unwrap_or_default();
+        assert_eq!(key("http://Example.com/x"), "example.com:80");
+        assert_eq!(key("https://example.com/x"), "example.com:443");
+        assert_eq!(key("http://127.0.0.1:8080/"), "127.0.0.1:8080");
+        assert_eq!(key("http://[::1]:9/"), "[::1]:9");
+        assert_eq!(key("nope"), "");
     }
 }

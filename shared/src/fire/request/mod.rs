@@ -18,9 +18,10 @@ use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::client::{build_http_client, ClientOptions};
+use super::client::{build_watched_client, ClientOptions};
 use super::guard::{GuardError, TargetGuard};
 use super::signing::Signer;
+use super::warmup::Warmup;
 use super::FireError;
 use crate::sanitise::clean_text;
 
@@ -164,6 +165,8 @@ pub struct Firer {
     guard: Arc<TargetGuard>,
     max_body_bytes: usize,
     max_redirects: usize,
+    /// Set when the client reports its connects here ([`Self::build`]).
+    warmup: Option<Arc<Warmup>>,
 }
 
 /// A request that passed local validation, ready to send.
@@ -188,7 +191,7 @@ struct Answer {
 
 impl Firer {
     /// A firer over an existing client. `client` must have been built by
-    /// [`build_http_client`] with the same `guard`, or connect-time checks
+    /// [`build_http_client`](super::build_http_client) with the same `guard`, or connect-time checks
     /// are lost (and redirects would be followed by reqwest, not by the
     /// firer's [redirect policy](Self::with_max_redirects)).
     pub fn new(client: reqwest::Client, signer: Signer, guard: Arc<TargetGuard>) -> Self {
@@ -198,6 +201,7 @@ impl Firer {
             guard,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_redirects: ClientOptions::default().max_redirects,
+            warmup: None,
         }
     }
 
@@ -207,8 +211,19 @@ impl Firer {
         signer: Signer,
         opts: &ClientOptions,
     ) -> Result<Self, FireError> {
-        let client = build_http_client(Arc::clone(&guard), opts)?;
-        Ok(Self::new(client, signer, guard).with_max_redirects(opts.max_redirects))
+        let warmup = Arc::new(Warmup::new(opts.pool_idle_timeout, opts.connect_timeout));
+        let client = build_watched_client(Arc::clone(&guard), opts, &warmup)?;
+        let firer = Self::new(client, signer, guard).with_max_redirects(opts.max_redirects);
+        Ok(Self {
+            warmup: Some(warmup),
+            ..firer
+        })
+    }
+
+    /// The warm-up of cold HTTPS origins, if the client reports to one
+    /// (built by [`Self::build`]); the pool consults it.
+    pub fn warmup(&self) -> Option<&Arc<Warmup>> {
+        self.warmup.as_ref()
     }
 
     /// Follow at most this many redirects (default 3). Every hop's URL
