@@ -51,6 +51,20 @@ async fn https_target(ca: &TestCa, alpn: Alpn) -> TargetServer {
     .unwrap()
 }
 
+/// `n` GETs of `path` at `target`, fired together through the pool.
+async fn burst(
+    firer: &Arc<Firer>,
+    target: &TargetServer,
+    n: usize,
+    path: &str,
+    limits: Limits,
+) -> Vec<(usize, Fired)> {
+    let jobs = (0..n).map(|i| (i, get(target.url(path))));
+    fire_stream(Arc::clone(firer), stream::iter(jobs), limits)
+        .collect()
+        .await
+}
+
 fn get(url: String) -> FireRequest {
     FireRequest {
         method: "GET".into(),
@@ -164,10 +178,7 @@ async fn http2_carries_many_concurrent_requests_on_one_connection() {
         Verdict::Succeeded
     );
 
-    let jobs = (0..50).map(|i| (i, get(target.url("/delay/300"))));
-    let results: Vec<_> = fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(100, 50))
-        .collect()
-        .await;
+    let results = burst(&firer, &target, 50, "/delay/300", Limits::new(100, 50)).await;
 
     assert_eq!(results.len(), 50);
     for (i, fired) in &results {
@@ -196,15 +207,8 @@ async fn a_cold_burst_to_an_http2_host_opens_one_connection() {
     // No warm-up request: all 100 are ready at once, before anyone knows
     // the host speaks HTTP/2. Without the warm-up gate each opened its own
     // TLS connection (100 handshakes, 99 connections dropped).
-    let jobs = (0..100).map(|i| (i, get(target.url("/delay/200"))));
     let started = std::time::Instant::now();
-    let results: Vec<_> = fire_stream(
-        Arc::clone(&firer),
-        stream::iter(jobs),
-        Limits::new(100, 100),
-    )
-    .collect()
-    .await;
+    let results = burst(&firer, &target, 100, "/delay/200", Limits::new(100, 100)).await;
 
     assert_eq!(results.len(), 100);
     assert!(results
@@ -223,10 +227,7 @@ async fn a_cold_burst_to_an_http1_host_still_runs_in_parallel() {
     let target = https_target(&ca, Alpn::Http1Only).await;
     let firer = firer(&options_trusting(&ca));
 
-    let jobs = (0..20).map(|i| (i, get(target.url("/delay/300"))));
-    let results: Vec<_> = fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(20, 20))
-        .collect()
-        .await;
+    let results = burst(&firer, &target, 20, "/delay/300", Limits::new(20, 20)).await;
 
     assert_eq!(results.len(), 20);
     // Held only until the first connection was up, then one each.
@@ -240,10 +241,7 @@ async fn http2_streams_count_against_the_per_host_cap() {
     let target = https_target(&ca, Alpn::Http2).await;
     let firer = firer(&options_trusting(&ca));
 
-    let jobs = (0..30).map(|i| (i, get(target.url("/delay/100"))));
-    let results: Vec<_> = fire_stream(firer, stream::iter(jobs), Limits::new(100, 5))
-        .collect()
-        .await;
+    let results = burst(&firer, &target, 30, "/delay/100", Limits::new(100, 5)).await;
 
     assert_eq!(results.len(), 30);
     assert_eq!(target.stats.max_in_flight(), 5);
@@ -256,11 +254,7 @@ async fn http1_over_tls_reuses_kept_alive_connections() {
     let firer = firer(&options_trusting(&ca));
 
     for round in 0..3 {
-        let jobs = (0..10).map(|i| (i, get(target.url("/delay/100"))));
-        let results: Vec<_> =
-            fire_stream(Arc::clone(&firer), stream::iter(jobs), Limits::new(10, 10))
-                .collect()
-                .await;
+        let results = burst(&firer, &target, 10, "/delay/100", Limits::new(10, 10)).await;
         assert_eq!(results.len(), 10, "round {round}");
     }
     // 30 requests, at most 10 at a time: each connection carries several,

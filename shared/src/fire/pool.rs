@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::request::{FireRequest, FireResult, Firer, Verdict};
-use super::warmup::{origin_of, Admit, FirstToOrigin};
+use super::warmup::{host_port, origin_of, Admit, FirstToOrigin};
 use crate::flow::{FlowControl, Gate, HoldReason};
 
 /// Below this much remaining time (after the margin) a request is not worth
@@ -451,11 +451,7 @@ fn seed(request: &FireRequest) -> u64 {
 
 /// `host:port` of a URL; unparseable URLs share one key and fail fast anyway.
 fn host_key(url: &Url) -> String {
-    let key = || {
-        let host = url.host_str()?.to_ascii_lowercase();
-        Some(format!("{host}:{}", url.port_or_known_default()?))
-    };
-    key().unwrap_or_default()
+    host_port(url).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -118,14 +118,16 @@ impl Warmup {
         let first = origins
             .get(origin)
             .is_none_or(|o| self.admit(o, now) == Admit::First);
-        let phase = if first { Phase::Opening } else { Phase::Up };
-        let entry = origins
-            .entry(origin.to_owned())
-            .or_insert(Origin { phase, since: now });
         if first {
-            *entry = Origin { phase, since: now };
-        } else if matches!(entry.phase, Phase::Up) {
-            entry.since = now;
+            let opening = Origin {
+                phase: Phase::Opening,
+                since: now,
+            };
+            origins.insert(origin.to_owned(), opening);
+        } else if let Some(o) = origins.get_mut(origin) {
+            if matches!(o.phase, Phase::Up) {
+                o.since = now;
+            }
         }
         first
     }
@@ -214,6 +216,12 @@ pub fn origin_of(url: &Url) -> Option<String> {
     if url.scheme() != "https" {
         return None;
     }
+    host_port(url)
+}
+
+/// Lower-cased `host:port` of a URL (the default port if none is given),
+/// the key of the pool's per-host caps too.
+pub(super) fn host_port(url: &Url) -> Option<String> {
     let host = url.host_str()?.to_ascii_lowercase();
     Some(format!("{host}:{}", url.port_or_known_default()?))
 }
