@@ -436,13 +436,17 @@ async fn scan_loop_and_process_outlive_a_postgres_stop() {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // WHEN Postgres stops for 12 s
-    let stopped_at = Utc::now();
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.stop();
         cluster
     })
     .await
     .unwrap();
+    // A scan up to the moment the server shut down (which `pg_ctl stop`
+    // may take a while to reach on a loaded machine) claimed what was due
+    // within its lookahead; those fire on time from SQS, Postgres or not.
+    // What was due later cannot have been claimed before the stop.
+    let stopped_at = Utc::now() + chrono::Duration::seconds(1);
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_running(&mut process, "process");
     assert_running(&mut scanner, "scan --loop");
