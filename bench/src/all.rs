@@ -519,8 +519,9 @@ fn flow_section(
              so N / R = {} s. The deployed shape: the scanner's tick, {}, \
              {} long-polling processors (concurrency {} each, per-flow cap \
              {}), {} attempts per task. (a) a `flows` row limits the flow to R/s, burst 1; \
-             (b) no row (adaptive concurrency and shared backoff). 429s are counted at the \
-             target; drain = first to last admitted request; lost = occurrences without a \
+             (b) no row (adaptive concurrency and shared backoff), the default and with the \
+             opt-in slow start from {} in flight (`SUNDIAL_FLOW_SLOW_START`). 429s are counted \
+             at the target; drain = first to last admitted request; lost = occurrences without a \
              succeeded run when the variant ended; busiest second = most requests the target \
              saw in one wall-clock second.\n\n",
             r.tasks,
@@ -530,7 +531,8 @@ fn flow_section(
             r.processors,
             r.concurrency,
             r.per_host_concurrency,
-            r.max_attempts
+            r.max_attempts,
+            r.slow_start_window
         ));
         md.push_str(&throttled::table(r).markdown());
         md.push('\n');

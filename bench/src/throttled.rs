@@ -6,7 +6,10 @@
 //! (a) `limited`: a `flows` row limits the target's flow to R/s (burst 1),
 //! so pacing at dispatch should keep every request within the limit;
 //! (b) `unlimited`: no row, so adaptive concurrency and the shared backoff
-//! must find the rate from the 429s.
+//! must find the rate from the 429s;
+//! (b, slow start) `slow-start`: as (b), with the opt-in slow start
+//! (`SUNDIAL_FLOW_SLOW_START`, `--slow-start-window`), so the report shows
+//! what the ramp buys against the first wave.
 //!
 //! The deployed shape ([`super::sqs_path`]): the scanner's tick, SQS
 //! (emulator; `--queue memory` for runs beyond a few hundred tasks), two
@@ -47,6 +50,9 @@ pub enum Variant {
     Limited,
     /// (b) No `flows` row: adaptive concurrency and shared backoff.
     Unlimited,
+    /// (b) again with slow start (`SUNDIAL_FLOW_SLOW_START`).
+    #[serde(rename = "slow-start")]
+    SlowStart,
 }
 
 impl Variant {
@@ -54,13 +60,15 @@ impl Variant {
         match self {
             Variant::Limited => "limited",
             Variant::Unlimited => "unlimited",
+            Variant::SlowStart => "slow-start",
         }
     }
 
-    fn label(self, rate: u64) -> String {
+    fn label(self, rate: u64, window: usize) -> String {
         match self {
             Variant::Limited => format!("(a) flow limit {rate}/s, burst 1"),
             Variant::Unlimited => "(b) no flow limit".to_string(),
+            Variant::SlowStart => format!("(b) no flow limit, slow start from {window}"),
         }
     }
 
@@ -68,7 +76,7 @@ impl Variant {
     fn goals(self) -> (f64, f64) {
         match self {
             Variant::Limited => (0.0, 1.05),
-            Variant::Unlimited => (0.05, 1.3),
+            Variant::Unlimited | Variant::SlowStart => (0.05, 1.3),
         }
     }
 }
@@ -86,7 +94,7 @@ pub struct ThrottledArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "limited,unlimited"
+        default_value = "limited,unlimited,slow-start"
     )]
     pub variants: Vec<Variant>,
     /// Long-polling processors sharing the queue.
@@ -104,6 +112,10 @@ pub struct ThrottledArgs {
     /// Attempts per occurrence (429s are retried while attempts are left).
     #[arg(long, default_value_t = 10)]
     pub max_attempts: i32,
+    /// The `slow-start` variant's window: requests in flight per flow and
+    /// processor it starts from (`SUNDIAL_FLOW_SLOW_START`).
+    #[arg(long, default_value_t = 4)]
+    pub slow_start_window: usize,
     /// Give up waiting for the drain this long after the due time
     /// [default: max(30 s, 4 × N / R)].
     #[arg(long)]
@@ -125,6 +137,9 @@ pub struct ThrottledResults {
     pub concurrency: usize,
     pub per_host_concurrency: usize,
     pub max_attempts: i32,
+    /// Where the `slow-start` variant's window started.
+    #[serde(default)]
+    pub slow_start_window: usize,
     pub runs: Vec<ThrottledRun>,
 }
 
@@ -206,6 +221,7 @@ pub async fn run(args: ThrottledArgs) -> Result<()> {
             queue: args.queue,
             concurrency: args.concurrency,
             max_attempts: args.max_attempts.clamp(1, 20),
+            slow_start_window: args.slow_start_window.max(1),
             deadline,
         };
         runs.push(run_variant(&ctx, &server, &shape, variant).await?);
@@ -219,6 +235,7 @@ pub async fn run(args: ThrottledArgs) -> Result<()> {
         concurrency: args.concurrency,
         per_host_concurrency: defaults::PER_HOST_CONCURRENCY,
         max_attempts: args.max_attempts.clamp(1, 20),
+        slow_start_window: args.slow_start_window.max(1),
         runs,
     };
     println!("{}", table(&results).text());
@@ -254,6 +271,7 @@ struct Shape {
     queue: QueueKind,
     concurrency: usize,
     max_attempts: i32,
+    slow_start_window: usize,
     deadline: Duration,
 }
 
@@ -263,11 +281,14 @@ async fn run_variant(
     shape: &Shape,
     variant: Variant,
 ) -> Result<ThrottledRun> {
-    let settings = env::settings_per_host(
+    let mut settings = env::settings_per_host(
         shape.concurrency,
         defaults::PER_HOST_CONCURRENCY.min(shape.concurrency),
         75,
     )?;
+    if variant == Variant::SlowStart {
+        settings.flow.initial_limit = shape.slow_start_window;
+    }
     let pool = ctx.db.fresh(settings.db_pool_size.max(10)).await?;
     let label = format!("throttled-{}", variant.name());
     let queue = RunQueue::create(shape.queue, &label, &settings).await?;
@@ -353,7 +374,7 @@ async fn run_variant(
         .saturating_sub(settled.succeeded + settled.failed);
     let mut run = ThrottledRun {
         variant,
-        label: variant.label(shape.rate),
+        label: variant.label(shape.rate, shape.slow_start_window),
         requests: at_target.requests,
         admitted: at_target.admitted,
         throttled: at_target.throttled,

@@ -117,7 +117,7 @@ fn a_small_throttled_run_reports_both_variants_and_accounts_for_every_task() {
     );
     assert_eq!(u64_at(&v, "/results/tasks"), 20);
     let runs = v["results"]["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 2, "{v:#}");
+    assert_eq!(runs.len(), 3, "{v:#}");
     for run in runs {
         let requests = u64_at(run, "/requests");
         assert!(requests >= u64_at(run, "/admitted") + u64_at(run, "/throttled"));
@@ -137,6 +137,8 @@ fn a_small_throttled_run_reports_both_variants_and_accounts_for_every_task() {
     }
     assert_eq!(runs[0]["variant"], "limited");
     assert_eq!(runs[1]["variant"], "unlimited");
+    assert_eq!(runs[2]["variant"], "slow-start");
+    assert_eq!(u64_at(&v, "/results/slow_start_window"), 4);
 }
 
 #[test]

@@ -575,3 +575,54 @@ async fn a_host_that_is_down_opens_its_flow_and_every_held_occurrence_is_account
         .all(|(_, _, e)| e.as_deref().is_some_and(|e| e.contains("open"))));
     assert!(report.flows_opened >= 2, "{report:?}");
 }
+
+/// With `SUNDIAL_FLOW_SLOW_START`, a burst to a flow the processors have no
+/// history of arrives as a ramp: each processor starts with that many
+/// requests in flight and doubles per round trip, instead of sending its
+/// whole share at once.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn slow_start_ramps_a_burst_up_from_its_window(pool: PgPool) {
+    let server = target_server::spawn(TargetConfig::default())
+        .await
+        .expect("target");
+    let queue = fresh_queue("flow-slow-start").await;
+    // Each request takes 300 ms: one round trip per 300 ms.
+    let url = server.url("/delay/300");
+    let due = Utc::now() + chrono::Duration::seconds(4);
+    TaskBuilder::new()
+        .name("ramp-")
+        .schedule(sundial_testkit::DEFAULT_SCHEDULE)
+        .url(&url)
+        .timeout_ms(5_000)
+        .next_run_at(due)
+        .insert_many(&pool, 60)
+        .await;
+
+    let pipeline = Pipeline::start_with(&pool, &queue, &[("SUNDIAL_FLOW_SLOW_START", "2")]).await;
+    wait_for_runs(&pool, 60, Duration::from_secs(60)).await;
+    pipeline.stop().await;
+
+    let arrivals: Vec<DateTime<Utc>> = server
+        .stats
+        .records()
+        .iter()
+        .map(|r| r.received_at)
+        .collect();
+    assert_eq!(arrivals.len(), 60);
+    // The first round trip: at most the window of each processor.
+    let first_round = max_in_window(&arrivals[..], chrono::Duration::milliseconds(200));
+    let first = arrivals.iter().min().copied().expect("arrivals");
+    let opening = arrivals
+        .iter()
+        .filter(|t| **t < first + chrono::Duration::milliseconds(200))
+        .count();
+    assert!(
+        opening <= 2 * PROCESSORS,
+        "{opening} requests in the first round trip (window 2 per processor)"
+    );
+    // And it ramps: later rounds carry many more than the window.
+    assert!(
+        first_round > 4 * PROCESSORS,
+        "the busiest 200 ms saw only {first_round} requests: no ramp"
+    );
+}

@@ -356,7 +356,8 @@ fn millis(
 }
 
 /// The defaults of flow control (`SUNDIAL_BREAKER_*`, `SUNDIAL_RETRY_BUDGET`,
-/// `SUNDIAL_THROTTLE_BACKOFF_MS`, `SUNDIAL_FLOW_SYNC_MS`).
+/// `SUNDIAL_THROTTLE_BACKOFF_MS`, `SUNDIAL_FLOW_SYNC_MS`,
+/// `SUNDIAL_FLOW_SLOW_START`).
 fn flow_settings(
     env: &HashMap<String, String>,
     per_flow_cap: usize,
@@ -365,7 +366,7 @@ fn flow_settings(
     let as_ms = |t: Duration| t.as_millis() as u64;
     Ok(crate::flow::FlowSettings {
         per_flow_cap,
-        initial_limit: d.initial_limit,
+        initial_limit: number(env, "SUNDIAL_FLOW_SLOW_START", d.initial_limit, 1, 100_000)?,
         breaker_failures: number(
             env,
             "SUNDIAL_BREAKER_FAILURES",

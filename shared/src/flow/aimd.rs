@@ -2,6 +2,15 @@
 //! multiplicative decrease. A 429 halves the flow's limit; latency rising
 //! well above the flow's baseline cuts it by a tenth; a stretch of calm
 //! successes adds one. The limit stays between 1 and the flow's cap.
+//!
+//! With `SUNDIAL_FLOW_SLOW_START` set, a flow this processor has no history
+//! of starts in *slow start*, as TCP does: from that window, each calm
+//! answer adds one (the window doubles every round trip) until the cap, a
+//! 429 or congestion. A burst of thousands at the top of the hour then
+//! reaches a slow target as a ramp of a few round trips instead of all at
+//! once. Off by default: the ramp costs every burst log2(cap / window)
+//! round trips of lateness, and against a fast target (1 ms) concurrency
+//! does not bound the rate anyway (see docs/BENCHMARKS.md).
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +36,8 @@ pub struct Aimd {
     last_increase: Option<Instant>,
     /// Successes since the limit last grew.
     calm: u32,
+    /// Growing by one per calm answer (see the module docs).
+    slow_start: bool,
 }
 
 /// What a call told the limiter.
@@ -52,7 +63,21 @@ impl Aimd {
             last_decrease: None,
             last_increase: None,
             calm: 0,
+            slow_start: false,
         }
+    }
+
+    /// A limiter in slow start from `initial` (none if `initial` is at
+    /// least the cap).
+    pub fn slow_start(initial: usize, cap: usize) -> Self {
+        let mut a = Aimd::new(initial, cap);
+        a.slow_start = a.limit < a.cap;
+        a
+    }
+
+    /// Still ramping up (see the module docs)?
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
     }
 
     /// Requests in flight allowed now.
@@ -90,6 +115,9 @@ impl Aimd {
                     if settled {
                         self.decrease(0.9, now);
                     }
+                } else if self.slow_start {
+                    self.limit = (self.limit + 1.0).min(self.cap);
+                    self.slow_start = self.limit < self.cap;
                 } else if settled {
                     self.calm = self.calm.saturating_add(1);
                     let paced = self
@@ -110,6 +138,7 @@ impl Aimd {
         self.limit = (self.limit * factor).max(1.0);
         self.last_decrease = Some(now);
         self.calm = 0;
+        self.slow_start = false;
     }
 }
 
@@ -192,6 +221,52 @@ mod tests {
         b.observe(Signal::Answered(Duration::from_millis(10)), t);
         b.observe(Signal::Answered(Duration::from_millis(25)), t);
         assert!(b.limit() >= 20);
+    }
+
+    #[test]
+    fn slow_start_doubles_per_round_until_the_cap() {
+        let t = Instant::now();
+        let mut a = Aimd::slow_start(4, 50);
+        assert!(a.in_slow_start());
+        // One round trip: the 4 in flight answer, the window is 8.
+        for _ in 0..4 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 8);
+        for _ in 0..8 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 16);
+        for _ in 0..100 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 50);
+        assert!(!a.in_slow_start());
+        // Then congestion avoidance: at most one step per GROWTH_EVERY.
+        a.set_cap(100);
+        for _ in 0..200 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 51);
+    }
+
+    #[test]
+    fn a_429_ends_slow_start() {
+        let t = Instant::now();
+        let mut a = Aimd::slow_start(4, 50);
+        for _ in 0..12 {
+            a.observe(Signal::Answered(FAST), t);
+        }
+        assert_eq!(a.limit(), 16);
+        a.observe(Signal::Throttled, t);
+        assert_eq!(a.limit(), 8);
+        assert!(!a.in_slow_start());
+        for _ in 0..100 {
+            a.observe(Signal::Answered(FAST), t + SETTLE);
+        }
+        assert_eq!(a.limit(), 9, "one step, not a hundred");
+        // Starting at the cap there is nothing to ramp.
+        assert!(!Aimd::slow_start(50, 50).in_slow_start());
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Entry {
     fn new(settings: &FlowSettings) -> Self {
         let limits = FlowPolicy::defaults(settings);
         Entry {
-            aimd: Aimd::new(settings.initial_limit, limits.cap),
+            aimd: Aimd::slow_start(settings.initial_limit, limits.cap),
             limits,
             tally: Tally::default(),
             not_before: None,

@@ -58,9 +58,12 @@ pub struct FlowSettings {
     /// Requests in flight per flow and processor at most, unless the flow
     /// sets `max_in_flight` (`SUNDIAL_PER_HOST_CONCURRENCY`).
     pub per_flow_cap: usize,
-    /// Where adaptive concurrency starts for a flow (clamped to its cap;
-    /// by default the cap: a healthy flow runs as before, the limiter only
-    /// steps in on 429s and rising latency).
+    /// Where adaptive concurrency starts for a flow this processor has no
+    /// history of. By default the cap: a healthy flow runs at once, the
+    /// limiter only steps in on 429s and rising latency. Below the cap
+    /// (`SUNDIAL_FLOW_SLOW_START`) a new flow ramps up from there in slow
+    /// start (see [`aimd`]), which spares fragile targets the full burst
+    /// and costs every burst a few round trips.
     pub initial_limit: usize,
     /// Consecutive failures that open a flow (`SUNDIAL_BREAKER_FAILURES`).
     pub breaker_failures: u32,
