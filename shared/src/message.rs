@@ -157,6 +157,12 @@ impl DispatchMessage {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// The message's key in `fire_claims` (see `store::claim_fires`): the
+    /// whole message as sent, so a retry or a re-paced copy is a new key.
+    pub fn claim_key(&self) -> String {
+        self.to_json()
+    }
+
     /// Parses and checks a message body.
     pub fn parse(body: &str) -> Result<Self, MessageError> {
         #[derive(Deserialize)]

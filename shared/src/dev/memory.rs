@@ -126,6 +126,11 @@ async fn hand_back(
     occurrences.sort_unstable();
     occurrences.dedup();
     let released = release_leases(pool, &occurrences).await?;
+    // The aborted ones were claimed for firing: a restart fires them at once.
+    let claimed: Vec<String> = unsettled.iter().map(|m| m.claim_key()).collect();
+    if let Err(err) = store::release_fire_claims(pool, &claimed).await {
+        tracing::warn!(error = %err, "cannot release fire claims; a restart fires those after they expire");
+    }
     let report = MemoryConsumeReport {
         aborted,
         unsettled: unsettled.len() as u64,

@@ -8,8 +8,8 @@
 //! this, both copies would fire. A copy that finds its twin here is handed
 //! back to the queue for about as long as the twin can take; when it comes
 //! again the twin is recorded and the copy is dropped. (Copies that reach
-//! two processes at once are still fired twice, with the same
-//! `Idempotency-Key`, and recorded once.)
+//! two processes at once are kept apart by `store::claim_fires`, claimed
+//! in `Processor::prepare` before this.)
 //!
 //! The key is the whole message: a retry (next attempt) or a message flow
 //! control moved (new `fire_at`) is a different message and never waits

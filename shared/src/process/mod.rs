@@ -48,6 +48,7 @@ use crate::store::Outcome;
 use crate::task::{Task, Timing};
 use in_flight::InFlightMessages;
 
+mod claims;
 pub mod decide;
 mod in_flight;
 pub mod overlap;

@@ -20,7 +20,7 @@ use crate::trigger::Trigger;
 
 /// A fired message stays claimed this long past its hold and timeout: the
 /// time to record its outcome.
-const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+pub(super) const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// A chunk's tasks, by id, and its occurrences that have a recorded run.
 struct Loaded {
@@ -68,6 +68,7 @@ impl Processor {
         let now = Utc::now();
         let jobs = self.triage_chunk(parsed, &loaded, &mut settled, now);
         let jobs = self.repace_late(jobs, &mut settled, now).await;
+        let jobs = self.claim_across(jobs, &mut settled).await;
         let jobs = self.claim_in_flight(jobs, &mut settled);
         (settled, jobs)
     }

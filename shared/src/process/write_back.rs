@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::{Disposition, ProcessReport, Processor, Settled, FLUSH_EVERY, FLUSH_MAX};
 use crate::firetime;
+use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
 use crate::store::{self, Outcome};
 
@@ -99,12 +100,29 @@ impl Processor {
                 }
             }
         }
+        self.release_claims(&batch).await;
         for s in batch {
             if let Some(message) = &s.releases {
                 self.in_flight.release(message);
             }
             report.merge(&s.report);
             done(s.id, s.disposition);
+        }
+    }
+
+    /// Messages that took the firing path and go back to the queue as they
+    /// are (the deadline came first, or their outcome could not be
+    /// written) release their claim in `fire_claims`, so their next
+    /// delivery fires at once. A failure is logged: those copies then wait
+    /// out the claim.
+    async fn release_claims<Id>(&self, batch: &[Settled<Id>]) {
+        let keys: Vec<String> = batch
+            .iter()
+            .filter(|s| matches!(s.disposition, Disposition::Retry { .. }))
+            .filter_map(|s| s.releases.as_ref().map(DispatchMessage::claim_key))
+            .collect();
+        if let Err(err) = store::release_fire_claims(&self.pool, &keys).await {
+            tracing::warn!(error = %err, messages = keys.len(), "cannot release fire claims");
         }
     }
 

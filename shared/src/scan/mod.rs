@@ -224,6 +224,9 @@ pub async fn tick(
         Ok(n) => summary.purged_runs = n,
         Err(err) => tracing::warn!(error = %err, "cannot purge old runs; trying again next tick"),
     }
+    if let Err(err) = store::forget_fire_claims(pool).await {
+        tracing::warn!(error = %err, "cannot forget expired fire claims; trying again next tick");
+    }
     if let Some(notifier) = &opts.notifier {
         let deadline = tokio::time::Instant::from_std(started + opts.budget);
         summary.notifications = notifier.scanner_round(deadline).await;

@@ -50,6 +50,7 @@ macro_rules! run_lag_ms {
 
 pub mod backfills;
 pub mod claims;
+pub mod fire_claims;
 pub mod flow_config;
 pub mod flow_views;
 pub mod flows;
@@ -67,6 +68,7 @@ pub mod tasks;
 
 pub use backfills::*;
 pub use claims::*;
+pub use fire_claims::*;
 pub use flow_config::*;
 pub use flow_views::*;
 pub use flows::*;
