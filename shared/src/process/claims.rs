@@ -91,11 +91,18 @@ fn hand_back_copy<Id>(
         .and_then(|until| (until - now).to_std().ok())
         .unwrap_or_default()
         .clamp(MIN_HAND_BACK, MAX_HAND_BACK);
+    copy_handed_back(
+        job,
+        wait,
+        "another processor is firing a copy of this message; handing it back",
+    )
+}
+
+/// A copy of a message being fired (here or by another processor), handed
+/// back for `wait` and counted as a duplicate; `why` is logged in its span.
+pub(super) fn copy_handed_back<Id>(job: InFlight<Id>, wait: Duration, why: &str) -> Settled<Id> {
     let _entered = job.span.enter();
-    tracing::info!(
-        wait_ms = wait.as_millis() as u64,
-        "another processor is firing a copy of this message; handing it back"
-    );
+    tracing::info!(wait_ms = wait.as_millis() as u64, "{why}");
     let report = ProcessReport {
         received: 1,
         duplicates: 1,

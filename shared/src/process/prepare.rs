@@ -147,20 +147,11 @@ impl Processor {
             let expires = hold + request.timeout + CLAIM_MARGIN;
             match self.in_flight.claim(&job.message, expires) {
                 Ok(()) => out.push((job, request)),
-                Err(wait) => {
-                    let _entered = job.span.enter();
-                    tracing::info!(
-                        wait_ms = wait.as_millis() as u64,
-                        "a copy of this message is being fired here; handing it back"
-                    );
-                    let report = ProcessReport {
-                        received: 1,
-                        duplicates: 1,
-                        ..Default::default()
-                    };
-                    let disposition = Disposition::Retry { after: wait };
-                    settled.push(Settled::new(job.id, disposition, report));
-                }
+                Err(wait) => settled.push(super::claims::copy_handed_back(
+                    job,
+                    wait,
+                    "a copy of this message is being fired here; handing it back",
+                )),
             }
         }
         out
