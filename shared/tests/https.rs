@@ -84,16 +84,24 @@ async fn https_target_offering_only_http1_is_fired_over_http1() {
     let target = https_target(&ca, Alpn::Http1Only).await;
     assert!(target.url("/").starts_with("https://127.0.0.1:"));
 
-    let result = firer(&options_trusting(&ca))
-        .fire(&get(target.url("/ok")))
-        .await;
+    let firer = firer(&options_trusting(&ca));
+    let result = firer.fire(&get(target.url("/ok"))).await;
 
     assert_eq!(result.verdict, Verdict::Succeeded, "{result:?}");
     assert_eq!(result.http_status, Some(200));
     let records = target.stats.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].version, Version::HTTP_11);
-    assert_eq!(target.stats.tls_handshakes(), 1);
+    // One handshake learnt (by ALPN) that the origin speaks HTTP/1.1 only,
+    // the second carried the request.
+    assert_eq!(target.stats.tls_handshakes(), 2);
+    // A warm HTTP/1.1 origin is not probed again: the kept-alive
+    // connection carries the next requests.
+    for _ in 0..2 {
+        let result = firer.fire(&get(target.url("/ok"))).await;
+        assert_eq!(result.verdict, Verdict::Succeeded, "{result:?}");
+    }
+    assert_eq!(target.stats.tls_handshakes(), 2);
 }
 
 #[tokio::test]
@@ -230,9 +238,10 @@ async fn a_cold_burst_to_an_http1_host_still_runs_in_parallel() {
     let results = burst(&firer, &target, 20, "/delay/300", Limits::new(20, 20)).await;
 
     assert_eq!(results.len(), 20);
-    // Held only until the first connection was up, then one each.
+    // Held only until the first handshake had shown the origin speaks
+    // HTTP/1.1 only (that connection is dropped), then one each.
     assert_eq!(target.stats.max_in_flight(), 20);
-    assert_eq!(target.stats.tls_handshakes(), 20);
+    assert_eq!(target.stats.tls_handshakes(), 21);
 }
 
 #[tokio::test]
@@ -258,11 +267,116 @@ async fn http1_over_tls_reuses_kept_alive_connections() {
         assert_eq!(results.len(), 10, "round {round}");
     }
     // 30 requests, at most 10 at a time: each connection carries several,
-    // and never more connections than requests in flight.
+    // and never more connections than requests in flight (plus the one
+    // handshake that learnt the origin speaks HTTP/1.1 only).
     assert!(
-        target.stats.tls_handshakes() <= 10,
+        target.stats.tls_handshakes() <= 11,
         "{}",
         target.stats.tls_handshakes()
     );
     assert_eq!(target.stats.requests(), 30);
+}
+
+/// What one call came back with, in the terms both firing paths share.
+fn outcome(result: &sundial::fire::FireResult) -> (Verdict, Option<u16>, Option<String>) {
+    (
+        result.verdict.clone(),
+        result.http_status,
+        result.response_excerpt.clone(),
+    )
+}
+
+#[tokio::test]
+async fn the_direct_http2_path_sends_and_reads_what_the_reqwest_path_does() {
+    let ca = TestCa::generate().unwrap();
+    let target = target_server::spawn(TargetConfig {
+        tls: Some(ca.server_config(Alpn::Http2).unwrap()),
+        secrets: vec!["s3cret".into()],
+        ..TargetConfig::default()
+    })
+    .await
+    .unwrap();
+    let post = |path: &str| FireRequest {
+        method: "POST".into(),
+        body: Some(r#"{"hello":"world"}"#.into()),
+        headers: vec![("X-Api-Key".into(), "k-1".into())],
+        ..get(target.url(path))
+    };
+    let calls = [
+        post("/echo"),
+        post("/redirect-chain/2"),
+        get(target.url("/retry-after/7")),
+        get(target.url("/status/404")),
+        get(target.url("/bytes/200000")),
+        FireRequest {
+            timeout: Duration::from_millis(300),
+            ..get(target.url("/hang"))
+        },
+    ];
+    let mut seen = Vec::new();
+    for direct_http2 in [true, false] {
+        let opts = ClientOptions {
+            direct_http2,
+            ..options_trusting(&ca)
+        };
+        let guard = Arc::new(TargetGuard::from_env_value(LOCAL).unwrap());
+        let signer = Signer::new(vec!["s3cret".into()]).unwrap();
+        let firer = Firer::build(guard, signer, &opts).unwrap();
+        let mut outcomes = Vec::new();
+        for call in &calls {
+            let result = firer.fire(call).await;
+            outcomes.push(outcome(&result));
+        }
+        seen.push(outcomes);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "direct (left) and through reqwest (right)"
+    );
+    let direct = &seen[0];
+    let echo: serde_json::Value = serde_json::from_str(direct[0].2.as_deref().unwrap()).unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body"], r#"{"hello":"world"}"#);
+    assert_eq!(echo["signature_valid"], true);
+    assert_eq!(echo["content_type"], "application/json");
+    assert_eq!(direct[1].0, Verdict::Succeeded, "redirects followed");
+    assert_eq!(
+        direct[2].0,
+        Verdict::Retryable {
+            retry_after: Some(Duration::from_secs(7)),
+            timed_out: false
+        }
+    );
+    assert_eq!(direct[3].0, Verdict::Failed);
+    assert_eq!(
+        direct[4].1,
+        Some(200),
+        "a long body is cut, the status kept"
+    );
+    assert_eq!(
+        direct[5].0,
+        Verdict::Retryable {
+            retry_after: None,
+            timed_out: true
+        }
+    );
+
+    // Every request of both passes came over HTTP/2, signed, with the
+    // task's header and the same framing.
+    let records = target.stats.records();
+    assert!(records.iter().all(|r| r.version == Version::HTTP_2));
+    let posts: Vec<_> = records.iter().filter(|r| r.path == "/echo").collect();
+    assert_eq!(posts.len(), 2);
+    for r in &posts {
+        assert_eq!(r.signature_valid, Some(true));
+        assert_eq!(r.header("x-api-key"), Some("k-1"));
+        assert_eq!(r.header("content-length"), Some("17"));
+        assert_eq!(
+            r.header("user-agent"),
+            Some(sundial::fire::client::USER_AGENT)
+        );
+        assert_eq!(r.header("accept"), Some("*/*"));
+    }
+    // One connection per pass: the direct one, then reqwest's.
+    assert_eq!(target.stats.tls_handshakes(), 2);
 }

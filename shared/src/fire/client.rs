@@ -10,7 +10,11 @@
 //! HTTPS targets get HTTP/2 when they offer it by ALPN (`h2`, then
 //! `http/1.1`), HTTP/1.1 otherwise; plain `http://` targets always get
 //! HTTP/1.1 (no h2c prior knowledge: few servers speak it and a wrong guess
-//! costs a failed request). One client per process means one connection
+//! costs a failed request). A [`Firer`](super::Firer) built with
+//! [`ClientOptions::direct_http2`] (the default) sends HTTP/2 requests on
+//! hyper directly rather than through this client (`fire::direct`: less
+//! memory per request in flight); both dial with [`tls_config`]'s
+//! configuration, so trust is the same either way. One client per process means one connection
 //! pool: tasks of one host share its connections whatever task they belong
 //! to.
 //!
@@ -35,7 +39,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::ClientConfig;
 
 use super::guard::{GuardedResolver, TargetGuard};
 use super::warmup::Warmup;
@@ -60,6 +66,10 @@ pub struct ClientOptions {
     /// Roots trusted next to the platform's (`SUNDIAL_EXTRA_CA_FILE`): a
     /// private CA, or the throw-away CA of a local test target.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Send requests to HTTP/2 origins on hyper directly
+    /// ([`super::direct`], about half the memory per request in flight)
+    /// rather than through reqwest. On by default; off only to compare.
+    pub direct_http2: bool,
 }
 
 impl ClientOptions {
@@ -86,6 +96,7 @@ impl Default for ClientOptions {
             pool_idle_timeout: Duration::from_secs(60),
             max_redirects: 3,
             extra_roots: Vec::new(),
+            direct_http2: true,
         }
     }
 }
@@ -117,16 +128,9 @@ fn builder(
     guard: Arc<TargetGuard>,
     opts: &ClientOptions,
 ) -> Result<reqwest::ClientBuilder, FireError> {
-    let extra_roots = opts
-        .extra_roots
-        .iter()
-        .map(|der| reqwest::Certificate::from_der(der))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(FireError::Client)?;
     Ok(reqwest::Client::builder()
-        .tls_backend_rustls()
-        // Merged with the platform's roots, not instead of them.
-        .tls_certs_merge(extra_roots)
+        // The same configuration the direct HTTP/2 path dials with.
+        .tls_backend_preconfigured(tls_config(opts)?)
         .no_proxy()
         .user_agent(USER_AGENT)
         .tcp_nodelay(true)
@@ -147,4 +151,28 @@ fn builder(
         // The Referer would leak the previous URL (and its query) to the
         // redirect target.
         .referer(false))
+}
+
+/// The rustls configuration of both firing paths: the platform's roots
+/// plus [`ClientOptions::extra_roots`] (merged, not instead), certificate
+/// and host name verification on, ALPN `h2` then `http/1.1`.
+pub(super) fn tls_config(opts: &ClientOptions) -> Result<ClientConfig, FireError> {
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        opts.extra_roots.iter().cloned(),
+        Arc::clone(&provider),
+    )
+    .map_err(FireError::Tls)?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(FireError::Tls)?
+        .dangerous()
+        // Not a loosening: the platform verifier verifies, as reqwest's own
+        // rustls backend does with these roots.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }

@@ -5,6 +5,8 @@
 //!   at registration and again at connect time;
 //! * [`signing`] adds the `Sundial-Signature` HMAC header receivers verify;
 //! * [`client`] builds the one `reqwest::Client` a process uses;
+//! * `direct` sends requests to HTTP/2 origins on hyper, without reqwest's
+//!   per-request layers (the memory of a request in flight);
 //! * [`request`] fires one request and classifies the outcome ([`Verdict`]);
 //! * [`pool`] fires a stream of requests with bounded global and per-host
 //!   concurrency and a deadline guard, yielding results as they finish;
@@ -15,6 +17,7 @@
 //! once per cold start and feeds [`pool::fire_stream`].
 
 pub mod client;
+mod direct;
 pub mod guard;
 pub mod pool;
 pub mod request;
@@ -39,6 +42,10 @@ pub enum FireError {
     /// reqwest could not build the client (TLS backend initialisation).
     #[error("cannot build HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The TLS configuration could not be built (the platform's roots, or
+    /// an extra root that is not a usable CA certificate).
+    #[error("cannot build TLS configuration: {0}")]
+    Tls(#[source] tokio_rustls::rustls::Error),
     /// The task's method is not a valid HTTP method token.
     #[error("invalid HTTP method {method:?}")]
     InvalidMethod {

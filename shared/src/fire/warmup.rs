@@ -143,6 +143,11 @@ impl Warmup {
         matches!(self.phase(origin), Some(Phase::Dialing | Phase::Connected))
     }
 
+    /// Whether `origin` has been released (everyone goes).
+    pub fn is_up(&self, origin: &str) -> bool {
+        matches!(self.phase(origin), Some(Phase::Up))
+    }
+
     fn phase(&self, origin: &str) -> Option<Phase> {
         self.lock().get(origin).map(|o| o.phase)
     }
@@ -169,7 +174,7 @@ impl Warmup {
         }
     }
 
-    fn dialing(&self, origin: &str) {
+    pub(super) fn dialing(&self, origin: &str) {
         let mut origins = self.lock();
         if let Some(o) = origins.get_mut(origin) {
             if matches!(o.phase, Phase::Opening) {
@@ -258,7 +263,10 @@ impl<F: Future> Future for FirstToOrigin<F> {
         let polled = self.inner.as_mut().poll(cx);
         let first_poll = !std::mem::replace(&mut self.polled, true);
         let reused = first_poll && !self.released && !self.warmup.is_dialing(&self.origin);
-        if !self.released && (connected_before || reused || polled.is_ready()) {
+        // The direct HTTP/2 path releases the origin itself once its
+        // connection is in place (`super::direct`).
+        let up = !self.released && self.warmup.is_up(&self.origin);
+        if !self.released && (connected_before || reused || up || polled.is_ready()) {
             self.released = true;
             self.warmup.release(&self.origin, Instant::now());
             // Wake the pool that holds the origin's other requests.

@@ -6,7 +6,8 @@ use chrono::Utc;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 
-use super::{describe_error, parse_retry_after, Answer, Firer, Prepared, SendError, EXCERPT_BYTES};
+use super::{parse_retry_after, Answer, Firer, Prepared, SendError, EXCERPT_BYTES};
+use crate::fire::direct::Reply;
 use crate::sanitise::{body_excerpt, BodyInfo};
 
 impl Firer {
@@ -31,10 +32,7 @@ impl Firer {
         let (excerpt, body_error) =
             match tokio::time::timeout_at(deadline, self.read_excerpt(&mut response)).await {
                 Ok((excerpt, None)) => (excerpt, None),
-                Ok((excerpt, Some(e))) => (
-                    excerpt,
-                    Some(format!("reading body: {}", describe_error(e))),
-                ),
+                Ok((excerpt, Some(e))) => (excerpt, Some(format!("reading body: {e}"))),
                 Err(_) => (None, Some("timed out reading response body".to_owned())),
             };
         Ok(Answer {
@@ -49,10 +47,7 @@ impl Firer {
     /// memory per request stays at one chunk plus the excerpt. The excerpt
     /// is sanitised text, or a description of a binary body
     /// ([`crate::sanitise::body_excerpt`]).
-    async fn read_excerpt(
-        &self,
-        response: &mut reqwest::Response,
-    ) -> (Option<String>, Option<reqwest::Error>) {
+    async fn read_excerpt(&self, response: &mut Reply) -> (Option<String>, Option<String>) {
         let header = |name| {
             response
                 .headers()

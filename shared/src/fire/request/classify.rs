@@ -7,33 +7,47 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{Verdict, MAX_RETRY_AFTER};
+use crate::fire::direct::DirectError;
 use crate::fire::guard::GuardError;
 
-/// Find the guard's verdict inside reqwest's error chain (the resolver's
-/// and redirect policy's errors arrive wrapped).
-pub(super) fn guard_error(err: &reqwest::Error) -> Option<&GuardError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(g) = e.downcast_ref::<GuardError>() {
-            return Some(g);
-        }
-        source = e.source();
-    }
-    None
+type DynError = dyn std::error::Error + 'static;
+
+/// The error and its causes, descending into `io::Error`s (whose `source`
+/// skips the error they wrap: connectors report rustls errors that way).
+fn chain(err: &DynError) -> impl Iterator<Item = &DynError> {
+    std::iter::successors(Some(err), |e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &DynError),
+        None => e.source(),
+    })
 }
 
+/// Find the guard's verdict inside an error chain (the resolver's and
+/// redirect policy's errors arrive wrapped).
+fn guard_error(err: &DynError) -> Option<&GuardError> {
+    chain(err).find_map(|e| e.downcast_ref::<GuardError>())
+}
+
+/// What a guard refusal means: too many redirects and a refused address
+/// are final; a DNS lookup that failed is transient as often as not.
+fn guard_verdict(err: &GuardError) -> Verdict {
+    match err {
+        GuardError::TooManyRedirects { .. } => Verdict::Failed,
+        GuardError::Resolve { .. } | GuardError::NoAddresses { .. } => Verdict::Retryable {
+            retry_after: None,
+            timed_out: false,
+        },
+        _ => Verdict::Refused,
+    }
+}
+
+const RETRYABLE: Verdict = Verdict::Retryable {
+    retry_after: None,
+    timed_out: false,
+};
+
 pub(super) fn classify_error(err: &reqwest::Error) -> Verdict {
-    match guard_error(err) {
-        Some(GuardError::TooManyRedirects { .. }) => return Verdict::Failed,
-        // DNS failures are transient as often as not: retry them.
-        Some(GuardError::Resolve { .. } | GuardError::NoAddresses { .. }) => {
-            return Verdict::Retryable {
-                retry_after: None,
-                timed_out: false,
-            }
-        }
-        Some(_) => return Verdict::Refused,
-        None => {}
+    if let Some(guard) = guard_error(err) {
+        return guard_verdict(guard);
     }
     if err.is_timeout() {
         Verdict::Retryable {
@@ -45,51 +59,55 @@ pub(super) fn classify_error(err: &reqwest::Error) -> Verdict {
     } else {
         // Connect, send and protocol errors: the target may never have seen
         // the request, and delivery is at-least-once.
-        Verdict::Retryable {
+        RETRYABLE
+    }
+}
+
+/// [`classify_error`] for the direct HTTP/2 path, by the same rules.
+pub(super) fn classify_direct(err: &DirectError) -> Verdict {
+    match err {
+        DirectError::Guard(guard) => guard_verdict(guard),
+        DirectError::ConnectTimeout => Verdict::Retryable {
             retry_after: None,
-            timed_out: false,
-        }
+            timed_out: true,
+        },
+        DirectError::Request(_) => Verdict::Failed,
+        DirectError::Tls(_) if is_certificate_error(err) => Verdict::Failed,
+        DirectError::Tls(_) | DirectError::Connect(_) | DirectError::Http2(_) => RETRYABLE,
     }
 }
 
 /// Did the TLS handshake fail because the server's certificate did not
 /// verify? (As opposed to the connection dropping mid-handshake, which is
 /// retryable like any connect error.)
-pub(super) fn is_certificate_error(err: &reqwest::Error) -> bool {
+pub(super) fn is_certificate_error(err: &DynError) -> bool {
     use tokio_rustls::rustls::Error as Tls;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(tls) = e.downcast_ref::<Tls>() {
-            return matches!(
+    chain(err)
+        .find_map(|e| e.downcast_ref::<Tls>())
+        .is_some_and(|tls| {
+            matches!(
                 tls,
                 Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented
-            );
-        }
-        // The connector reports handshake failures as an `io::Error`
-        // wrapping (an `io::Error` wrapping) the rustls error, and
-        // `io::Error::source` skips the wrapped error: descend into it.
-        source = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    false
+            )
+        })
 }
 
 /// The error and its causes, without the URL (its query may hold tokens).
-pub(super) fn describe_error(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(e) = source {
+pub(in crate::fire) fn describe_error(err: reqwest::Error) -> String {
+    describe_chain(&err.without_url())
+}
+
+/// An error and each of its causes not already in the text, `: `-joined.
+pub(in crate::fire) fn describe_chain(err: &DynError) -> String {
+    let mut text = String::new();
+    for e in chain(err) {
         let part = e.to_string();
-        if !text.contains(&part) {
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
-        source = e.source();
     }
     text
 }

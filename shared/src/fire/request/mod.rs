@@ -18,7 +18,8 @@ use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use super::client::{build_watched_client, ClientOptions};
+use super::client::{build_watched_client, tls_config, ClientOptions};
+use super::direct::Direct;
 use super::guard::{GuardError, TargetGuard};
 use super::signing::Signer;
 use super::warmup::Warmup;
@@ -30,7 +31,8 @@ mod classify;
 mod prepare;
 mod redirect;
 
-use classify::{classify_error, describe_error};
+use classify::{classify_direct, classify_error, describe_error};
+pub(super) use classify::{describe_chain, describe_error as describe_reqwest_error};
 pub use classify::{parse_retry_after, retry_delay, truncate_utf8};
 
 /// Header carrying `<task id>:<occurrence>` so targets can deduplicate.
@@ -167,6 +169,9 @@ pub struct Firer {
     max_redirects: usize,
     /// Set when the client reports its connects here ([`Self::build`]).
     warmup: Option<Arc<Warmup>>,
+    /// HTTP/2 origins on hyper directly ([`Self::build`], unless
+    /// [`ClientOptions::direct_http2`] is off).
+    direct: Option<Arc<Direct>>,
 }
 
 /// A request that passed local validation, ready to send.
@@ -202,6 +207,7 @@ impl Firer {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_redirects: ClientOptions::default().max_redirects,
             warmup: None,
+            direct: None,
         }
     }
 
@@ -213,9 +219,20 @@ impl Firer {
     ) -> Result<Self, FireError> {
         let warmup = Arc::new(Warmup::new(opts.pool_idle_timeout, opts.connect_timeout));
         let client = build_watched_client(Arc::clone(&guard), opts, &warmup)?;
+        let direct = match opts.direct_http2 {
+            true => Some(Arc::new(Direct::new(
+                tls_config(opts)?,
+                Arc::clone(&guard),
+                opts.connect_timeout,
+                opts.pool_idle_timeout,
+                Some(Arc::clone(&warmup)),
+            ))),
+            false => None,
+        };
         let firer = Self::new(client, signer, guard).with_max_redirects(opts.max_redirects);
         Ok(Self {
             warmup: Some(warmup),
+            direct,
             ..firer
         })
     }
@@ -303,6 +320,9 @@ impl Firer {
                 let verdict = classify_error(&e);
                 finish(verdict, None, Some(describe_error(e)), None)
             }
+            Err(SendError::Direct(e)) => {
+                finish(classify_direct(&e), None, Some(describe_chain(&e)), None)
+            }
             Err(SendError::Guard(e)) => {
                 let verdict = match e {
                     GuardError::TooManyRedirects { .. } => Verdict::Failed,
@@ -317,6 +337,8 @@ impl Firer {
 enum SendError {
     TimedOut,
     Http(reqwest::Error),
+    /// Dialling or sending on a direct HTTP/2 connection failed.
+    Direct(super::direct::DirectError),
     /// A redirect hop the guard refused, or one hop too many.
     Guard(GuardError),
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{Firer, Prepared, SendError};
+use crate::fire::direct::{self, Reply, Route};
 use crate::fire::guard::GuardError;
 
 impl Firer {
@@ -19,7 +20,7 @@ impl Firer {
         &self,
         prepared: Prepared,
         deadline: Instant,
-    ) -> Result<reqwest::Response, SendError> {
+    ) -> Result<Reply, SendError> {
         let origin = prepared.url.origin();
         let mut hop = prepared;
         let mut left_origin = false;
@@ -48,12 +49,27 @@ impl Firer {
         }
     }
 
-    /// One request of the chain, within the deadline.
-    async fn send_once(
-        &self,
-        hop: &Prepared,
-        deadline: Instant,
-    ) -> Result<reqwest::Response, SendError> {
+    /// One request of the chain, within the deadline: a stream on the
+    /// origin's HTTP/2 connection when it has one ([`crate::fire::direct`]),
+    /// through reqwest otherwise.
+    async fn send_once(&self, hop: &Prepared, deadline: Instant) -> Result<Reply, SendError> {
+        tokio::time::timeout_at(deadline, self.send_hop(hop))
+            .await
+            .map_err(|_| SendError::TimedOut)?
+    }
+
+    async fn send_hop(&self, hop: &Prepared) -> Result<Reply, SendError> {
+        if let Some(direct) = &self.direct {
+            let route = direct.route(&hop.url).await.map_err(SendError::Direct)?;
+            if let Route::Http2(conn) = route {
+                let headers = hop.headers.clone();
+                let body = hop.body.as_deref();
+                return direct::send(conn, hop.method.clone(), &hop.url, headers, body)
+                    .await
+                    .map(Reply::Direct)
+                    .map_err(SendError::Direct);
+            }
+        }
         let mut builder = self
             .client
             .request(hop.method.clone(), hop.url.clone())
@@ -61,9 +77,10 @@ impl Firer {
         if let Some(body) = &hop.body {
             builder = builder.body(body.clone());
         }
-        tokio::time::timeout_at(deadline, builder.send())
+        builder
+            .send()
             .await
-            .map_err(|_| SendError::TimedOut)?
+            .map(Reply::Pooled)
             .map_err(SendError::Http)
     }
 
@@ -101,7 +118,7 @@ fn strip_for_another_origin(hop: &mut Prepared) {
 /// Where a redirect answer points, if it is one to follow: 301, 302, 303,
 /// 307 or 308 with a `Location` that resolves against `current`. Other
 /// 3xx (304, 300) and unusable locations are answers, not hops.
-fn redirect_location(response: &reqwest::Response, current: &Url) -> Option<Url> {
+fn redirect_location(response: &Reply, current: &Url) -> Option<Url> {
     if !matches!(
         response.status(),
         StatusCode::MOVED_PERMANENTLY
