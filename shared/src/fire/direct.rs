@@ -1,11 +1,15 @@
-//! HTTP/2 to HTTPS origins on hyper directly, beside the reqwest client.
+//! HTTP/2 to HTTPS origins on the `h2` crate directly, beside the reqwest
+//! client.
 //!
 //! A heap profile of 2,000 HTTP/2 requests in flight (docs/BENCHMARKS.md,
 //! issue 17) put 8–9 of the 13 KiB each request held in reqwest's layers:
 //! hyper-util's pooled `send_request` future (sized for the connect path
 //! every request carries, pooled or not), reqwest's boxed `Pending`, tower's
 //! retry and redirect wrappers. An HTTP/2 stream on a connection that is
-//! already up needs none of them.
+//! already up needs none of them, nor hyper's HTTP/2 client, which spawns a
+//! task per stream (its future an enum over the connection's own, about
+//! 2.7 KiB) and passes each request through a channel: here a stream is
+//! `h2`'s handle, awaited inside the firer's own future.
 //!
 //! [`Direct`] keeps one HTTP/2 connection per HTTPS origin (`host:port`)
 //! and sends each request as a stream on it. The first request to an
@@ -24,15 +28,16 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{Builder, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, USER_AGENT};
+use h2::client::SendRequest;
+use h2::RecvStream;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH, TE, UPGRADE, USER_AGENT,
+};
 use reqwest::{Method, StatusCode};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -44,7 +49,28 @@ use url::{Host, Url};
 use super::guard::{GuardError, TargetGuard};
 use super::warmup::{origin_of, Warmup};
 
-type Sender = SendRequest<Full<Bytes>>;
+/// An HTTP/2 connection's handle: cloned for each request.
+#[derive(Clone)]
+pub(super) struct Sender {
+    send: SendRequest<Bytes>,
+    /// Set when the connection's task ends (GOAWAY, the server's close, an
+    /// error): the next request dials again.
+    closed: Arc<AtomicBool>,
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Settings of the connections, as hyper's client has them.
+const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// Streams opened before the server's SETTINGS say how many it takes.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// Beyond this many origins, those unused for the idle timeout are dropped.
 const PRUNE_ABOVE: usize = 1024;
@@ -103,10 +129,11 @@ pub(super) enum DirectError {
     /// connection dropped mid-handshake).
     #[error("error trying to connect: {0}")]
     Tls(#[source] std::io::Error),
-    /// The HTTP/2 connection could not start, or ended under the request.
+    /// The HTTP/2 connection could not start, or ended under the request,
+    /// or the server reset the stream.
     #[error("error sending request: {0}")]
-    Http2(#[source] hyper::Error),
-    /// The request could not be built (an URL hyper will not take).
+    Http2(#[source] h2::Error),
+    /// The request could not be built (an URL `http` will not take).
     #[error("invalid request: {0}")]
     Request(#[source] hyper::http::Error),
 }
@@ -152,7 +179,11 @@ impl Direct {
         if let Some(warmup) = &self.warmup {
             warmup.dialing(&key);
         }
-        let dialled = self.dial(url).await?;
+        // Boxed: the dial's state (resolver, TCP, the TLS session being
+        // set up, the HTTP/2 handshake) is kilobytes, and inline it would
+        // be carried by every request's future although one request per
+        // origin dials.
+        let dialled = Box::pin(self.dial(url)).await?;
         let route = self.remember(key.clone(), dialled);
         if let Some(warmup) = &self.warmup {
             // The connection is where the next request finds it: unlike
@@ -218,49 +249,85 @@ impl Direct {
         if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
             return Ok(None);
         }
-        let (sender, conn) = Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(tls))
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .enable_push(false)
+            .handshake::<_, Bytes>(tls)
             .await
             .map_err(DirectError::Http2)?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = Arc::clone(&closed);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP/2 connection ended");
             }
+            ended.store(true, Ordering::Release);
         });
+        let sender = Sender { send, closed };
         Ok(Some(sender))
     }
 }
 
 /// Send one request as a stream on `conn`. Adds the `User-Agent` and
-/// `Accept` reqwest would add; the body's length becomes `Content-Length`.
+/// `Accept` reqwest would add and, as hyper does, `Content-Length` (also 0
+/// for a method with payload semantics); drops what HTTP/2 forbids.
 pub(super) async fn send(
-    mut conn: Sender,
+    conn: Sender,
     method: Method,
     url: &Url,
     mut headers: HeaderMap,
     body: Option<&str>,
-) -> Result<hyper::Response<Incoming>, DirectError> {
+) -> Result<hyper::Response<RecvStream>, DirectError> {
     headers
         .entry(USER_AGENT)
         .or_insert(HeaderValue::from_static(super::client::USER_AGENT));
     headers
         .entry(ACCEPT)
         .or_insert(HeaderValue::from_static("*/*"));
-    let body = Full::new(
-        body.map(|b| Bytes::copy_from_slice(b.as_bytes()))
-            .unwrap_or_default(),
-    );
+    strip_connection_headers(&mut headers);
+    let body = body
+        .filter(|b| !b.is_empty())
+        .map(|b| Bytes::copy_from_slice(b.as_bytes()));
+    let len = body.as_ref().map_or(0, Bytes::len);
+    if len != 0 || !matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
+        headers
+            .entry(CONTENT_LENGTH)
+            .or_insert(HeaderValue::from(len));
+    }
     // The fragment is the client's, never sent.
     let uri = url.as_str().split('#').next().unwrap_or_default();
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(uri)
-        .body(body)
+        .body(())
         .map_err(DirectError::Request)?;
     *request.headers_mut() = headers;
-    conn.ready().await.map_err(DirectError::Http2)?;
-    conn.send_request(request).await.map_err(DirectError::Http2)
+    let mut send = conn.send.ready().await.map_err(DirectError::Http2)?;
+    let (response, mut stream) = send
+        .send_request(request, body.is_none())
+        .map_err(DirectError::Http2)?;
+    if let Some(body) = body {
+        // Buffered by h2 until the stream's window lets it go.
+        stream.send_data(body, true).map_err(DirectError::Http2)?;
+    }
+    response.await.map_err(DirectError::Http2)
+}
+
+/// HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2); `h2`
+/// refuses a request carrying one. `Connection`, `Transfer-Encoding` and
+/// `Host` never get here (the firer drops them).
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(HeaderName::from_static(name));
+    }
+    headers.remove(UPGRADE);
+    if headers.get(TE).is_some_and(|te| te != "trailers") {
+        headers.remove(TE);
+    }
 }
 
 /// An answer from either path, read the same way.
@@ -268,7 +335,7 @@ pub(super) enum Reply {
     /// Through reqwest.
     Pooled(reqwest::Response),
     /// A stream of a [`Direct`] connection.
-    Direct(hyper::Response<Incoming>),
+    Direct(hyper::Response<RecvStream>),
 }
 
 impl Reply {
@@ -294,18 +361,19 @@ impl Reply {
                 .chunk()
                 .await
                 .map_err(super::request::describe_reqwest_error),
-            Reply::Direct(r) => loop {
-                match r.body_mut().frame().await {
-                    None => return Ok(None),
-                    Some(Err(e)) => return Err(super::request::describe_chain(&e)),
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Ok(Some(data));
-                        }
-                        // Trailers: not part of the body.
+            Reply::Direct(r) => {
+                let body = r.body_mut();
+                match body.data().await {
+                    None => Ok(None),
+                    Some(Err(e)) => Err(super::request::describe_chain(&e)),
+                    Some(Ok(data)) => {
+                        // Read: the server may send as much again. An error
+                        // here is the stream's, and the next read says it.
+                        let _ = body.flow_control().release_capacity(data.len());
+                        Ok(Some(data))
                     }
                 }
-            },
+            }
         }
     }
 }

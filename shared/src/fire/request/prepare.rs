@@ -22,7 +22,10 @@ impl Firer {
         // reqwest connects to IP literals without asking the resolver.
         self.guard.check_literal(&url)?;
 
-        let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
+        // Room for what Sundial adds here and on the wire (idempotency key,
+        // three occurrence headers, signature, content type, user agent,
+        // accept): growing the map would copy it.
+        let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
         for (name, value) in &req.headers {
             let header = HeaderName::from_bytes(name.trim().as_bytes())
                 .map_err(|_| FireError::InvalidHeaderName { name: name.clone() })?;
