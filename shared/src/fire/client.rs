@@ -11,9 +11,9 @@
 //! `http/1.1`), HTTP/1.1 otherwise; plain `http://` targets always get
 //! HTTP/1.1 (no h2c prior knowledge: few servers speak it and a wrong guess
 //! costs a failed request). A [`Firer`](super::Firer) built with
-//! [`ClientOptions::direct_http2`] (the default) sends HTTP/2 requests on
-//! hyper directly rather than through this client (`fire::direct`: less
-//! memory per request in flight); both dial with [`tls_config`]'s
+//! [`ClientOptions::direct_https`] (the default) sends HTTPS requests on
+//! `h2` and hyper's HTTP/1.1 connections directly rather than through this
+//! client (`fire::direct`: less memory per request in flight); both dial with [`tls_config`]'s
 //! configuration, so trust is the same either way. One client per process means one connection
 //! pool: tasks of one host share its connections whatever task they belong
 //! to.
@@ -66,10 +66,11 @@ pub struct ClientOptions {
     /// Roots trusted next to the platform's (`SUNDIAL_EXTRA_CA_FILE`): a
     /// private CA, or the throw-away CA of a local test target.
     pub extra_roots: Vec<CertificateDer<'static>>,
-    /// Send requests to HTTP/2 origins on hyper directly
-    /// ([`super::direct`], about half the memory per request in flight)
-    /// rather than through reqwest. On by default; off only to compare.
-    pub direct_http2: bool,
+    /// Send requests to HTTPS origins on `h2` and hyper's HTTP/1.1
+    /// connections directly ([`super::direct`]: less memory per request in
+    /// flight) rather than through reqwest. On by default; off only to
+    /// compare.
+    pub direct_https: bool,
 }
 
 impl ClientOptions {
@@ -96,7 +97,7 @@ impl Default for ClientOptions {
             pool_idle_timeout: Duration::from_secs(60),
             max_redirects: 3,
             extra_roots: Vec::new(),
-            direct_http2: true,
+            direct_https: true,
         }
     }
 }

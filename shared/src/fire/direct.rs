@@ -1,15 +1,16 @@
-//! HTTP/2 to HTTPS origins on the `h2` crate directly, beside the reqwest
-//! client.
+//! HTTPS origins on the `h2` crate and hyper's HTTP/1.1 connections
+//! directly, beside the reqwest client.
 //!
 //! A heap profile of 2,000 HTTP/2 requests in flight (docs/BENCHMARKS.md,
 //! issue 17) put 8–9 of the 13 KiB each request held in reqwest's layers:
 //! hyper-util's pooled `send_request` future (sized for the connect path
 //! every request carries, pooled or not), reqwest's boxed `Pending`, tower's
-//! retry and redirect wrappers. An HTTP/2 stream on a connection that is
-//! already up needs none of them, nor hyper's HTTP/2 client, which spawns a
-//! task per stream (its future an enum over the connection's own, about
-//! 2.7 KiB) and passes each request through a channel: here a stream is
-//! `h2`'s handle, awaited inside the firer's own future.
+//! retry and redirect wrappers. A request on a connection that is already
+//! up needs none of them; over HTTP/2 it needs no hyper client either,
+//! which spawns a task per stream (its future an enum over the
+//! connection's own, about 2.7 KiB) and passes each request through a
+//! channel: here a stream is `h2`'s handle, awaited inside the firer's own
+//! future.
 //!
 //! [`Direct`] keeps one HTTP/2 connection per HTTPS origin (`host:port`)
 //! and sends each request as a stream on it. The first request to an
@@ -17,27 +18,24 @@
 //! TCP, then TLS with the rustls configuration reqwest uses too (the same
 //! roots, ALPN `h2`, `http/1.1`). A burst dials once: the others wait for
 //! that dial, and the [warm-up](super::warmup) hears of it as it hears of
-//! reqwest's connects. An origin whose server picks HTTP/1.1 is left to
-//! reqwest (one connection per request in flight, its pool): the probing
-//! connection is dropped, one handshake per origin and idle period. A
-//! connection that closed (GOAWAY, the server's idle close, an error) is
-//! dialled again by the next request; one unused for the pool's idle
-//! timeout is dropped.
+//! reqwest's connects. An origin whose server picks HTTP/1.1 gets a
+//! connection per request in flight, kept between requests by
+//! [`super::http1`] (the first request uses the connection its dial
+//! opened). An HTTP/2 connection that closed (GOAWAY, the server's idle
+//! close, an error) is dialled again by the next request; one unused for
+//! the pool's idle timeout is dropped.
 //!
 //! Plain `http://` targets never come here.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::client::SendRequest;
 use h2::RecvStream;
-use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_LENGTH, TE, UPGRADE, USER_AGENT,
-};
+use http_body_util::{BodyExt, Full};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -47,30 +45,9 @@ use tokio_rustls::TlsConnector;
 use url::{Host, Url};
 
 use super::guard::{GuardError, TargetGuard};
+use super::http1::{self, Idle, Lease, SendFailure};
+use super::http2::{self, Sender};
 use super::warmup::{origin_of, Warmup};
-
-/// An HTTP/2 connection's handle: cloned for each request.
-#[derive(Clone)]
-pub(super) struct Sender {
-    send: SendRequest<Bytes>,
-    /// Set when the connection's task ends (GOAWAY, the server's close, an
-    /// error): the next request dials again.
-    closed: Arc<AtomicBool>,
-}
-
-impl Sender {
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
-/// Settings of the connections, as hyper's client has them.
-const CONN_WINDOW: u32 = 5 * 1024 * 1024;
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const MAX_HEADER_LIST: u32 = 16 * 1024;
-const MAX_SEND_BUFFER: usize = 1024 * 1024;
-/// Streams opened before the server's SETTINGS say how many it takes.
-const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// Beyond this many origins, those unused for the idle timeout are dropped.
 const PRUNE_ABOVE: usize = 1024;
@@ -83,6 +60,7 @@ pub(super) struct Direct {
     idle: Duration,
     warmup: Option<Arc<Warmup>>,
     origins: Mutex<HashMap<String, Origin>>,
+    http1: Arc<Idle>,
 }
 
 impl std::fmt::Debug for Direct {
@@ -97,7 +75,7 @@ impl std::fmt::Debug for Direct {
 struct Origin {
     /// The HTTP/2 connection's handle.
     conn: Option<Sender>,
-    /// The server chose HTTP/1.1: reqwest's from then on.
+    /// The server chose HTTP/1.1: its connections are in [`Idle`].
     http1: bool,
     /// When a request last went to the origin.
     used: Option<Instant>,
@@ -109,8 +87,26 @@ struct Origin {
 pub(super) enum Route {
     /// A stream on the origin's HTTP/2 connection.
     Http2(Sender),
-    /// reqwest's pool: not HTTPS, or the server speaks HTTP/1.1 only.
+    /// A connection of its own to an origin that speaks HTTP/1.1.
+    Http1(Lease),
+    /// reqwest's pool: not HTTPS.
     Pooled,
+}
+
+/// What a dial opened.
+enum Dialled {
+    Http2(Sender),
+    Http1(http1::Sender),
+}
+
+/// What is known of an origin before dialling it.
+enum Known {
+    /// A connection to use.
+    Route(Route),
+    /// An HTTP/1.1 origin with no idle connection: dial one more.
+    Http1,
+    /// Nothing yet (or its HTTP/2 connection closed): dial it, once.
+    Cold,
 }
 
 /// What went wrong dialling an origin or sending on its connection.
@@ -133,6 +129,10 @@ pub(super) enum DirectError {
     /// or the server reset the stream.
     #[error("error sending request: {0}")]
     Http2(#[source] h2::Error),
+    /// The HTTP/1.1 connection could not start, or ended under the request,
+    /// or the answer was not HTTP.
+    #[error("error sending request: {0}")]
+    Http1(#[source] hyper::Error),
     /// The request could not be built (an URL `http` will not take).
     #[error("invalid request: {0}")]
     Request(#[source] hyper::http::Error),
@@ -140,12 +140,14 @@ pub(super) enum DirectError {
 
 impl Direct {
     /// Connections dialled with `tls` (its ALPN must offer `h2`), checked by
-    /// `guard`, reported to `warmup`.
+    /// `guard`, reported to `warmup`; at most `max_idle_per_origin` idle
+    /// HTTP/1.1 connections are kept per origin.
     pub(super) fn new(
         tls: ClientConfig,
         guard: Arc<TargetGuard>,
         connect_timeout: Duration,
         idle: Duration,
+        max_idle_per_origin: usize,
         warmup: Option<Arc<Warmup>>,
     ) -> Self {
         Self {
@@ -155,6 +157,7 @@ impl Direct {
             idle,
             warmup,
             origins: Mutex::new(HashMap::new()),
+            http1: Arc::new(Idle::new(max_idle_per_origin, idle)),
         }
     }
 
@@ -166,14 +169,20 @@ impl Direct {
         };
         let dial = {
             let mut origins = lock(&self.origins);
-            if let Some(route) = self.known(&mut origins, &key) {
-                return Ok(route);
+            match self.known(&mut origins, &key) {
+                Known::Route(route) => return Ok(route),
+                Known::Http1 => None,
+                Known::Cold => Some(Arc::clone(&origins.entry(key.clone()).or_default().dial)),
             }
-            Arc::clone(&origins.entry(key.clone()).or_default().dial)
+        };
+        let Some(dial) = dial else {
+            // HTTP/1.1: one connection per request in flight, dialled
+            // side by side.
+            return self.dial_again(url, key).await;
         };
         let _dialling = dial.lock().await;
         // Whoever held the dial before us may have connected meanwhile.
-        if let Some(route) = self.known(&mut lock(&self.origins), &key) {
+        if let Known::Route(route) = self.known(&mut lock(&self.origins), &key) {
             return Ok(route);
         }
         if let Some(warmup) = &self.warmup {
@@ -193,10 +202,18 @@ impl Direct {
         Ok(route)
     }
 
-    /// The route of an origin with a live connection, or known to be
-    /// HTTP/1.1; `None`: it has to be dialled.
-    fn known(&self, origins: &mut HashMap<String, Origin>, key: &str) -> Option<Route> {
-        let origin = origins.get_mut(key)?;
+    /// A new connection to an origin that has (had) others.
+    async fn dial_again(&self, url: &Url, key: String) -> Result<Route, DirectError> {
+        let dialled = Box::pin(self.dial(url)).await?;
+        Ok(self.remember(key, dialled))
+    }
+
+    /// The route of an origin with a live connection, or whether it has to
+    /// be dialled.
+    fn known(&self, origins: &mut HashMap<String, Origin>, key: &str) -> Known {
+        let Some(origin) = origins.get_mut(key) else {
+            return Known::Cold;
+        };
         let now = Instant::now();
         let fresh = origin
             .used
@@ -205,16 +222,19 @@ impl Direct {
             origin.conn = None;
             origin.http1 = false;
         }
-        let route = match &origin.conn {
-            _ if origin.http1 => Route::Pooled,
-            Some(conn) if !conn.is_closed() => Route::Http2(conn.clone()),
-            _ => return None,
+        let known = match &origin.conn {
+            _ if origin.http1 => match self.http1.take(key) {
+                Some(conn) => Known::Route(Route::Http1(Lease { conn, reused: true })),
+                None => Known::Http1,
+            },
+            Some(conn) if !conn.is_closed() => Known::Route(Route::Http2(conn.clone())),
+            _ => return Known::Cold,
         };
         origin.used = Some(now);
-        Some(route)
+        known
     }
 
-    fn remember(&self, key: String, conn: Option<Sender>) -> Route {
+    fn remember(&self, key: String, dialled: Dialled) -> Route {
         let now = Instant::now();
         let mut origins = lock(&self.origins);
         if origins.len() > PRUNE_ABOVE {
@@ -226,14 +246,26 @@ impl Direct {
         }
         let origin = origins.entry(key).or_default();
         origin.used = Some(now);
-        origin.http1 = conn.is_none();
-        origin.conn = conn.clone();
-        conn.map_or(Route::Pooled, Route::Http2)
+        match dialled {
+            Dialled::Http2(conn) => {
+                origin.http1 = false;
+                origin.conn = Some(conn.clone());
+                Route::Http2(conn)
+            }
+            Dialled::Http1(conn) => {
+                origin.http1 = true;
+                origin.conn = None;
+                Route::Http1(Lease {
+                    conn,
+                    reused: false,
+                })
+            }
+        }
     }
 
-    /// TCP and TLS within the connect timeout, then the HTTP/2 handshake;
-    /// `None` when the server chose HTTP/1.1.
-    async fn dial(&self, url: &Url) -> Result<Option<Sender>, DirectError> {
+    /// TCP and TLS within the connect timeout, then the HTTP/2 or the
+    /// HTTP/1.1 handshake, as the server chose by ALPN.
+    async fn dial(&self, url: &Url) -> Result<Dialled, DirectError> {
         let (name, host) = server_name(url)?;
         let port = url.port_or_known_default().unwrap_or(443);
         let addrs = self.guard.resolve_allowed(&host, port).await?;
@@ -247,95 +279,72 @@ impl Direct {
             .await
             .map_err(|_| DirectError::ConnectTimeout)??;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
-            return Ok(None);
+            let conn = http1::handshake(tls).await.map_err(DirectError::Http1)?;
+            return Ok(Dialled::Http1(conn));
         }
-        let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
-            .max_header_list_size(MAX_HEADER_LIST)
-            .max_send_buffer_size(MAX_SEND_BUFFER)
-            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
-            .enable_push(false)
-            .handshake::<_, Bytes>(tls)
-            .await
-            .map_err(DirectError::Http2)?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let ended = Arc::clone(&closed);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP/2 connection ended");
+        let conn = http2::handshake(tls).await.map_err(DirectError::Http2)?;
+        Ok(Dialled::Http2(conn))
+    }
+
+    /// Send one request on a leased HTTP/1.1 connection, with the headers
+    /// reqwest would add. A reused connection that turns out closed (see
+    /// [`SendFailure::Closed`]) is replaced by a new one, once.
+    pub(super) async fn send_http1(
+        &self,
+        mut lease: Lease,
+        method: Method,
+        url: &Url,
+        mut headers: HeaderMap,
+        body: Option<&str>,
+    ) -> Result<http1::Answer, DirectError> {
+        add_client_headers(&mut headers);
+        let body = body.map(|b| Bytes::copy_from_slice(b.as_bytes()));
+        let request = || {
+            let mut request = hyper::Request::new(Full::new(body.clone().unwrap_or_default()));
+            *request.method_mut() = method.clone();
+            *request.headers_mut() = headers.clone();
+            request
+        };
+        let key = origin_of(url).unwrap_or_default();
+        loop {
+            match http1::send(lease.conn, request(), url).await {
+                Ok((response, conn)) => {
+                    let idle = Arc::clone(&self.http1);
+                    return Ok(http1::Answer::new(response, conn, key, idle));
+                }
+                Err(SendFailure::Closed(e)) if lease.reused => {
+                    tracing::debug!(error = %e, "idle HTTP/1.1 connection closed; dialling");
+                    match self.dial_again(url, key.clone()).await? {
+                        Route::Http1(fresh) => lease = fresh,
+                        _ => return Err(DirectError::Http1(e)),
+                    }
+                }
+                Err(SendFailure::Closed(e) | SendFailure::Failed(e)) => {
+                    return Err(DirectError::Http1(e))
+                }
             }
-            ended.store(true, Ordering::Release);
-        });
-        let sender = Sender { send, closed };
-        Ok(Some(sender))
+        }
     }
 }
 
-/// Send one request as a stream on `conn`. Adds the `User-Agent` and
-/// `Accept` reqwest would add and, as hyper does, `Content-Length` (also 0
-/// for a method with payload semantics); drops what HTTP/2 forbids.
-pub(super) async fn send(
-    conn: Sender,
-    method: Method,
-    url: &Url,
-    mut headers: HeaderMap,
-    body: Option<&str>,
-) -> Result<hyper::Response<RecvStream>, DirectError> {
+/// The `User-Agent` and `Accept` reqwest would add.
+pub(super) fn add_client_headers(headers: &mut HeaderMap) {
     headers
         .entry(USER_AGENT)
         .or_insert(HeaderValue::from_static(super::client::USER_AGENT));
     headers
         .entry(ACCEPT)
         .or_insert(HeaderValue::from_static("*/*"));
-    strip_connection_headers(&mut headers);
-    let body = body
-        .filter(|b| !b.is_empty())
-        .map(|b| Bytes::copy_from_slice(b.as_bytes()));
-    let len = body.as_ref().map_or(0, Bytes::len);
-    if len != 0 || !matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
-        headers
-            .entry(CONTENT_LENGTH)
-            .or_insert(HeaderValue::from(len));
-    }
-    // The fragment is the client's, never sent.
-    let uri = url.as_str().split('#').next().unwrap_or_default();
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(())
-        .map_err(DirectError::Request)?;
-    *request.headers_mut() = headers;
-    let mut send = conn.send.ready().await.map_err(DirectError::Http2)?;
-    let (response, mut stream) = send
-        .send_request(request, body.is_none())
-        .map_err(DirectError::Http2)?;
-    if let Some(body) = body {
-        // Buffered by h2 until the stream's window lets it go.
-        stream.send_data(body, true).map_err(DirectError::Http2)?;
-    }
-    response.await.map_err(DirectError::Http2)
-}
-
-/// HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2); `h2`
-/// refuses a request carrying one. `Connection`, `Transfer-Encoding` and
-/// `Host` never get here (the firer drops them).
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(HeaderName::from_static(name));
-    }
-    headers.remove(UPGRADE);
-    if headers.get(TE).is_some_and(|te| te != "trailers") {
-        headers.remove(TE);
-    }
 }
 
 /// An answer from either path, read the same way.
 pub(super) enum Reply {
     /// Through reqwest.
     Pooled(reqwest::Response),
-    /// A stream of a [`Direct`] connection.
+    /// A stream of a [`Direct`] HTTP/2 connection.
     Direct(hyper::Response<RecvStream>),
+    /// On a [`Direct`] HTTP/1.1 connection.
+    Http1(http1::Answer),
 }
 
 impl Reply {
@@ -343,6 +352,7 @@ impl Reply {
         match self {
             Reply::Pooled(r) => r.status(),
             Reply::Direct(r) => r.status(),
+            Reply::Http1(a) => a.response.status(),
         }
     }
 
@@ -350,6 +360,7 @@ impl Reply {
         match self {
             Reply::Pooled(r) => r.headers(),
             Reply::Direct(r) => r.headers(),
+            Reply::Http1(a) => a.response.headers(),
         }
     }
 
@@ -374,6 +385,21 @@ impl Reply {
                     }
                 }
             }
+            Reply::Http1(answer) => loop {
+                match answer.response.body_mut().frame().await {
+                    None => {
+                        answer.ended();
+                        return Ok(None);
+                    }
+                    Some(Err(e)) => return Err(super::request::describe_chain(&e)),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Ok(Some(data));
+                        }
+                        // Trailers: not part of the body.
+                    }
+                }
+            },
         }
     }
 }
@@ -410,7 +436,7 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address to connect to")))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

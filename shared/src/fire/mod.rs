@@ -19,6 +19,8 @@
 pub mod client;
 mod direct;
 pub mod guard;
+mod http1;
+mod http2;
 pub mod pool;
 pub mod request;
 pub mod signing;

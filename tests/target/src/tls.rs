@@ -126,4 +126,9 @@ impl TlsConfig {
     pub fn alpn(&self) -> Alpn {
         self.alpn
     }
+
+    /// The rustls server configuration, for a test's own TLS server.
+    pub fn rustls(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.server)
+    }
 }

@@ -73,7 +73,10 @@ pub(super) fn classify_direct(err: &DirectError) -> Verdict {
         },
         DirectError::Request(_) => Verdict::Failed,
         DirectError::Tls(_) if is_certificate_error(err) => Verdict::Failed,
-        DirectError::Tls(_) | DirectError::Connect(_) | DirectError::Http2(_) => RETRYABLE,
+        DirectError::Tls(_)
+        | DirectError::Connect(_)
+        | DirectError::Http2(_)
+        | DirectError::Http1(_) => RETRYABLE,
     }
 }
 

@@ -169,8 +169,8 @@ pub struct Firer {
     max_redirects: usize,
     /// Set when the client reports its connects here ([`Self::build`]).
     warmup: Option<Arc<Warmup>>,
-    /// HTTP/2 origins on hyper directly ([`Self::build`], unless
-    /// [`ClientOptions::direct_http2`] is off).
+    /// HTTPS origins on `h2` and hyper's HTTP/1.1 connections directly
+    /// ([`Self::build`], unless [`ClientOptions::direct_https`] is off).
     direct: Option<Arc<Direct>>,
 }
 
@@ -219,12 +219,13 @@ impl Firer {
     ) -> Result<Self, FireError> {
         let warmup = Arc::new(Warmup::new(opts.pool_idle_timeout, opts.connect_timeout));
         let client = build_watched_client(Arc::clone(&guard), opts, &warmup)?;
-        let direct = match opts.direct_http2 {
+        let direct = match opts.direct_https {
             true => Some(Arc::new(Direct::new(
                 tls_config(opts)?,
                 Arc::clone(&guard),
                 opts.connect_timeout,
                 opts.pool_idle_timeout,
+                opts.concurrency,
                 Some(Arc::clone(&warmup)),
             ))),
             false => None,

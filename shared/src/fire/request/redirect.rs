@@ -9,8 +9,9 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{Firer, Prepared, SendError};
-use crate::fire::direct::{self, Reply, Route};
+use crate::fire::direct::{Reply, Route};
 use crate::fire::guard::GuardError;
+use crate::fire::http2;
 
 impl Firer {
     /// Send `prepared`, following redirects by hand (the client follows
@@ -61,13 +62,23 @@ impl Firer {
     async fn send_hop(&self, hop: &Prepared) -> Result<Reply, SendError> {
         if let Some(direct) = &self.direct {
             let route = direct.route(&hop.url).await.map_err(SendError::Direct)?;
-            if let Route::Http2(conn) = route {
-                let headers = hop.headers.clone();
-                let body = hop.body.as_deref();
-                return direct::send(conn, hop.method.clone(), &hop.url, headers, body)
-                    .await
-                    .map(Reply::Direct)
-                    .map_err(SendError::Direct);
+            let headers = || hop.headers.clone();
+            let body = hop.body.as_deref();
+            match route {
+                Route::Http2(conn) => {
+                    return http2::send(conn, hop.method.clone(), &hop.url, headers(), body)
+                        .await
+                        .map(Reply::Direct)
+                        .map_err(SendError::Direct)
+                }
+                Route::Http1(lease) => {
+                    return direct
+                        .send_http1(lease, hop.method.clone(), &hop.url, headers(), body)
+                        .await
+                        .map(Reply::Http1)
+                        .map_err(SendError::Direct)
+                }
+                Route::Pooled => {}
             }
         }
         let mut builder = self
