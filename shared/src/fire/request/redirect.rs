@@ -72,11 +72,15 @@ impl Firer {
                         .map_err(SendError::Direct)
                 }
                 Route::Http1(lease) => {
-                    return direct
-                        .send_http1(lease, hop.method.clone(), &hop.url, headers(), body)
+                    // Boxed: inline, this future's state (the request, the
+                    // connection's readiness, a possible redial) would be
+                    // carried by every HTTP/2 request's future as well.
+                    let send =
+                        direct.send_http1(lease, hop.method.clone(), &hop.url, headers(), body);
+                    return Box::pin(send)
                         .await
                         .map(Reply::Http1)
-                        .map_err(SendError::Direct)
+                        .map_err(SendError::Direct);
                 }
                 Route::Pooled => {}
             }
