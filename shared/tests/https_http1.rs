@@ -1,6 +1,7 @@
-//! HTTPS over HTTP/1.1 on the direct path: kept-alive connections that the
-//! server closes while they are idle never fail a request, and a server's
-//! `Connection: close` is honoured. A bare TLS server written here (the
+//! HTTPS over HTTP/1.1 on the direct path: a request on a kept-alive
+//! connection the server drops is sent again on a new one, a request on a
+//! fresh connection is not, and a server's `Connection: close` is
+//! honoured. A bare TLS server written here (the
 //! local target's hyper server keeps connections open as a well-behaved one
 //! does). Traffic goes to 127.0.0.1 only.
 
@@ -14,43 +15,79 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// A TLS server offering only `http/1.1` that answers one request per
-/// connection with `answer`, then closes it after `linger` without saying
-/// so (unless `answer` does). Returns its URL and the connections it took.
-async fn one_request_per_connection(
-    ca: &TestCa,
-    answer: &'static str,
-    linger: Duration,
-) -> (String, Arc<AtomicUsize>) {
+/// What the bare server does on each connection.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// Answer the first request with this; read the next and close without
+    /// answering (a server closing an idle connection as a request comes).
+    AnswerOnceThenDropTheNext(&'static str),
+    /// Answer the first request, then keep the socket open for a while
+    /// (`Connection: close` answers: a client must not reuse it).
+    AnswerOnceAndLinger(&'static str),
+    /// Read the first request and close without answering.
+    DropTheFirst,
+}
+
+/// Connections and requests a bare server took.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// A TLS server offering only `http/1.1` that behaves as told on every
+/// connection. Returns its URL and what it saw.
+async fn bare_server(ca: &TestCa, behaviour: Behaviour) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/", listener.local_addr().unwrap());
     let acceptor = TlsAcceptor::from(ca.server_config(Alpn::Http1Only).unwrap().rustls());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let seen = Arc::new(Seen::default());
+    let counts = Arc::clone(&seen);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
+            counts.connections.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, counts) = (acceptor.clone(), Arc::clone(&counts));
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                if !read_head(&mut tls).await {
+                    return;
+                }
+                counts.requests.fetch_add(1, Ordering::SeqCst);
+                match behaviour {
+                    Behaviour::DropTheFirst => {}
+                    Behaviour::AnswerOnceThenDropTheNext(answer) => {
+                        let _ = tls.write_all(answer.as_bytes()).await;
+                        let _ = tls.flush().await;
+                        if read_head(&mut tls).await {
+                            counts.requests.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Behaviour::AnswerOnceAndLinger(answer) => {
+                        let _ = tls.write_all(answer.as_bytes()).await;
+                        let _ = tls.flush().await;
+                        tokio::time::sleep(Duration::from_secs(10)).await;
                     }
                 }
-                let _ = tls.write_all(answer.as_bytes()).await;
-                let _ = tls.flush().await;
-                tokio::time::sleep(linger).await;
                 let _ = tls.shutdown().await;
             });
         }
     });
-    (url, accepted)
+    (url, seen)
+}
+
+/// Read up to the end of a request head (these tests send no bodies).
+async fn read_head(tls: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 fn firer(ca: &TestCa) -> Firer {
@@ -76,23 +113,37 @@ fn get(url: &str) -> FireRequest {
 }
 
 #[tokio::test]
-async fn idle_connections_the_server_closed_are_replaced_without_failing_a_request() {
+async fn a_request_on_a_kept_alive_connection_the_server_drops_goes_again_on_a_new_one() {
     let ca = TestCa::generate().unwrap();
     let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    // Closed 100 ms after answering: the client has pooled the connection
-    // by then and finds it gone (or about to go) on the next request.
-    let (url, accepted) = one_request_per_connection(&ca, ok, Duration::from_millis(100)).await;
+    let (url, seen) = bare_server(&ca, Behaviour::AnswerOnceThenDropTheNext(ok)).await;
     let firer = firer(&ca);
-    for gap_ms in [150, 100, 120, 101, 99, 200] {
+    for _ in 0..2 {
         let fired = firer.fire(&get(&url)).await;
         assert_eq!(fired.verdict, Verdict::Succeeded, "{:?}", fired.error);
         assert_eq!(fired.http_status, Some(200));
-        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
     }
+    // The second request went on the first connection (reused), which the
+    // server closed unanswered: sent again on a second connection.
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_request_a_fresh_connection_drops_is_not_sent_again() {
+    let ca = TestCa::generate().unwrap();
+    let (url, seen) = bare_server(&ca, Behaviour::DropTheFirst).await;
+    let firer = firer(&ca);
     let fired = firer.fire(&get(&url)).await;
-    assert_eq!(fired.verdict, Verdict::Succeeded, "{:?}", fired.error);
-    // Every request needed its own connection.
-    assert_eq!(accepted.load(Ordering::SeqCst), 7);
+    // A retryable failure for Sundial's own retries (with their backoff),
+    // not an immediate resend.
+    assert!(
+        matches!(fired.verdict, Verdict::Retryable { .. }),
+        "{:?}",
+        fired.verdict
+    );
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -101,7 +152,7 @@ async fn a_connection_close_answer_is_not_reused() {
     let close = "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
     // The server keeps the socket open a while after saying it will close:
     // a client that pooled it would send the next request into the void.
-    let (url, accepted) = one_request_per_connection(&ca, close, Duration::from_secs(10)).await;
+    let (url, seen) = bare_server(&ca, Behaviour::AnswerOnceAndLinger(close)).await;
     let firer = firer(&ca);
     for _ in 0..3 {
         let fired = tokio::time::timeout(Duration::from_secs(3), firer.fire(&get(&url)))
@@ -109,5 +160,6 @@ async fn a_connection_close_answer_is_not_reused() {
             .expect("a request on a connection the server closes hangs");
         assert_eq!(fired.verdict, Verdict::Succeeded, "{:?}", fired.error);
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 3);
 }

@@ -33,10 +33,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::RecvStream;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, USER_AGENT};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -47,7 +46,11 @@ use url::{Host, Url};
 use super::guard::{GuardError, TargetGuard};
 use super::http1::{self, Idle, Lease, SendFailure};
 use super::http2::{self, Sender};
+use super::reply::Reply;
 use super::warmup::{origin_of, Warmup};
+
+/// The header that makes a request safe to repeat (the firer's).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Beyond this many origins, those unused for the idle timeout are dropped.
 const PRUNE_ABOVE: usize = 1024;
@@ -60,6 +63,8 @@ pub(super) struct Direct {
     idle: Duration,
     warmup: Option<Arc<Warmup>>,
     origins: Mutex<HashMap<String, Origin>>,
+    /// When the origins were last swept of unused ones.
+    swept: Mutex<Instant>,
     http1: Arc<Idle>,
 }
 
@@ -157,6 +162,7 @@ impl Direct {
             idle,
             warmup,
             origins: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Instant::now()),
             http1: Arc::new(Idle::new(max_idle_per_origin, idle)),
         }
     }
@@ -180,10 +186,17 @@ impl Direct {
             // side by side.
             return self.dial_again(url, key).await;
         };
-        let _dialling = dial.lock().await;
-        // Whoever held the dial before us may have connected meanwhile.
-        if let Known::Route(route) = self.known(&mut lock(&self.origins), &key) {
-            return Ok(route);
+        let dialling = dial.lock().await;
+        // Whoever held the dial before us may have connected meanwhile, or
+        // found the origin speaks HTTP/1.1 (then dial side by side).
+        let known = self.known(&mut lock(&self.origins), &key);
+        match known {
+            Known::Route(route) => return Ok(route),
+            Known::Http1 => {
+                drop(dialling);
+                return self.dial_again(url, key).await;
+            }
+            Known::Cold => {}
         }
         if let Some(warmup) = &self.warmup {
             warmup.dialing(&key);
@@ -237,7 +250,16 @@ impl Direct {
     fn remember(&self, key: String, dialled: Dialled) -> Route {
         let now = Instant::now();
         let mut origins = lock(&self.origins);
-        if origins.len() > PRUNE_ABOVE {
+        let sweep = {
+            let mut swept = lock(&self.swept);
+            let due = now.saturating_duration_since(*swept) >= self.idle;
+            if due {
+                *swept = now;
+            }
+            due
+        };
+        // Origins unused for the idle timeout drop their connections.
+        if sweep || origins.len() > PRUNE_ABOVE {
             let idle = self.idle;
             origins.retain(|_, o| {
                 o.used
@@ -286,42 +308,93 @@ impl Direct {
         Ok(Dialled::Http2(conn))
     }
 
+    /// Send one request as a stream on an HTTP/2 connection. One the
+    /// server no longer takes streams on (a GOAWAY it is draining under) or
+    /// that refused the stream unprocessed is left, and the request routed
+    /// again, once.
+    pub(super) async fn send_http2(
+        &self,
+        conn: Sender,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: Option<&str>,
+    ) -> Result<Reply, DirectError> {
+        match http2::send(conn, method, url, headers, body).await {
+            Ok(response) => Ok(Reply::Direct(response)),
+            Err(http2::Failure::Failed(e)) => Err(e),
+            Err(http2::Failure::Unopened(e)) => {
+                tracing::debug!(error = %e, "HTTP/2 connection takes no new streams; routing again");
+                // Boxed: only a request that met a closing connection pays.
+                Box::pin(self.send_again(method, url, headers, body, e)).await
+            }
+        }
+    }
+
+    async fn send_again(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: Option<&str>,
+        first: h2::Error,
+    ) -> Result<Reply, DirectError> {
+        match self.route(url).await? {
+            Route::Http2(conn) => match http2::send(conn, method, url, headers, body).await {
+                Ok(response) => Ok(Reply::Direct(response)),
+                Err(http2::Failure::Failed(e)) => Err(e),
+                Err(http2::Failure::Unopened(e)) => Err(DirectError::Http2(e)),
+            },
+            Route::Http1(lease) => self.send_http1(lease, method, url, headers, body).await,
+            Route::Pooled => Err(DirectError::Http2(first)),
+        }
+    }
+
     /// Send one request on a leased HTTP/1.1 connection, with the headers
-    /// reqwest would add. A reused connection that turns out closed (see
-    /// [`SendFailure::Closed`]) is replaced by a new one, once.
+    /// reqwest would add. A reused connection that turns out closed is
+    /// replaced by a new one, once: always if the request was not written,
+    /// and if it was but no answer came, only when it may be repeated (see
+    /// [`SendFailure::NoAnswer`]).
     pub(super) async fn send_http1(
         &self,
         mut lease: Lease,
-        method: Method,
+        method: &Method,
         url: &Url,
-        mut headers: HeaderMap,
-        body: Option<&str>,
-    ) -> Result<http1::Answer, DirectError> {
-        add_client_headers(&mut headers);
-        let body = body.map(|b| Bytes::copy_from_slice(b.as_bytes()));
+        headers: &HeaderMap,
+        text: Option<&str>,
+    ) -> Result<Reply, DirectError> {
+        let body = text.map(|b| Bytes::copy_from_slice(b.as_bytes()));
         let request = || {
             let mut request = hyper::Request::new(Full::new(body.clone().unwrap_or_default()));
             *request.method_mut() = method.clone();
-            *request.headers_mut() = headers.clone();
+            let mut headers = headers.clone();
+            add_client_headers(&mut headers);
+            *request.headers_mut() = headers;
             request
         };
+        let repeatable = method.is_idempotent() || headers.contains_key(IDEMPOTENCY_KEY);
         let key = origin_of(url).unwrap_or_default();
         loop {
-            match http1::send(lease.conn, request(), url).await {
+            let e = match http1::send(lease.conn, request(), url).await {
                 Ok((response, conn)) => {
                     let idle = Arc::clone(&self.http1);
-                    return Ok(http1::Answer::new(response, conn, key, idle));
+                    return Ok(Reply::Http1(http1::Answer::new(response, conn, key, idle)));
                 }
-                Err(SendFailure::Closed(e)) if lease.reused => {
-                    tracing::debug!(error = %e, "idle HTTP/1.1 connection closed; dialling");
-                    match self.dial_again(url, key.clone()).await? {
-                        Route::Http1(fresh) => lease = fresh,
-                        _ => return Err(DirectError::Http1(e)),
-                    }
-                }
-                Err(SendFailure::Closed(e) | SendFailure::Failed(e)) => {
+                Err(SendFailure::Unsent(e)) if lease.reused => e,
+                Err(SendFailure::NoAnswer(e)) if lease.reused && repeatable => e,
+                Err(SendFailure::Request(e)) => return Err(DirectError::Request(e)),
+                Err(SendFailure::Unsent(e) | SendFailure::NoAnswer(e) | SendFailure::Failed(e)) => {
                     return Err(DirectError::Http1(e))
                 }
+            };
+            tracing::debug!(error = %e, "reused HTTP/1.1 connection closed; dialling");
+            match self.dial_again(url, key.clone()).await? {
+                Route::Http1(fresh) => lease = fresh,
+                Route::Http2(conn) => {
+                    // The origin moved to HTTP/2 meanwhile.
+                    return Box::pin(self.send_http2(conn, method, url, headers, text)).await;
+                }
+                Route::Pooled => return Err(DirectError::Http1(e)),
             }
         }
     }
@@ -335,73 +408,6 @@ pub(super) fn add_client_headers(headers: &mut HeaderMap) {
     headers
         .entry(ACCEPT)
         .or_insert(HeaderValue::from_static("*/*"));
-}
-
-/// An answer from either path, read the same way.
-pub(super) enum Reply {
-    /// Through reqwest.
-    Pooled(reqwest::Response),
-    /// A stream of a [`Direct`] HTTP/2 connection.
-    Direct(hyper::Response<RecvStream>),
-    /// On a [`Direct`] HTTP/1.1 connection.
-    Http1(http1::Answer),
-}
-
-impl Reply {
-    pub(super) fn status(&self) -> StatusCode {
-        match self {
-            Reply::Pooled(r) => r.status(),
-            Reply::Direct(r) => r.status(),
-            Reply::Http1(a) => a.response.status(),
-        }
-    }
-
-    pub(super) fn headers(&self) -> &HeaderMap {
-        match self {
-            Reply::Pooled(r) => r.headers(),
-            Reply::Direct(r) => r.headers(),
-            Reply::Http1(a) => a.response.headers(),
-        }
-    }
-
-    /// The next chunk of the body; `None` at its end. The error is
-    /// described (without the URL).
-    pub(super) async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
-        match self {
-            Reply::Pooled(r) => r
-                .chunk()
-                .await
-                .map_err(super::request::describe_reqwest_error),
-            Reply::Direct(r) => {
-                let body = r.body_mut();
-                match body.data().await {
-                    None => Ok(None),
-                    Some(Err(e)) => Err(super::request::describe_chain(&e)),
-                    Some(Ok(data)) => {
-                        // Read: the server may send as much again. An error
-                        // here is the stream's, and the next read says it.
-                        let _ = body.flow_control().release_capacity(data.len());
-                        Ok(Some(data))
-                    }
-                }
-            }
-            Reply::Http1(answer) => loop {
-                match answer.response.body_mut().frame().await {
-                    None => {
-                        answer.ended();
-                        return Ok(None);
-                    }
-                    Some(Err(e)) => return Err(super::request::describe_chain(&e)),
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            return Ok(Some(data));
-                        }
-                        // Trailers: not part of the body.
-                    }
-                }
-            },
-        }
-    }
 }
 
 /// The name TLS verifies, and the host to resolve (an IP literal resolves

@@ -14,11 +14,13 @@
 //! A connection goes back when its answer has been read to the end (and the
 //! server did not say `Connection: close`); one whose answer was dropped
 //! unread (a redirect's) once hyper has it ready again, within a second.
-//! A reused connection the server closed meanwhile (before the request was
-//! written, or with no answer at all) is replaced, and the request sent on
-//! a new one.
+//! A reused connection the server closed meanwhile is replaced and the
+//! request sent on a new one: always when the request had not been
+//! written; when it had but no answer came, only if it may be repeated
+//! (see [`SendFailure::NoAnswer`]). Closed and expired idle connections of
+//! every origin are swept every few seconds of use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,14 +40,23 @@ use super::direct::lock;
 /// An HTTP/1.1 connection's handle.
 pub(super) type Sender = SendRequest<Full<Bytes>>;
 
-/// Beyond this many origins, those with no idle connection are forgotten.
+/// Beyond this many origins, every access sweeps.
 const PRUNE_ABOVE: usize = 1024;
+/// How often the idle lists are swept (or the idle timeout, if shorter).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Idle HTTP/1.1 connections of one process (see the module docs).
 pub(super) struct Idle {
     max_per_origin: usize,
     timeout: Duration,
-    origins: Mutex<HashMap<String, Vec<(Sender, Instant)>>>,
+    pools: Mutex<Pools>,
+}
+
+struct Pools {
+    /// Per origin, oldest first.
+    by_origin: HashMap<String, VecDeque<(Sender, Instant)>>,
+    /// When every origin's list was last swept of closed and expired ones.
+    swept: Instant,
 }
 
 impl Idle {
@@ -53,33 +64,56 @@ impl Idle {
         Self {
             max_per_origin: max_per_origin.max(1),
             timeout,
-            origins: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Pools {
+                by_origin: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
     }
 
     /// The newest idle connection to `origin` still open, if any; older
     /// than the idle timeout or closed ones are dropped on the way.
     pub(super) fn take(&self, origin: &str) -> Option<Sender> {
-        let mut origins = lock(&self.origins);
-        let idle = origins.get_mut(origin)?;
+        let mut pools = lock(&self.pools);
         let now = Instant::now();
-        idle.retain(|(conn, since)| {
-            !conn.is_closed() && now.saturating_duration_since(*since) <= self.timeout
-        });
-        idle.pop().map(|(conn, _)| conn)
+        self.sweep(&mut pools, now);
+        let idle = pools.by_origin.get_mut(origin)?;
+        while let Some((conn, since)) = idle.pop_back() {
+            if !conn.is_closed() && now.saturating_duration_since(since) <= self.timeout {
+                return Some(conn);
+            }
+        }
+        None
     }
 
     fn put(&self, origin: String, conn: Sender) {
-        let mut origins = lock(&self.origins);
-        if origins.len() > PRUNE_ABOVE {
-            origins.retain(|_, idle| !idle.is_empty());
-        }
-        let idle = origins.entry(origin).or_default();
+        let mut pools = lock(&self.pools);
+        let now = Instant::now();
+        self.sweep(&mut pools, now);
+        let idle = pools.by_origin.entry(origin).or_default();
         if idle.len() >= self.max_per_origin {
             // The oldest goes: the newest is the likeliest to be open.
-            idle.remove(0);
+            idle.pop_front();
         }
-        idle.push((conn, Instant::now()));
+        idle.push_back((conn, now));
+    }
+
+    /// Drop closed and expired connections of every origin (so origins no
+    /// longer fired at do not keep theirs open), at most once per sweep
+    /// interval unless the origins are many.
+    fn sweep(&self, pools: &mut Pools, now: Instant) {
+        let due = now.saturating_duration_since(pools.swept) >= self.timeout.min(SWEEP_EVERY);
+        if !due && pools.by_origin.len() <= PRUNE_ABOVE {
+            return;
+        }
+        pools.swept = now;
+        let timeout = self.timeout;
+        pools.by_origin.retain(|_, idle| {
+            idle.retain(|(conn, since)| {
+                !conn.is_closed() && now.saturating_duration_since(*since) <= timeout
+            });
+            !idle.is_empty()
+        });
     }
 }
 
@@ -103,27 +137,36 @@ pub(super) struct Lease {
 
 /// Why a request was not answered on a leased connection.
 pub(super) enum SendFailure {
-    /// The connection closed before the request was written, or closed
-    /// (or was reset) with not a byte of an answer after it: what a server
-    /// closing an idle connection as the request leaves looks like. A
-    /// reused connection is replaced and the request sent again, as
-    /// browsers do (RFC 9110 §9.2.2 allows it for a request that carries
-    /// an idempotency key).
-    Closed(hyper::Error),
+    /// The connection had closed before the request was written: it may go
+    /// on another connection.
+    Unsent(hyper::Error),
+    /// The connection closed (or was reset) under the request before a
+    /// complete answer: what a server closing an idle connection as the
+    /// request arrives looks like, and also what a server that dies
+    /// mid-request looks like. Sent again on a new connection only when the
+    /// connection was reused and the request may be repeated (RFC 9110
+    /// §9.2.2: an idempotent method, or an idempotency key).
+    NoAnswer(hyper::Error),
     /// Anything else.
     Failed(hyper::Error),
+    /// The URL gave no valid request target or `Host`.
+    Request(hyper::http::Error),
 }
 
 fn closed_under(e: &hyper::Error) -> bool {
     use std::io::ErrorKind;
-    if e.is_canceled() || e.is_incomplete_message() {
+    if e.is_incomplete_message() {
         return true;
     }
     let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
     io.is_some_and(|io| {
         matches!(
             io.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+            ErrorKind::ConnectionReset
+                | ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionAborted
+                // rustls: the peer closed without `close_notify`.
+                | ErrorKind::UnexpectedEof
         )
     })
 }
@@ -140,20 +183,20 @@ pub(super) async fn send(
         (Some(host), None) => host.to_owned(),
         (None, _) => String::new(),
     };
-    if let Ok(value) = HeaderValue::from_str(&host) {
-        request.headers_mut().insert(HOST, value);
-    }
+    let host = HeaderValue::from_str(&host).map_err(|e| SendFailure::Request(e.into()))?;
+    request.headers_mut().insert(HOST, host);
     let target = match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    if let Ok(uri) = target.parse() {
-        *request.uri_mut() = uri;
-    }
-    conn.ready().await.map_err(SendFailure::Closed)?;
+    *request.uri_mut() = target
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| SendFailure::Request(e.into()))?;
+    conn.ready().await.map_err(SendFailure::Unsent)?;
     match conn.send_request(request).await {
         Ok(response) => Ok((response, conn)),
-        Err(e) if closed_under(&e) => Err(SendFailure::Closed(e)),
+        Err(e) if e.is_canceled() => Err(SendFailure::Unsent(e)),
+        Err(e) if closed_under(&e) => Err(SendFailure::NoAnswer(e)),
         Err(e) => Err(SendFailure::Failed(e)),
     }
 }

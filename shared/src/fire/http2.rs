@@ -28,6 +28,33 @@ impl Sender {
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// The connection takes no new streams (a GOAWAY it is draining under,
+    /// an error): the next request dials, without waiting for its task to
+    /// end.
+    fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Sets the flag however the connection's task ends: finished, or dropped
+/// with its runtime.
+struct Ended(Arc<AtomicBool>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Why a request got no answer on an HTTP/2 connection.
+pub(super) enum Failure {
+    /// No stream was opened (the connection takes no new ones), or the
+    /// server refused it unprocessed (`REFUSED_STREAM`, RFC 9113 §8.7):
+    /// the request may go on another connection.
+    Unopened(h2::Error),
+    /// Anything else.
+    Failed(DirectError),
 }
 
 /// Settings of the connections, as hyper's client has them.
@@ -51,12 +78,12 @@ pub(super) async fn handshake(tls: TlsStream<TcpStream>) -> Result<Sender, h2::E
         .handshake::<_, Bytes>(tls)
         .await?;
     let closed = Arc::new(AtomicBool::new(false));
-    let ended = Arc::clone(&closed);
+    let ended = Ended(Arc::clone(&closed));
     tokio::spawn(async move {
+        let _ended = ended;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "HTTP/2 connection ended");
         }
-        ended.store(true, Ordering::Release);
     });
     Ok(Sender { send, closed })
 }
@@ -66,18 +93,26 @@ pub(super) async fn handshake(tls: TlsStream<TcpStream>) -> Result<Sender, h2::E
 /// for a method with payload semantics); drops what HTTP/2 forbids.
 pub(super) async fn send(
     conn: Sender,
-    method: Method,
+    method: &Method,
     url: &Url,
-    mut headers: HeaderMap,
+    headers: &HeaderMap,
     body: Option<&str>,
-) -> Result<hyper::Response<RecvStream>, DirectError> {
+) -> Result<hyper::Response<RecvStream>, Failure> {
+    let mut send = match conn.send.clone().ready().await {
+        Ok(send) => send,
+        Err(e) => {
+            conn.mark_closed();
+            return Err(Failure::Unopened(e));
+        }
+    };
+    let mut headers = headers.clone();
     add_client_headers(&mut headers);
     strip_connection_headers(&mut headers);
     let body = body
         .filter(|b| !b.is_empty())
         .map(|b| Bytes::copy_from_slice(b.as_bytes()));
     let len = body.as_ref().map_or(0, Bytes::len);
-    if len != 0 || !matches!(method, Method::GET | Method::HEAD | Method::DELETE) {
+    if len != 0 || !matches!(*method, Method::GET | Method::HEAD | Method::DELETE) {
         headers
             .entry(CONTENT_LENGTH)
             .or_insert(HeaderValue::from(len));
@@ -88,17 +123,31 @@ pub(super) async fn send(
         .method(method)
         .uri(uri)
         .body(())
-        .map_err(DirectError::Request)?;
+        .map_err(|e| Failure::Failed(DirectError::Request(e)))?;
     *request.headers_mut() = headers;
-    let mut send = conn.send.ready().await.map_err(DirectError::Http2)?;
     let (response, mut stream) = send
         .send_request(request, body.is_none())
-        .map_err(DirectError::Http2)?;
+        .map_err(|e| unopened_or_failed(&conn, e))?;
     if let Some(body) = body {
         // Buffered by h2 until the stream's window lets it go.
-        stream.send_data(body, true).map_err(DirectError::Http2)?;
+        stream
+            .send_data(body, true)
+            .map_err(|e| unopened_or_failed(&conn, e))?;
     }
-    response.await.map_err(DirectError::Http2)
+    response.await.map_err(|e| unopened_or_failed(&conn, e))
+}
+
+/// A refused stream was never processed; a GOAWAY also means the
+/// connection takes no more.
+fn unopened_or_failed(conn: &Sender, e: h2::Error) -> Failure {
+    if e.is_go_away() {
+        conn.mark_closed();
+    }
+    if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Failure::Unopened(e)
+    } else {
+        Failure::Failed(DirectError::Http2(e))
+    }
 }
 
 /// HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2); `h2`

@@ -22,6 +22,7 @@ pub mod guard;
 mod http1;
 mod http2;
 pub mod pool;
+mod reply;
 pub mod request;
 pub mod signing;
 pub mod warmup;

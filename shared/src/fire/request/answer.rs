@@ -7,7 +7,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 
 use super::{parse_retry_after, Answer, Firer, Prepared, SendError, EXCERPT_BYTES};
-use crate::fire::direct::Reply;
+use crate::fire::reply::Reply;
 use crate::sanitise::{body_excerpt, BodyInfo};
 
 impl Firer {

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{Firer, Prepared, SendError};
-use crate::fire::direct::{Reply, Route};
+use crate::fire::direct::Route;
 use crate::fire::guard::GuardError;
-use crate::fire::http2;
+use crate::fire::reply::Reply;
 
 impl Firer {
     /// Send `prepared`, following redirects by hand (the client follows
@@ -50,9 +50,10 @@ impl Firer {
         }
     }
 
-    /// One request of the chain, within the deadline: a stream on the
-    /// origin's HTTP/2 connection when it has one ([`crate::fire::direct`]),
-    /// through reqwest otherwise.
+    /// One request of the chain, within the deadline: over HTTPS on the
+    /// direct path ([`crate::fire::direct`]: a stream on the origin's HTTP/2
+    /// connection, or an HTTP/1.1 connection of its own), through reqwest
+    /// otherwise.
     async fn send_once(&self, hop: &Prepared, deadline: Instant) -> Result<Reply, SendError> {
         tokio::time::timeout_at(deadline, self.send_hop(hop))
             .await
@@ -62,25 +63,21 @@ impl Firer {
     async fn send_hop(&self, hop: &Prepared) -> Result<Reply, SendError> {
         if let Some(direct) = &self.direct {
             let route = direct.route(&hop.url).await.map_err(SendError::Direct)?;
-            let headers = || hop.headers.clone();
+            let (method, url, headers) = (&hop.method, &hop.url, &hop.headers);
             let body = hop.body.as_deref();
             match route {
                 Route::Http2(conn) => {
-                    return http2::send(conn, hop.method.clone(), &hop.url, headers(), body)
+                    return direct
+                        .send_http2(conn, method, url, headers, body)
                         .await
-                        .map(Reply::Direct)
                         .map_err(SendError::Direct)
                 }
                 Route::Http1(lease) => {
                     // Boxed: inline, this future's state (the request, the
                     // connection's readiness, a possible redial) would be
                     // carried by every HTTP/2 request's future as well.
-                    let send =
-                        direct.send_http1(lease, hop.method.clone(), &hop.url, headers(), body);
-                    return Box::pin(send)
-                        .await
-                        .map(Reply::Http1)
-                        .map_err(SendError::Direct);
+                    let send = direct.send_http1(lease, method, url, headers, body);
+                    return Box::pin(send).await.map_err(SendError::Direct);
                 }
                 Route::Pooled => {}
             }
