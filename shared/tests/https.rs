@@ -16,6 +16,9 @@ use sundial::fire::{
 use sundial_target::tls::{Alpn, TestCa};
 use sundial_target::{self as target_server, TargetConfig, TargetServer};
 
+mod common;
+use common::get;
+
 const LOCAL: &str = "127.0.0.1/32,::1/128";
 
 /// The client options a process gets when `SUNDIAL_EXTRA_CA_FILE` names
@@ -63,19 +66,6 @@ async fn burst(
     fire_stream(Arc::clone(firer), stream::iter(jobs), limits)
         .collect()
         .await
-}
-
-fn get(url: String) -> FireRequest {
-    FireRequest {
-        method: "GET".into(),
-        url,
-        headers: Vec::new(),
-        body: None,
-        timeout: Duration::from_secs(5),
-        idempotency_key: "task-1:2024-01-01T00:00:00Z".into(),
-        flow: None,
-        fired_for: None,
-    }
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! What the admin API tests share: a queue that captures what the API
 //! sends (and can be told to refuse), a target check that accepts every
-//! URL, and the router called as a tower service with the test token.
-//! Each test file includes it with `mod common;` and uses what it needs.
+//! URL, and the router called as a tower service with the test token; for
+//! the firing tests, a plain GET to fire ([`get`]). Each test file
+//! includes it with `mod common;` and uses what it needs.
 
 #![allow(dead_code)]
 
@@ -111,5 +112,19 @@ impl Api {
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         self.raw(method, path, &body).await
+    }
+}
+
+/// A GET of `url` with a 5 s timeout and a fixed idempotency key.
+pub fn get(url: impl Into<String>) -> sundial::fire::FireRequest {
+    sundial::fire::FireRequest {
+        method: "GET".into(),
+        url: url.into(),
+        headers: Vec::new(),
+        body: None,
+        timeout: std::time::Duration::from_secs(5),
+        idempotency_key: "task-1:2024-01-01T00:00:00Z".into(),
+        flow: None,
+        fired_for: None,
     }
 }
