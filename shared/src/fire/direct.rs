@@ -47,10 +47,8 @@ use super::guard::{GuardError, TargetGuard};
 use super::http1::{self, Idle, Lease, SendFailure};
 use super::http2::{self, Sender};
 use super::reply::Reply;
+use super::request::IDEMPOTENCY_HEADER;
 use super::warmup::{origin_of, Warmup};
-
-/// The header that makes a request safe to repeat (the firer's).
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Beyond this many origins, those unused for the idle timeout are dropped.
 const PRUNE_ABOVE: usize = 1024;
@@ -372,7 +370,7 @@ impl Direct {
             *request.headers_mut() = headers;
             request
         };
-        let repeatable = method.is_idempotent() || headers.contains_key(IDEMPOTENCY_KEY);
+        let repeatable = method.is_idempotent() || headers.contains_key(IDEMPOTENCY_HEADER);
         let key = origin_of(url).unwrap_or_default();
         loop {
             let e = match http1::send(lease.conn, request(), url).await {
