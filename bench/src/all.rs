@@ -242,8 +242,15 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
              concurrency C = {} (global and per host). Limit = Little's law: \
              N / (ceil(N / C) · L) with L = {} ms. Fire window = due time → last request \
              finished; drain = due time → last outcome written back. Lag = `fired_at − \
-             scheduled_for` from `task_runs`.\n\n",
-            r.delay_ms, r.concurrency, r.delay_ms
+             scheduled_for` from `task_runs`. Slow start: {} (each burst goes to a flow \
+             the processor has no history of).\n\n",
+            r.delay_ms,
+            r.concurrency,
+            r.delay_ms,
+            match r.slow_start {
+                Some(w) => format!("from {w} in flight, doubling per round trip"),
+                None => "off (`--slow-start off`), or a report from before it".to_string(),
+            }
         ));
         md.push_str(&burst::table(r).markdown());
         md.push_str(&resources_line(&f.resources));
@@ -519,8 +526,9 @@ fn flow_section(
              so N / R = {} s. The deployed shape: the scanner's tick, {}, \
              {} long-polling processors (concurrency {} each, per-flow cap \
              {}), {} attempts per task. (a) a `flows` row limits the flow to R/s, burst 1; \
-             (b) no row (adaptive concurrency and shared backoff), the default and with the \
-             opt-in slow start from {} in flight (`SUNDIAL_FLOW_SLOW_START`). 429s are counted \
+             (b) no row (adaptive concurrency and shared backoff), slow start from {} in flight \
+             (the default `SUNDIAL_FLOW_SLOW_START`), and for comparison with slow start off \
+             (no targets). 429s are counted \
              at the target; drain = first to last admitted request; lost = occurrences without a \
              succeeded run when the variant ended; busiest second = most requests the target \
              saw in one wall-clock second.\n\n",

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use sundial::config::defaults;
 
 use super::env::{self, Completion, Pipeline};
 use super::measure::{self, round2, round3, Dist, Meter, Progress, Resources};
@@ -38,6 +39,11 @@ pub struct BurstArgs {
     /// long-running processor) instead of starting with none (a cold one).
     #[arg(long)]
     pub warm: bool,
+    /// Slow start's window: requests in flight a new flow starts from
+    /// (`SUNDIAL_FLOW_SLOW_START`), or `off` to start at the cap and see
+    /// what the ramp costs a burst.
+    #[arg(long, default_value_t = defaults::FLOW_SLOW_START.to_string(), value_parser = window)]
+    pub slow_start: String,
     #[command(flatten)]
     pub shape: TargetShape,
     #[command(flatten)]
@@ -57,7 +63,24 @@ pub struct BurstResults {
     /// Local ports the tasks were spread over.
     #[serde(default = "one")]
     pub hosts: u16,
+    /// Slow start's window (`None`: off, or a report from before it).
+    #[serde(default)]
+    pub slow_start: Option<usize>,
     pub runs: Vec<BurstRun>,
+}
+
+/// `--slow-start`: `off`, or a window of at least 1.
+fn window(raw: &str) -> std::result::Result<String, String> {
+    if raw.eq_ignore_ascii_case("off") || raw.parse::<usize>().is_ok_and(|w| w >= 1) {
+        Ok(raw.to_string())
+    } else {
+        Err(format!("{raw:?} is not `off` or a window of at least 1"))
+    }
+}
+
+/// The window `--slow-start` asks for (`None`: off).
+fn slow_start(raw: &str) -> Option<usize> {
+    raw.parse::<usize>().ok()
 }
 
 fn one() -> u16 {
@@ -118,6 +141,7 @@ pub async fn run(args: BurstArgs) -> Result<()> {
         warm: args.warm,
         proto: args.shape.proto,
         hosts: args.shape.hosts,
+        slow_start: slow_start(&args.slow_start),
         runs,
     };
     println!("{}", table(&results).text());
@@ -133,7 +157,8 @@ pub async fn run(args: BurstArgs) -> Result<()> {
 }
 
 async fn run_size(ctx: &Ctx, target: &Target, args: &BurstArgs, n: u64) -> Result<BurstRun> {
-    let settings = target.settings(args.concurrency, 75)?;
+    let mut settings = target.settings(args.concurrency, 75)?;
+    settings.flow.initial_limit = slow_start(&args.slow_start).unwrap_or(usize::MAX);
     let pool = ctx.db.fresh(settings.db_pool_size).await?;
     // Leave the scan time to claim and enqueue everything before the due time.
     let lead = Duration::from_millis(2000 + n / 5);

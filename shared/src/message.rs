@@ -42,10 +42,12 @@ pub struct DispatchMessage {
     /// firing it is recorded but never moves the schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillRef>,
-    /// Sent without a slot of its rate-limited flow (a retry the flow's
-    /// retry budget put off to the next window): it takes the next free
-    /// slot when it arrives. A slot reserved that far ahead would move the
-    /// flow's schedule past every slot before it, and leave them unused.
+    /// Sent without a slot of its flow (retries and messages a flow held):
+    /// if the flow paces when it arrives, it takes the next free slot at or
+    /// after its `fire_at` then. A slot reserved when it was sent stays
+    /// empty whenever the queue delivers the message after it (a backlog
+    /// ahead of it, as after a 429 burst), and the flow's schedule, already
+    /// moved past it, leaves the target idle meanwhile.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slot_on_arrival: bool,
 }

@@ -578,8 +578,9 @@ async fn a_host_that_is_down_opens_its_flow_and_every_held_occurrence_is_account
 
 /// With `SUNDIAL_FLOW_SLOW_START`, a burst to a flow the processors have no
 /// history of arrives as a ramp: each processor starts with that many
-/// requests in flight and doubles per round trip, instead of sending its
-/// whole share at once.
+/// requests in flight and doubles the window every 50 ms, instead of
+/// sending its whole share at once; and the ramp runs on the clock, so a
+/// slow endpoint's burst is not held back for several of its round trips.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn slow_start_ramps_a_burst_up_from_its_window(pool: PgPool) {
     let server = target_server::spawn(TargetConfig::default())
@@ -609,20 +610,28 @@ async fn slow_start_ramps_a_burst_up_from_its_window(pool: PgPool) {
         .map(|r| r.received_at)
         .collect();
     assert_eq!(arrivals.len(), 60);
-    // The first round trip: at most the window of each processor.
-    let first_round = max_in_window(&arrivals[..], chrono::Duration::milliseconds(200));
     let first = arrivals.iter().min().copied().expect("arrivals");
-    let opening = arrivals
-        .iter()
-        .filter(|t| **t < first + chrono::Duration::milliseconds(200))
-        .count();
+    let offsets: Vec<i64> = {
+        let mut o: Vec<i64> = arrivals
+            .iter()
+            .map(|t| (*t - first).num_milliseconds())
+            .collect();
+        o.sort_unstable();
+        o
+    };
+    // The first round (50 ms; 25 ms of it for jitter): at most the window
+    // of each processor.
+    let opening = offsets.iter().filter(|ms| **ms < 25).count();
     assert!(
         opening <= 2 * PROCESSORS,
-        "{opening} requests in the first round trip (window 2 per processor)"
+        "{opening} requests in the first round (window 2 per processor): {offsets:?}"
     );
-    // And it ramps: later rounds carry many more than the window.
+    // And it ramps on the clock: every request starts before the first
+    // answers have come back twice (300 ms each), where doubling per round
+    // trip would take five of them (2, 4, 8, 16, 30 per processor).
+    let last = offsets.last().copied().unwrap_or_default();
     assert!(
-        first_round > 4 * PROCESSORS,
-        "the busiest 200 ms saw only {first_round} requests: no ramp"
+        last < 600,
+        "the last request arrived {last} ms after the first: {offsets:?}"
     );
 }

@@ -18,6 +18,9 @@ pub mod defaults {
     pub const CONCURRENCY: usize = 200;
     /// Requests in flight per target host (`SUNDIAL_PER_HOST_CONCURRENCY`).
     pub const PER_HOST_CONCURRENCY: usize = 50;
+    /// Requests in flight a flow new to a processor starts from, in slow
+    /// start (`SUNDIAL_FLOW_SLOW_START`; `off` starts at the cap).
+    pub const FLOW_SLOW_START: usize = 4;
     /// How far ahead the scanner claims (`SUNDIAL_LOOKAHEAD_SECS`): one
     /// EventBridge tick plus a margin, so nothing due before the next tick
     /// waits for it.
@@ -366,7 +369,7 @@ fn flow_settings(
     let as_ms = |t: Duration| t.as_millis() as u64;
     Ok(crate::flow::FlowSettings {
         per_flow_cap,
-        initial_limit: number(env, "SUNDIAL_FLOW_SLOW_START", d.initial_limit, 1, 100_000)?,
+        initial_limit: slow_start(env, d.initial_limit)?,
         breaker_failures: number(
             env,
             "SUNDIAL_BREAKER_FAILURES",
@@ -398,6 +401,16 @@ fn flow_settings(
         )?,
         sync_every: millis(env, "SUNDIAL_FLOW_SYNC_MS", as_ms(d.sync_every), 20, 60_000)?,
     })
+}
+
+/// `SUNDIAL_FLOW_SLOW_START`: a window of 1 to 100,000, or `off` (a new
+/// flow starts at its cap).
+fn slow_start(env: &HashMap<String, String>, default: usize) -> Result<usize, ConfigError> {
+    const NAME: &str = "SUNDIAL_FLOW_SLOW_START";
+    match env.get(NAME).map(|v| v.trim()) {
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(usize::MAX),
+        _ => number(env, NAME, default, 1, 100_000),
+    }
 }
 
 pub(crate) fn number<T>(

@@ -29,11 +29,14 @@ fn invalid_numbers_name_the_variable() {
     assert!(err.to_string().contains("not a number"), "{err}");
     let s = Settings::from_map(&env(&[("SUNDIAL_RETRY_BUDGET", "0.25")])).unwrap();
     assert_eq!(s.flow.retry_budget, 0.25);
-    // Slow start is off unless asked for.
+    // Slow start is on (from 4) unless turned off.
     let s = Settings::from_map(&env(&[])).unwrap();
-    assert!(s.flow.initial_limit >= s.flow.per_flow_cap);
-    let s = Settings::from_map(&env(&[("SUNDIAL_FLOW_SLOW_START", "4")])).unwrap();
     assert_eq!(s.flow.initial_limit, 4);
+    assert!(s.flow.initial_limit < s.flow.per_flow_cap);
+    let s = Settings::from_map(&env(&[("SUNDIAL_FLOW_SLOW_START", "16")])).unwrap();
+    assert_eq!(s.flow.initial_limit, 16);
+    let s = Settings::from_map(&env(&[("SUNDIAL_FLOW_SLOW_START", " Off ")])).unwrap();
+    assert!(s.flow.initial_limit >= s.flow.per_flow_cap);
     let err = Settings::from_map(&env(&[("SUNDIAL_FLOW_SLOW_START", "0")])).unwrap_err();
     assert!(err.to_string().contains("SUNDIAL_FLOW_SLOW_START"), "{err}");
     let s = Settings::from_map(&env(&[

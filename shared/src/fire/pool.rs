@@ -283,12 +283,14 @@ where
     /// slot when it says yes.
     fn may_start(&self, i: usize) -> Result<(), Option<Duration>> {
         let job = &self.pending[i];
-        let cap = match &self.limits.flows {
-            Some(flows) => flows.in_flight_limit(&job.host),
-            None => self.limits.per_host,
+        let (cap, grows_in) = match &self.limits.flows {
+            Some(flows) => flows.in_flight_window(&job.host),
+            None => (self.limits.per_host, None),
         };
         if self.per_host.get(&job.host).is_some_and(|n| *n >= cap) {
-            return Err(None);
+            // In slow start the window grows on the clock, not only when a
+            // request finishes.
+            return Err(grows_in);
         }
         if let (Some(origin), Some(warmup)) = (&job.origin, self.firer.warmup()) {
             if warmup.check(origin, Instant::now()) == Admit::Wait {

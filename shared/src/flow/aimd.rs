@@ -3,14 +3,17 @@
 //! well above the flow's baseline cuts it by a tenth; a stretch of calm
 //! successes adds one. The limit stays between 1 and the flow's cap.
 //!
-//! With `SUNDIAL_FLOW_SLOW_START` set, a flow this processor has no history
-//! of starts in *slow start*, as TCP does: from that window, each calm
-//! answer adds one (the window doubles every round trip) until the cap, a
-//! 429 or congestion. A burst of thousands at the top of the hour then
-//! reaches a slow target as a ramp of a few round trips instead of all at
-//! once. Off by default: the ramp costs every burst log2(cap / window)
-//! round trips of lateness, and against a fast target (1 ms) concurrency
-//! does not bound the rate anyway (see docs/BENCHMARKS.md).
+//! A flow this processor has no history of starts in *slow start*: from
+//! `SUNDIAL_FLOW_SLOW_START` (default 4) in flight, the window doubles every
+//! [`SLOW_START_ROUND`] from the flow's first request until the cap, a 429
+//! or congestion. A burst of thousands at the top of the hour then reaches
+//! a target as a ramp of a few rounds instead of all at once, and a rate
+//! limit answers its first 429s while few requests are in flight. Unlike
+//! TCP's, the ramp runs on the clock, not on answers: a scheduled call that
+//! takes 10 s must still fire on its second, not after a few of its round
+//! trips (a fragile slow target wants `max_in_flight`). It costs a burst to
+//! a cold flow log2(cap / window) rounds, 200 ms from 4 to the default cap
+//! of 50 (see docs/BENCHMARKS.md); `SUNDIAL_FLOW_SLOW_START=off` skips it.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,11 @@ use std::time::{Duration, Instant};
 pub const SETTLE: Duration = Duration::from_millis(500);
 /// The limit grows by one at most this often.
 pub const GROWTH_EVERY: Duration = Duration::from_millis(100);
+/// In slow start the window doubles once per this long: long enough for a
+/// fast target's 429s to come back within a round (doubling per round trip
+/// of a 1 ms target reached the cap long before a per-second rate limit
+/// had said anything), short enough that the ramp costs a burst little.
+pub const SLOW_START_ROUND: Duration = Duration::from_millis(50);
 /// Latency above `baseline * LATENCY_FACTOR + LATENCY_SLACK` is congestion.
 pub const LATENCY_FACTOR: f64 = 2.0;
 /// See [`LATENCY_FACTOR`] (keeps fast targets' jitter from counting).
@@ -36,8 +44,11 @@ pub struct Aimd {
     last_increase: Option<Instant>,
     /// Successes since the limit last grew.
     calm: u32,
-    /// Growing by one per calm answer (see the module docs).
+    /// Doubling per round (see the module docs).
     slow_start: bool,
+    /// When slow start's current round began: the first at the flow's
+    /// first request ([`Aimd::limit_at`]).
+    round_began: Option<Instant>,
 }
 
 /// What a call told the limiter.
@@ -64,6 +75,7 @@ impl Aimd {
             last_increase: None,
             calm: 0,
             slow_start: false,
+            round_began: None,
         }
     }
 
@@ -80,9 +92,26 @@ impl Aimd {
         self.slow_start
     }
 
-    /// Requests in flight allowed now.
+    /// Requests in flight allowed (as of the last [`Aimd::limit_at`]).
     pub fn limit(&self) -> usize {
         self.limit.floor().max(1.0) as usize
+    }
+
+    /// Requests in flight allowed at `now`, and while in slow start when the
+    /// window doubles next. The first call begins slow start's first round.
+    pub fn limit_at(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        if !self.slow_start {
+            return (self.limit(), None);
+        }
+        let began = *self.round_began.get_or_insert(now);
+        let rounds = (now.duration_since(began).as_nanos() / SLOW_START_ROUND.as_nanos()) as u32;
+        if rounds > 0 {
+            self.limit = (self.limit * 2f64.powi(rounds.min(64) as i32)).min(self.cap);
+            self.round_began = Some(began + SLOW_START_ROUND * rounds);
+            self.slow_start = self.limit < self.cap;
+        }
+        let next = self.round_began.filter(|_| self.slow_start);
+        (self.limit(), next.map(|b| b + SLOW_START_ROUND))
     }
 
     /// A new cap (the flow's `max_in_flight` changed).
@@ -116,8 +145,7 @@ impl Aimd {
                         self.decrease(0.9, now);
                     }
                 } else if self.slow_start {
-                    self.limit = (self.limit + 1.0).min(self.cap);
-                    self.slow_start = self.limit < self.cap;
+                    // The clock grows the window ([`Aimd::limit_at`]).
                 } else if settled {
                     self.calm = self.calm.saturating_add(1);
                     let paced = self
@@ -228,39 +256,59 @@ mod tests {
         let t = Instant::now();
         let mut a = Aimd::slow_start(4, 50);
         assert!(a.in_slow_start());
-        // One round trip: the 4 in flight answer, the window is 8.
-        for _ in 0..4 {
-            a.observe(Signal::Answered(FAST), t);
+        // The first request begins the first round, at the starting window.
+        assert_eq!(a.limit_at(t), (4, Some(t + SLOW_START_ROUND)));
+        // However many answers come back within the round.
+        for k in 0..40 {
+            a.observe(Signal::Answered(FAST), t + Duration::from_millis(k));
         }
-        assert_eq!(a.limit(), 8);
-        for _ in 0..8 {
-            a.observe(Signal::Answered(FAST), t);
-        }
-        assert_eq!(a.limit(), 16);
-        for _ in 0..100 {
-            a.observe(Signal::Answered(FAST), t);
-        }
-        assert_eq!(a.limit(), 50);
+        assert_eq!(a.limit_at(t + Duration::from_millis(49)).0, 4);
+        let r1 = t + SLOW_START_ROUND;
+        assert_eq!(a.limit_at(r1), (8, Some(r1 + SLOW_START_ROUND)));
+        // Two rounds without a look double twice.
+        assert_eq!(a.limit_at(r1 + SLOW_START_ROUND * 2).0, 32);
+        // The cap ends slow start.
+        assert_eq!(a.limit_at(r1 + SLOW_START_ROUND * 3), (50, None));
         assert!(!a.in_slow_start());
         // Then congestion avoidance: at most one step per GROWTH_EVERY.
         a.set_cap(100);
         for _ in 0..200 {
-            a.observe(Signal::Answered(FAST), t);
+            a.observe(Signal::Answered(FAST), r1 + SLOW_START_ROUND * 4);
         }
         assert_eq!(a.limit(), 51);
+    }
+
+    #[test]
+    fn slow_start_runs_on_the_clock_not_on_answers() {
+        // Requests that take longer than the whole ramp (or never answer)
+        // hold nothing back: the window grows without them.
+        let t = Instant::now();
+        let mut a = Aimd::slow_start(4, 50);
+        assert_eq!(a.limit_at(t).0, 4);
+        assert_eq!(a.limit_at(t + SLOW_START_ROUND * 4), (50, None));
+        // Their answers, when they come, are the baseline, not congestion.
+        a.observe(
+            Signal::Answered(Duration::from_secs(10)),
+            t + SLOW_START_ROUND * 5,
+        );
+        assert_eq!(a.limit(), 50);
     }
 
     #[test]
     fn a_429_ends_slow_start() {
         let t = Instant::now();
         let mut a = Aimd::slow_start(4, 50);
-        for _ in 0..12 {
-            a.observe(Signal::Answered(FAST), t);
-        }
-        assert_eq!(a.limit(), 16);
+        a.limit_at(t);
+        assert_eq!(a.limit_at(t + SLOW_START_ROUND * 2).0, 16);
+        let t = t + SLOW_START_ROUND * 2;
         a.observe(Signal::Throttled, t);
         assert_eq!(a.limit(), 8);
         assert!(!a.in_slow_start());
+        assert_eq!(
+            a.limit_at(t + SLOW_START_ROUND * 5),
+            (8, None),
+            "the clock stops"
+        );
         for _ in 0..100 {
             a.observe(Signal::Answered(FAST), t + SETTLE);
         }

@@ -278,7 +278,19 @@ impl FlowControl {
 
     /// Requests in flight this processor allows the flow now.
     pub fn in_flight_limit(&self, flow: &str) -> usize {
-        self.with(flow, |e| e.aimd.limit().min(e.limits.cap).max(1))
+        self.in_flight_window(flow).0
+    }
+
+    /// [`FlowControl::in_flight_limit`], and in slow start how long until
+    /// it doubles (a pool at the limit looks again then: no answer need
+    /// come first).
+    pub fn in_flight_window(&self, flow: &str) -> (usize, Option<Duration>) {
+        let now = tokio::time::Instant::now().into_std();
+        self.with(flow, |e| {
+            let (limit, grows_at) = e.aimd.limit_at(now);
+            let grows_in = grows_at.map(|at| at.saturating_duration_since(now));
+            (limit.min(e.limits.cap).max(1), grows_in)
+        })
     }
 
     /// May a request of `flow` start now? `seed` spreads held messages'

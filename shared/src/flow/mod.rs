@@ -59,11 +59,10 @@ pub struct FlowSettings {
     /// sets `max_in_flight` (`SUNDIAL_PER_HOST_CONCURRENCY`).
     pub per_flow_cap: usize,
     /// Where adaptive concurrency starts for a flow this processor has no
-    /// history of. By default the cap: a healthy flow runs at once, the
-    /// limiter only steps in on 429s and rising latency. Below the cap
-    /// (`SUNDIAL_FLOW_SLOW_START`) a new flow ramps up from there in slow
-    /// start (see [`aimd`]), which spares fragile targets the full burst
-    /// and costs every burst a few round trips.
+    /// history of (`SUNDIAL_FLOW_SLOW_START`, default 4): below the cap, a
+    /// new flow ramps up from there in slow start (see [`aimd`]), which
+    /// spares targets the full burst and costs a burst to a cold flow a few
+    /// 50 ms rounds. `usize::MAX` (`off`) starts at the cap.
     pub initial_limit: usize,
     /// Consecutive failures that open a flow (`SUNDIAL_BREAKER_FAILURES`).
     pub breaker_failures: u32,
@@ -83,7 +82,7 @@ impl Default for FlowSettings {
     fn default() -> Self {
         FlowSettings {
             per_flow_cap: crate::config::defaults::PER_HOST_CONCURRENCY,
-            initial_limit: usize::MAX,
+            initial_limit: crate::config::defaults::FLOW_SLOW_START,
             breaker_failures: 5,
             breaker_window: Duration::from_secs(60),
             breaker_cooldown: Duration::from_secs(30),

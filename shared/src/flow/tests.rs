@@ -139,6 +139,7 @@ async fn retries_beyond_the_budget_wait_for_the_next_window() {
 async fn throttling_shrinks_the_flows_concurrency() {
     let flows = control(FlowSettings {
         per_flow_cap: 40,
+        initial_limit: usize::MAX,
         ..FlowSettings::default()
     });
     assert_eq!(flows.in_flight_limit("x:443"), 40);

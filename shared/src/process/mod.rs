@@ -167,9 +167,6 @@ struct Settled<Id> {
     retry: Option<Outgoing>,
     /// The next occurrence, to enqueue if the write-back chained it.
     chain: Option<Chain>,
-    /// The flow of a retry or held message: paced from the flow's shared
-    /// schedule in the write-back if the flow paces or backs off.
-    pace_flow: Option<String>,
     /// Occurrences to record as skipped with the outcome (overlap `skip`).
     skips: Vec<crate::store::SkippedOccurrence>,
     /// The fired message, released from [`InFlightMessages`] once the
@@ -187,7 +184,6 @@ impl<Id> Settled<Id> {
             outcome: None,
             retry: None,
             chain: None,
-            pace_flow: None,
             skips: Vec::new(),
             report,
         }

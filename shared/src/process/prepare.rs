@@ -158,10 +158,11 @@ impl Processor {
     }
 
     /// Messages of rate-limited flows that arrive after their slot (the
-    /// queue delivered late) would fire together and break the flow's rate:
-    /// they take new slots from the flow's shared schedule (one
-    /// transaction per chunk) and are held, or put back, until then. If
-    /// the schedule cannot be reached they fire as they are.
+    /// queue delivered late) would fire together and break the flow's rate,
+    /// and retries and held messages were sent without one: they take
+    /// slots from the flow's shared schedule, at or after their own fire
+    /// instant (one transaction per chunk), and are held, or put back,
+    /// until then. If the schedule cannot be reached they fire as they are.
     async fn repace_late<Id>(
         &self,
         jobs: Vec<(InFlight<Id>, FireRequest)>,
@@ -181,7 +182,7 @@ impl Processor {
         }
         let wants: Vec<(&str, DateTime<Utc>)> = late
             .iter()
-            .map(|&i| (jobs[i].0.task.flow.as_str(), now))
+            .map(|&i| (jobs[i].0.task.flow.as_str(), jobs[i].0.ready_at.max(now)))
             .collect();
         let slots = match store::pace_dispatch_alone(&self.pool, now, &wants).await {
             Ok(slots) => slots,

@@ -106,16 +106,11 @@ impl Processor {
         );
         // The flow's backoff and retry budget may move it later.
         let wanted = now + chrono::Duration::from_std(delay).unwrap_or_default();
-        let (retry_at, put_off) = self.flows.retry_at(&task.flow, wanted, now);
+        let (retry_at, _) = self.flows.retry_at(&task.flow, wanted, now);
         let delay = firetime::delay_until(retry_at, now);
-        // Put off to the budget's next window: no slot now (it would empty
-        // the flow's schedule until then), one on arrival.
-        let next = message.retry(retry_at);
-        let next = if put_off {
-            next.slot_on_arrival()
-        } else {
-            next
-        };
+        // No slot of a paced flow now: one when it arrives (see
+        // `DispatchMessage::slot_on_arrival`).
+        let next = message.retry(retry_at).slot_on_arrival();
         let lease_until = retry_at + self.lease_after(task);
         Settled {
             releases: None,
@@ -130,7 +125,6 @@ impl Processor {
                 message: next,
                 delay,
             }),
-            pace_flow: (!put_off).then(|| task.flow.clone()),
             ..Settled::new(id, Disposition::Done, report)
         }
     }
@@ -180,10 +174,9 @@ impl Processor {
                 },
             }),
             retry: Some(Outgoing {
-                message: message.held_until(until),
+                message: message.held_until(until).slot_on_arrival(),
                 delay: firetime::delay_until(until, now),
             }),
-            pace_flow: Some(task.flow.clone()),
             ..Settled::new(id, Disposition::Done, report)
         }
     }

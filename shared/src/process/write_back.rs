@@ -62,7 +62,6 @@ impl Processor {
     ) where
         F: FnMut(Id, Disposition),
     {
-        self.pace_retries(&mut batch).await;
         self.send_retries(&mut batch).await;
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
         // A poisoned outcome is stored as a failed run, or, if it cannot be
@@ -134,58 +133,6 @@ impl Processor {
             batch.iter().flat_map(|s| s.skips.iter().cloned()).collect();
         if let Err(err) = store::record_skips(&self.pool, &skips, Utc::now()).await {
             tracing::warn!(error = %err, skips = skips.len(), "cannot record skipped occurrences");
-        }
-    }
-
-    /// Retries and held messages of flows that pace (an operator's or a
-    /// learned rate) or back off take slots from the flow's shared
-    /// schedule, like dispatched occurrences, so that the requests a 429
-    /// stopped do not come back as one burst; their leases move with them.
-    /// If pacing cannot be reached they keep their times.
-    async fn pace_retries<Id>(&self, batch: &mut [Settled<Id>]) {
-        let now = Utc::now();
-        let wanted: Vec<(usize, String, DateTime<Utc>)> = (0..batch.len())
-            .filter_map(|i| {
-                let flow = batch[i].pace_flow.as_ref()?;
-                let m = &batch[i].retry.as_ref()?.message;
-                self.flows
-                    .paces_or_backs_off(flow, now)
-                    .then(|| (i, flow.clone(), m.fire_at.unwrap_or(m.occurrence)))
-            })
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let wants: Vec<(&str, DateTime<Utc>)> =
-            wanted.iter().map(|(_, f, at)| (f.as_str(), *at)).collect();
-        let slots = match store::pace_dispatch_alone(&self.pool, now, &wants).await {
-            Ok(slots) => slots,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot pace retries; sending them as they are");
-                return;
-            }
-        };
-        tracing::debug!(
-            paced = slots.len(),
-            first_slot_in_ms = slots.iter().min().map(|s| (*s - now).num_milliseconds()),
-            last_slot_in_ms = slots.iter().max().map(|s| (*s - now).num_milliseconds()),
-            "retries and held messages took slots"
-        );
-        for ((i, _, want), at) in wanted.into_iter().zip(slots) {
-            let moved = at - want;
-            if moved <= chrono::Duration::zero() {
-                continue;
-            }
-            let s = &mut batch[i];
-            if let Some(out) = s.retry.as_mut() {
-                out.message = out.message.held_until(at);
-                out.delay = firetime::paced_delay(at, now);
-            }
-            if let Some(store::OutcomeKind::Retrying { lease_until }) =
-                s.outcome.as_mut().map(|o| &mut o.kind)
-            {
-                *lease_until += moved;
-            }
         }
     }
 
