@@ -63,7 +63,7 @@ impl Proto {
 }
 
 /// Protocol and number of hosts of the bench target.
-#[derive(Debug, Clone, Args, Default)]
+#[derive(Debug, Clone, Args)]
 pub struct TargetShape {
     /// Protocol: plain HTTP/1.1, HTTPS with HTTP/1.1 only, HTTPS with HTTP/2 by ALPN.
     #[arg(long, value_enum, default_value_t = Proto::Http1)]
@@ -71,6 +71,17 @@ pub struct TargetShape {
     /// Targets on this many local ports; tasks are spread over them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub hosts: u16,
+}
+
+/// What the flags default to: plain HTTP/1.1 on one host (a derived
+/// `Default` gave 0 hosts, which the child target refuses).
+impl Default for TargetShape {
+    fn default() -> Self {
+        TargetShape {
+            proto: Proto::Http1,
+            hosts: 1,
+        }
+    }
 }
 
 impl TargetShape {
@@ -350,5 +361,28 @@ async fn serve_stats(listener: TcpListener, stats: Vec<Arc<TargetStats>>) {
             c.requests, c.in_flight, c.max_in_flight, c.connections, c.tls_handshakes
         );
         let _ = stream.write_all(line.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shape: TargetShape,
+    }
+
+    #[test]
+    fn the_default_shape_is_the_flags_default() {
+        // `bench phases` starts its target with `TargetShape::default()`:
+        // it must be what the flags give, one plain host (0 hosts made the
+        // child target refuse to start).
+        let parsed = Cli::parse_from(["bench"]).shape;
+        let default = TargetShape::default();
+        assert_eq!(default.args(), parsed.args());
+        assert_eq!(default.args(), ["--proto", "http1", "--hosts", "1"]);
     }
 }

@@ -578,7 +578,7 @@ async fn a_host_that_is_down_opens_its_flow_and_every_held_occurrence_is_account
 
 /// With `SUNDIAL_FLOW_SLOW_START`, a burst to a flow the processors have no
 /// history of arrives as a ramp: each processor starts with that many
-/// requests in flight and doubles the window every 50 ms, instead of
+/// requests in flight and doubles the window every 20 ms, instead of
 /// sending its whole share at once; and the ramp runs on the clock, so a
 /// slow endpoint's burst is not held back for several of its round trips.
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
@@ -619,9 +619,9 @@ async fn slow_start_ramps_a_burst_up_from_its_window(pool: PgPool) {
         o.sort_unstable();
         o
     };
-    // The first round (50 ms; 25 ms of it for jitter): at most the window
+    // The first round (20 ms; 10 ms of it for jitter): at most the window
     // of each processor.
-    let opening = offsets.iter().filter(|ms| **ms < 25).count();
+    let opening = offsets.iter().filter(|ms| **ms < 10).count();
     assert!(
         opening <= 2 * PROCESSORS,
         "{opening} requests in the first round (window 2 per processor): {offsets:?}"

@@ -12,7 +12,7 @@
 //! TCP's, the ramp runs on the clock, not on answers: a scheduled call that
 //! takes 10 s must still fire on its second, not after a few of its round
 //! trips (a fragile slow target wants `max_in_flight`). It costs a burst to
-//! a cold flow log2(cap / window) rounds, 200 ms from 4 to the default cap
+//! a cold flow log2(cap / window) rounds, 80 ms from 4 to the default cap
 //! of 50 (see docs/BENCHMARKS.md); `SUNDIAL_FLOW_SLOW_START=off` skips it.
 
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ pub const GROWTH_EVERY: Duration = Duration::from_millis(100);
 /// fast target's 429s to come back within a round (doubling per round trip
 /// of a 1 ms target reached the cap long before a per-second rate limit
 /// had said anything), short enough that the ramp costs a burst little.
-pub const SLOW_START_ROUND: Duration = Duration::from_millis(50);
+pub const SLOW_START_ROUND: Duration = Duration::from_millis(20);
 /// Latency above `baseline * LATENCY_FACTOR + LATENCY_SLACK` is congestion.
 pub const LATENCY_FACTOR: f64 = 2.0;
 /// See [`LATENCY_FACTOR`] (keeps fast targets' jitter from counting).
@@ -259,10 +259,11 @@ mod tests {
         // The first request begins the first round, at the starting window.
         assert_eq!(a.limit_at(t), (4, Some(t + SLOW_START_ROUND)));
         // However many answers come back within the round.
+        let just_before = SLOW_START_ROUND - Duration::from_millis(1);
         for k in 0..40 {
-            a.observe(Signal::Answered(FAST), t + Duration::from_millis(k));
+            a.observe(Signal::Answered(FAST), t + just_before * k / 40);
         }
-        assert_eq!(a.limit_at(t + Duration::from_millis(49)).0, 4);
+        assert_eq!(a.limit_at(t + just_before).0, 4);
         let r1 = t + SLOW_START_ROUND;
         assert_eq!(a.limit_at(r1), (8, Some(r1 + SLOW_START_ROUND)));
         // Two rounds without a look double twice.

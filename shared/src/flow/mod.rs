@@ -62,7 +62,7 @@ pub struct FlowSettings {
     /// history of (`SUNDIAL_FLOW_SLOW_START`, default 4): below the cap, a
     /// new flow ramps up from there in slow start (see [`aimd`]), which
     /// spares targets the full burst and costs a burst to a cold flow a few
-    /// 50 ms rounds. `usize::MAX` (`off`) starts at the cap.
+    /// 20 ms rounds. `usize::MAX` (`off`) starts at the cap.
     pub initial_limit: usize,
     /// Consecutive failures that open a flow (`SUNDIAL_BREAKER_FAILURES`).
     pub breaker_failures: u32,
