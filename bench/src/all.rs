@@ -248,7 +248,10 @@ fn render(out: &Path, command: &str, notes: &str) -> String {
             r.concurrency,
             r.delay_ms,
             match r.slow_start {
-                Some(w) => format!("from {w} in flight, doubling per round trip"),
+                Some(w) => format!(
+                    "from {w} in flight, doubling every {} ms",
+                    sundial::flow::aimd::SLOW_START_ROUND.as_millis()
+                ),
                 None => "off (`--slow-start off`), or a report from before it".to_string(),
             }
         ));

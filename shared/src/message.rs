@@ -159,10 +159,25 @@ impl DispatchMessage {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The message's key in `fire_claims` (see `store::claim_fires`): the
-    /// whole message as sent, so a retry or a re-paced copy is a new key.
+    /// The message's key in `fire_claims` (see `store::claim_fires`) and
+    /// among the messages a processor is firing: one attempt at one run
+    /// (task, version, occurrence, attempt, and what kind of run). Where
+    /// and when it fires (`fire_at`, `paced_ms`, `slot_on_arrival`) is left
+    /// out: a copy flow control moved (held, re-paced) while a twin SQS
+    /// delivered twice is firing is the same attempt, and must not fire a
+    /// second time. A retry is the next attempt: a new key.
     pub fn claim_key(&self) -> String {
-        self.to_json()
+        let backfill = self.backfill.map_or((0, false), |b| (b.id, b.rerun));
+        format!(
+            "{}:{}:{}:{}:{}:{}:{}",
+            self.task_id,
+            self.task_version,
+            self.occurrence.timestamp_micros(),
+            self.attempt,
+            u8::from(self.manual),
+            backfill.0,
+            u8::from(backfill.1)
+        )
     }
 
     /// Parses and checks a message body.
@@ -214,6 +229,35 @@ mod tests {
         assert!(!m.to_json().contains("fire_at"));
         let timed = m.clone().firing_at(later);
         assert_eq!(DispatchMessage::parse(&timed.to_json()).unwrap(), timed);
+    }
+
+    #[test]
+    fn a_moved_copy_is_the_same_claim_and_a_retry_is_not() {
+        let occ = DateTime::parse_from_rfc3339("2026-03-08T07:00:00Z")
+            .unwrap()
+            .to_utc();
+        let m = DispatchMessage::new(42, occ, 3);
+        let later = occ + chrono::Duration::milliseconds(1500);
+        // Held or re-paced by flow control: the same attempt.
+        assert_eq!(m.held_until(later).claim_key(), m.claim_key());
+        assert_eq!(m.clone().firing_at(later).claim_key(), m.claim_key());
+        assert_eq!(m.clone().slot_on_arrival().claim_key(), m.claim_key());
+        // The next attempt, another run, another occurrence: another key.
+        assert_ne!(m.retry(later).claim_key(), m.claim_key());
+        let manual = DispatchMessage {
+            manual: true,
+            ..m.clone()
+        };
+        assert_ne!(manual.claim_key(), m.claim_key());
+        let rerun = |rerun| DispatchMessage {
+            backfill: Some(BackfillRef { id: 9, rerun }),
+            ..m.clone()
+        };
+        assert_ne!(rerun(true).claim_key(), rerun(false).claim_key());
+        assert_ne!(rerun(false).claim_key(), m.claim_key());
+        let next = DispatchMessage::new(42, occ + chrono::Duration::microseconds(1), 3);
+        assert_ne!(next.claim_key(), m.claim_key());
+        assert_ne!(DispatchMessage::new(42, occ, 4).claim_key(), m.claim_key());
     }
 
     #[test]

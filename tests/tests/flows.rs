@@ -378,6 +378,20 @@ async fn a_429_with_retry_after_stops_every_processor(pool: PgPool) {
         40,
         "every held occurrence fired after the backoff"
     );
+    // Soon after it: a held message frees its fire claim before its next
+    // copy (the same attempt) is sent, so that copy is not handed back for
+    // the claim's 30 s and more.
+    let last_ok = records
+        .iter()
+        .filter(|r| r.path == "/ok")
+        .map(|r| r.received_at)
+        .max()
+        .expect("ok arrivals");
+    assert!(
+        last_ok < quiet_until + chrono::Duration::seconds(8),
+        "the last held occurrence fired {} ms after the backoff",
+        (last_ok - quiet_until).num_milliseconds()
+    );
     assert!(report.flow_held >= 30, "{report:?}");
     assert!(report.throttled >= 1);
     let succeeded: i64 =

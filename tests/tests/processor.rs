@@ -403,6 +403,42 @@ async fn a_duplicate_delivery_records_one_run_and_advances_once(pool: PgPool) {
     assert_eq!(server.stats.bad_signatures(), 0);
 }
 
+/// A copy flow control moved (held by its flow or re-paced, sent again
+/// with a later `fire_at`) is the same attempt as the message it came
+/// from: while a twin SQS handed to another processor is firing, it is
+/// handed back, not fired a second time.
+#[sqlx::test(migrator = "sundial::store::MIGRATOR")]
+async fn a_moved_copy_of_a_message_firing_elsewhere_is_handed_back(pool: PgPool) {
+    let server = target().await;
+    let queue = || Arc::new(MemoryQueue::default());
+    let one = Arc::new(processor(&pool, "127.0.0.1/32", queue()));
+    let two = processor(&pool, "127.0.0.1/32", queue());
+    let due = second(Utc::now());
+    let m = due_task(&pool, "moved", &server.url("/delay/300"), due, "").await;
+    let firing = {
+        let (p, body) = (one.clone(), m.to_json());
+        tokio::spawn(async move { p.process_batch(vec![(1, body)], None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let moved = m.held_until(Utc::now()).slot_on_arrival();
+    let (d, report) = two.process_batch(vec![(2, moved.to_json())], None).await;
+    assert_eq!((report.fired, report.duplicates), (0, 1), "{report:?}");
+    let [(2, Disposition::Retry { after })] = d[..] else {
+        panic!("the moved copy is handed back: {d:?}");
+    };
+    assert!(after >= Duration::from_secs(1), "{after:?}");
+    let (_, first) = firing.await.unwrap();
+    assert_eq!(first.succeeded, 1, "{first:?}");
+    // When it comes again its twin is recorded: dropped.
+    let (_, again) = two.process_batch(vec![(3, moved.to_json())], None).await;
+    assert_eq!((again.fired, again.stale_dropped), (0, 1), "{again:?}");
+    assert_eq!(server.stats.requests(), 1);
+    let run = run_of(&pool, "moved")
+        .await
+        .map(|(status, _, attempts)| (status, attempts));
+    assert_eq!(run, Some(("succeeded".to_string(), 1)));
+}
+
 #[sqlx::test(migrator = "sundial::store::MIGRATOR")]
 async fn a_message_for_an_edited_task_is_dropped(pool: PgPool) {
     let server = target().await;

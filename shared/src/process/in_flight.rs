@@ -11,11 +11,13 @@
 //! two processes at once are kept apart by `store::claim_fires`, claimed
 //! in `Processor::prepare` before this.)
 //!
-//! The key is the whole message: a retry (next attempt) or a message flow
-//! control moved (new `fire_at`) is a different message and never waits
-//! for its predecessor. An entry is released once its outcome is written,
-//! and lapses by itself at its expiry, so an entry left behind (a
-//! cancelled invocation) cannot hold a message back for long.
+//! The key is [`DispatchMessage::claim_key`], one attempt at one run: a
+//! retry (next attempt) is a different message and never waits for its
+//! predecessor, but a copy flow control moved (new `fire_at`) is the same
+//! attempt and waits for a twin being fired. An entry is released once its
+//! outcome is written (or the message went back unfired), and lapses by
+//! itself at its expiry, so an entry left behind (a cancelled invocation)
+//! cannot hold a message back for long.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,7 +33,7 @@ const MIN_HOLD: Duration = Duration::from_secs(1);
 /// See the module documentation.
 #[derive(Default)]
 pub(super) struct InFlightMessages {
-    entries: Mutex<HashMap<DispatchMessage, Instant>>,
+    entries: Mutex<HashMap<String, Instant>>,
 }
 
 impl InFlightMessages {
@@ -47,19 +49,20 @@ impl InFlightMessages {
             // A poisoned lock only loses the deduplication.
             return Ok(());
         };
-        if let Some(until) = entries.get(message) {
+        let key = message.claim_key();
+        if let Some(until) = entries.get(&key) {
             if *until > now {
                 return Err((*until - now).clamp(MIN_HOLD, MAX_HOLD));
             }
         }
-        entries.insert(message.clone(), now + expires.min(MAX_HOLD));
+        entries.insert(key, now + expires.min(MAX_HOLD));
         Ok(())
     }
 
     /// Its outcome is written (or given up): copies may come through.
     pub(super) fn release(&self, message: &DispatchMessage) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(message);
+            entries.remove(&message.claim_key());
             // Lapsed entries go with the next release.
             if entries.len() > 1024 {
                 let now = Instant::now();
@@ -104,6 +107,22 @@ mod tests {
         assert_eq!(seen.claim(&message(1), Duration::from_secs(40)), Ok(()));
         assert_eq!(seen.claim(&message(2), Duration::from_secs(40)), Ok(()));
         assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn a_moved_copy_waits_for_its_twin() {
+        let seen = InFlightMessages::default();
+        let m = message(1);
+        let later = m.occurrence + chrono::Duration::seconds(2);
+        assert_eq!(seen.claim(&m, Duration::from_secs(40)), Ok(()));
+        assert!(seen
+            .claim(&m.held_until(later), Duration::from_secs(40))
+            .is_err());
+        seen.release(&m);
+        assert_eq!(
+            seen.claim(&m.held_until(later), Duration::from_secs(40)),
+            Ok(())
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Processor {
     ) where
         F: FnMut(Id, Disposition),
     {
+        self.release_moved(&batch).await;
         self.send_retries(&mut batch).await;
         let outcomes: Vec<Outcome> = batch.iter().filter_map(|s| s.outcome.clone()).collect();
         // A poisoned outcome is stored as a failed run, or, if it cannot be
@@ -69,15 +70,7 @@ impl Processor {
         // either way, since handing it back would poison the next flush.
         match store::record_outcomes_isolating(&self.pool, &outcomes).await {
             Ok(write) => {
-                let owners: Vec<usize> = (0..batch.len())
-                    .filter(|&i| batch[i].outcome.is_some())
-                    .collect();
-                for &k in &write.rewritten {
-                    if let Some(r) = owners.get(k).map(|&i| &mut batch[i].report) {
-                        r.failed += r.succeeded + r.timed_out + r.skipped;
-                        (r.succeeded, r.timed_out, r.skipped) = (0, 0, 0);
-                    }
-                }
+                count_rewritten(&mut batch, &write.rewritten);
                 if !write.recorded.notifications.is_empty() {
                     if let Some(notifier) = &self.notifier {
                         notifier.kick();
@@ -99,9 +92,12 @@ impl Processor {
                 }
             }
         }
-        self.release_claims(&batch).await;
+        self.release_claims(&batch, |s| {
+            !moved_unfired(s) && matches!(s.disposition, Disposition::Retry { .. })
+        })
+        .await;
         for s in batch {
-            if let Some(message) = &s.releases {
+            if let Some(message) = s.releases.as_ref().filter(|_| !moved_unfired(&s)) {
                 self.in_flight.release(message);
             }
             report.merge(&s.report);
@@ -109,15 +105,34 @@ impl Processor {
         }
     }
 
-    /// Messages that took the firing path and go back to the queue as they
-    /// are (the deadline came first, or their outcome could not be
-    /// written) release their claim in `fire_claims`, so their next
-    /// delivery fires at once. A failure is logged: those copies then wait
-    /// out the claim.
-    async fn release_claims<Id>(&self, batch: &[Settled<Id>]) {
+    /// What is sent again unfired (its flow held it) frees its claims,
+    /// here and across processors, before the flush sends its next copy:
+    /// that copy is the same attempt (`DispatchMessage::claim_key`) and
+    /// may come back at once.
+    async fn release_moved<Id>(&self, batch: &[Settled<Id>]) {
+        for message in batch
+            .iter()
+            .filter(|s| moved_unfired(s))
+            .filter_map(|s| s.releases.as_ref())
+        {
+            self.in_flight.release(message);
+        }
+        self.release_claims(batch, moved_unfired).await;
+    }
+
+    /// Messages of `batch` that took the firing path and `release` says
+    /// are not handled (sent again unfired, or handed back as they are:
+    /// the deadline came first, their outcome could not be written)
+    /// release their claim in `fire_claims`, so their next copy fires at
+    /// once. A failure is logged: those copies then wait out the claim.
+    async fn release_claims<Id>(
+        &self,
+        batch: &[Settled<Id>],
+        release: impl Fn(&Settled<Id>) -> bool,
+    ) {
         let keys: Vec<String> = batch
             .iter()
-            .filter(|s| matches!(s.disposition, Disposition::Retry { .. }))
+            .filter(|s| release(s))
             .filter_map(|s| s.releases.as_ref().map(DispatchMessage::claim_key))
             .collect();
         if let Err(err) = store::release_fire_claims(&self.pool, &keys).await {
@@ -269,6 +284,26 @@ impl Processor {
         );
         if let Err(err) = store::release(&self.pool, &refused).await {
             tracing::warn!(error = %err, "cannot release; the leases lapse and the scanner recovers them");
+        }
+    }
+}
+
+/// Taken for firing and sent again without a call (its flow held it): its
+/// claims are freed before the flush sends its next copy, not after.
+fn moved_unfired<Id>(s: &Settled<Id>) -> bool {
+    s.releases.is_some() && s.report.fired == 0 && s.retry.is_some()
+}
+
+/// The outcomes Postgres refused (`rewritten`, indexes among the batch's
+/// outcomes) were stored as failed runs: count them so.
+fn count_rewritten<Id>(batch: &mut [Settled<Id>], rewritten: &[usize]) {
+    let owners: Vec<usize> = (0..batch.len())
+        .filter(|&i| batch[i].outcome.is_some())
+        .collect();
+    for &k in rewritten {
+        if let Some(r) = owners.get(k).map(|&i| &mut batch[i].report) {
+            r.failed += r.succeeded + r.timed_out + r.skipped;
+            (r.succeeded, r.timed_out, r.skipped) = (0, 0, 0);
         }
     }
 }
