@@ -547,6 +547,15 @@ async fn conflicts_sizes_and_unknowns(pool: PgPool) {
     let (status, err) = api.call("POST", "/v1/tasks", Some(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
     assert_eq!(err["error"]["code"], "payload_too_large");
+    // So on the routes whose body is optional (they read it raw).
+    let id = task["id"].as_i64().expect("task id");
+    for action in ["pause", "trigger", "backfill"] {
+        let path = format!("/v1/tasks/{id}/{action}");
+        let huge = json!({"reason": "x".repeat(admin::MAX_REQUEST_BYTES + 1)});
+        let (status, err) = api.call("POST", &path, Some(huge)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}: {err}");
+        assert_eq!(err["error"]["code"], "payload_too_large", "{path}");
+    }
     // Just over the task's own body limit but within the request limit.
     let mut over = spec("over");
     over["body"] = json!("x".repeat(sundial::task::MAX_BODY_BYTES + 1));

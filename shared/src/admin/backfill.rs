@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -12,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::error::{AdminError, ErrorBody, Result};
-use super::extract::{instant_in_range, parse_json, TaskId};
+use super::extract::{instant_in_range, parse_json, RawBody, TaskId};
 use super::tasks::ACTOR;
 use super::AdminState;
 use crate::backfill::{self, PlanError};
@@ -70,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BackfillId {
 pub async fn backfill_task(
     State(state): State<AdminState>,
     TaskId(id): TaskId,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<BackfillProgress>)> {
     let request = backfill_request(&body)?;
     let from = instant_in_range("from", request.from)?;

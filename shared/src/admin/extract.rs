@@ -37,13 +37,31 @@ where
                 return Err(AdminError::UnsupportedMediaType);
             }
         }
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A request body as bytes, for routes whose body is optional (an empty
+/// one means the defaults): a body past [`MAX_REQUEST_BYTES`] is a JSON
+/// 413, one that cannot be read a JSON 400, not axum's plain text.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub Bytes);
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             match rejection.status() {
                 StatusCode::PAYLOAD_TOO_LARGE => AdminError::PayloadTooLarge(MAX_REQUEST_BYTES),
                 _ => AdminError::BodyUnreadable,
             }
         })?;
-        parse_json(&bytes).map(JsonBody)
+        Ok(RawBody(bytes))
     }
 }
 

@@ -2,13 +2,12 @@
 //! admin API), why (`reason`) and, with `until`, when it ends by itself;
 //! a resume clears the pause and the failure count (see [`crate::pause`]).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 
 use super::error::{AdminError, ErrorBody, Result};
-use super::extract::{instant_in_range, parse_json, TaskId};
+use super::extract::{instant_in_range, parse_json, RawBody, TaskId};
 use super::tasks::ACTOR;
 use super::AdminState;
 use crate::pause::{Pause, PauseRequest};
@@ -32,7 +31,7 @@ use crate::task::Task;
 pub async fn pause_task(
     State(state): State<AdminState>,
     TaskId(id): TaskId,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Task>> {
     let request = pause_request(&body)?;
     let until = request

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::error::{AdminError, ErrorBody, Result};
-use crate::admin::extract::TaskId;
+use crate::admin::extract::{RawBody, TaskId};
 use crate::admin::AdminState;
 use crate::message::DispatchMessage;
 use crate::queue::Outgoing;
@@ -47,7 +47,7 @@ pub struct Triggered {
 pub async fn trigger_task(
     State(state): State<AdminState>,
     TaskId(id): TaskId,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Triggered>)> {
     let request = crate::admin::trigger::trigger_request(&body)?;
     let task = store::get_task(&state.pool, id).await?;

@@ -13,7 +13,7 @@ use maud::html;
 use super::auth::{FormFields, Session};
 use super::layout::{self, Section};
 use super::page::{self, UiError, UiTaskId};
-use crate::admin::extract::TaskId;
+use crate::admin::extract::{RawBody, TaskId};
 use crate::admin::{pause, tasks, AdminState};
 use crate::store;
 
@@ -32,7 +32,7 @@ pub async fn pause(
         Some(reason) => serde_json::json!({ "reason": reason }).to_string(),
         None => String::new(),
     };
-    let _paused = pause::pause_task(State(state), TaskId(id), Bytes::from(body)).await?;
+    let _paused = pause::pause_task(State(state), TaskId(id), RawBody(Bytes::from(body))).await?;
     Ok(back_to(id, "paused"))
 }
 
@@ -51,7 +51,7 @@ pub async fn trigger(
     State(state): State<AdminState>,
     UiTaskId(id): UiTaskId,
 ) -> Result<Response, UiError> {
-    let _queued = tasks::trigger_task(State(state), TaskId(id), Bytes::new()).await?;
+    let _queued = tasks::trigger_task(State(state), TaskId(id), RawBody(Bytes::new())).await?;
     Ok(back_to(id, "triggered"))
 }
 
