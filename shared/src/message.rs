@@ -213,11 +213,15 @@ pub fn idempotency_key(task_id: i64, occurrence: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
 
+    fn occurrence() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-08T07:00:00Z")
+            .unwrap()
+            .to_utc()
+    }
+
     #[test]
     fn round_trips() {
-        let occ = DateTime::parse_from_rfc3339("2026-03-08T07:00:00Z")
-            .unwrap()
-            .to_utc();
+        let occ = occurrence();
         let m = DispatchMessage::new(42, occ, 3);
         let back = DispatchMessage::parse(&m.to_json()).unwrap();
         assert_eq!(back, m);
@@ -233,9 +237,7 @@ mod tests {
 
     #[test]
     fn a_moved_copy_is_the_same_claim_and_a_retry_is_not() {
-        let occ = DateTime::parse_from_rfc3339("2026-03-08T07:00:00Z")
-            .unwrap()
-            .to_utc();
+        let occ = occurrence();
         let m = DispatchMessage::new(42, occ, 3);
         let later = occ + chrono::Duration::milliseconds(1500);
         // Held or re-paced by flow control: the same attempt.
